@@ -1,0 +1,187 @@
+"""Terminal output for the CLI: Rich tables for people, plain JSON for machines."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from flashspark.errors import FlashsparkError, PhaseFailed, Problem, RecipeInvalid
+from flashspark.recipe import Recipe, ResolvedRecipe
+from flashspark.render import LaunchPlan
+
+# Off a terminal Rich assumes 80 columns; logs and CI read better wider.
+_WIDTH = None if sys.stdout.isatty() else 120
+out = Console(highlight=False, soft_wrap=True, width=_WIDTH)
+err = Console(stderr=True, highlight=False, soft_wrap=True, width=_WIDTH)
+
+
+def print_plain(text: str, *, err: bool = False) -> None:
+    (globals()["err"] if err else out).print(text, markup=False)
+
+
+def print_json(payload: Any) -> None:
+    sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def error_payload(error: FlashsparkError) -> dict[str, Any]:
+    payload: dict[str, Any] = {
+        "ok": False,
+        "error": type(error).__name__,
+        "message": error.message,
+        "key": error.key,
+        "value": None if error.value is None else str(error.value),
+        "where": error.where,
+        "fix": error.fix,
+    }
+    if isinstance(error, RecipeInvalid):
+        payload["problems"] = [problem_payload(p) for p in error.problems]
+    if isinstance(error, PhaseFailed):
+        payload["phase"] = error.phase
+        payload["log_tail"] = error.log_tail
+    return payload
+
+
+def print_error(error: FlashsparkError) -> None:
+    if isinstance(error, RecipeInvalid):
+        print_problems(error.problems)
+        return
+    err.print(f"[bold red]error:[/] {error.describe()}", markup=True)
+
+
+def problem_payload(problem: Problem) -> dict[str, Any]:
+    return {
+        "severity": problem.severity,
+        "key": problem.key,
+        "value": None if problem.value is None else str(problem.value),
+        "rule": problem.rule,
+        "fix": problem.fix,
+        "where": problem.where,
+    }
+
+
+def check_payload(resolved: ResolvedRecipe | None, problems: Sequence[Problem]) -> dict[str, Any]:
+    payload: dict[str, Any] = {
+        "ok": not any(p.severity == "error" for p in problems),
+        "problems": [problem_payload(p) for p in problems],
+    }
+    if resolved is not None:
+        payload["profile"] = resolved.recipe.profile.name
+        payload["recipe"] = resolved.recipe.public_dict()
+        payload["origins"] = {path: o.describe() for path, o in sorted(resolved.origins.items())}
+    return payload
+
+
+_STYLE = {"error": "bold red", "warning": "yellow", "note": "dim"}
+
+
+def print_problems(problems: Sequence[Problem], *, heading: str | None = None) -> None:
+    if not problems:
+        return
+    if heading:
+        err.print(f"[bold]{heading}[/]")
+    for problem in problems:
+        style = _STYLE.get(problem.severity, "")
+        shown = "<unset>" if problem.value is None else repr(problem.value)
+        where = f" [dim]({problem.where})[/]" if problem.where else ""
+        err.print(
+            f"[{style}]{problem.severity}:[/] [bold]{problem.key}[/] = {_escape(shown)}: "
+            f"{_escape(problem.rule)}{where}"
+        )
+        err.print(f"  fix: {_escape(problem.fix)}")
+
+
+def print_check(resolved: ResolvedRecipe) -> None:
+    recipe = resolved.recipe
+    print_problems(resolved.problems)
+    if resolved.errors:
+        err.print(f"[bold red]{len(resolved.errors)} error(s)[/]: the recipe is not usable yet.")
+        return
+    table = Table(title=f"profile {recipe.profile.name}: {recipe.profile.summary}", show_header=False)
+    table.add_column("setting")
+    table.add_column("value")
+    table.add_column("from", style="dim")
+    rows = [
+        ("nodes", ", ".join(f"{n.name} ({n.ssh})" for n in recipe.nodes), "nodes"),
+        ("model", recipe.model.id, "model.id"),
+        ("served as", recipe.model.served_name, "model.served_name"),
+        ("max_model_len", recipe.engine.max_model_len, "engine.max_model_len"),
+        ("max_num_seqs", recipe.engine.max_num_seqs, "engine.max_num_seqs"),
+        ("kv_cache_dtype", recipe.engine.kv_cache_dtype, "engine.kv_cache_dtype"),
+        (
+            "speculative",
+            recipe.speculative.to_json() if recipe.speculative.enabled else "off",
+            "speculative.num_speculative_tokens",
+        ),
+        (
+            "parallel",
+            f"TP {recipe.parallel.tensor_parallel_size} x PP {recipe.parallel.pipeline_parallel_size}",
+            "parallel.tensor_parallel_size",
+        ),
+        ("API", f"{recipe.api.host}:{recipe.api.port}", "api.host"),
+        ("runtime", recipe.cluster.runtime, "cluster.runtime"),
+    ]
+    for label, value, path in rows:
+        table.add_row(label, _escape(str(value)), resolved.origin_of(path))
+    out.print(table)
+    out.print("[green]ok[/]: the recipe is valid.")
+
+
+def print_profiles(rows: Sequence[dict[str, Any]]) -> None:
+    table = Table(title="FlashSpark profiles")
+    for column in ("name", "max_model_len", "max_num_seqs", "kv_cache_dtype", "speculative", "summary"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            *(
+                _escape(str(row[c]) if row[c] is not None else "-")
+                for c in ("name", "max_model_len", "max_num_seqs", "kv_cache_dtype", "speculative", "summary")
+            )
+        )
+    out.print(table)
+    out.print("Show one in full: flashspark profiles NAME")
+
+
+def print_profile(recipe: Recipe) -> None:
+    profile = recipe.profile
+    out.print(f"[bold]{profile.name}[/]: {_escape(profile.summary)}")
+    out.print(f"\n[bold]evidence[/]\n{_escape(profile.evidence.strip())}")
+    if profile.decisions:
+        out.print("\n[bold]decisions[/]")
+        for decision in profile.decisions:
+            out.print(f" - {_escape(decision)}")
+    out.print("\n[bold]settings[/]")
+    data = recipe.public_dict()
+    for section in ("model", "engine", "speculative", "generation", "parallel", "api", "cluster"):
+        values = {k: v for k, v in data[section].items() if v not in (None, [], {}, False)}
+        out.print(f"  [cyan]{section}[/] {_escape(json.dumps(values))}")
+    out.print("\n[bold]environment groups[/]")
+    for group, values in recipe.env.items():
+        out.print(f"  [cyan]{group}[/]")
+        for key, value in values.items():
+            out.print(f"    {key}={_escape(value)}")
+
+
+def print_plan(plan: LaunchPlan, written: Sequence[Path]) -> None:
+    out.print(f"[bold]{plan.deployment}[/] ({plan.profile}, {plan.runtime}); API {plan.api_base_url}")
+    for node in plan.start_order:
+        out.print(f"\n[bold]rank {node.rank}[/] {node.name} ({node.role}, {node.ssh})")
+        out.print(f"  [dim]$[/] {_escape(node.command_line())}")
+        for key, value in node.env.items():
+            out.print(f"  [dim]env[/] {key}={_escape(value)}")
+        for key in node.secret_env:
+            out.print(f"  [dim]env[/] {key}=<secret, from an owner-only env file>")
+        for key, value in node.pending.items():
+            out.print(f"  [dim]env[/] {key}=<{value}: resolved on the node at launch>")
+    if written:
+        out.print("\nwrote " + ", ".join(str(p) for p in written))
+
+
+def _escape(text: str) -> str:
+    return text.replace("[", "\\[")

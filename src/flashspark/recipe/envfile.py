@@ -1,0 +1,112 @@
+"""A small dotenv reader that remembers the line each key came from.
+
+It reads what `set -a; source .env.dspark` would for the files the recipe's
+users write: `KEY=VALUE`, an optional `export`, single or double quotes,
+`# comments` (whole-line, or after whitespace in an unquoted value) and
+`${VAR}` / `${VAR:-default}` / `$VAR` expansion against earlier keys, then the
+process environment. It is not a shell: command substitution is refused.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from flashspark.errors import RecipeError
+
+_LINE = re.compile(r"^\s*(?:export\s+)?(?P<key>[A-Za-z_][A-Za-z0-9_]*)\s*=\s*(?P<value>.*)$")
+_EXPAND = re.compile(
+    r"\$(?:\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}|(?P<bare>[A-Za-z_][A-Za-z0-9_]*))"
+)
+
+
+@dataclass(frozen=True)
+class EnvEntry:
+    key: str
+    value: str
+    line: int
+
+
+def parse_env_text(
+    text: str, *, source: str, environ: Mapping[str, str] | None = None
+) -> dict[str, EnvEntry]:
+    """Parse dotenv text into entries keyed by name; later lines win, as in a shell.
+
+    Raises RecipeError naming the file and line for a line that is not KEY=VALUE.
+    """
+    environ = environ or {}
+    entries: dict[str, EnvEntry] = {}
+    for number, raw in enumerate(text.splitlines(), start=1):
+        stripped = raw.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        match = _LINE.match(raw)
+        if match is None:
+            raise RecipeError(
+                f"cannot read line {number} of {source}: expected KEY=VALUE",
+                value=stripped,
+                where=f"{source}:{number}",
+                fix="write one KEY=VALUE per line; start comments with #",
+            )
+        key = match["key"]
+        value = _unquote(match["value"], where=f"{source}:{number}")
+        if value.startswith("\x00raw:"):
+            value = value[len("\x00raw:") :]
+        else:
+            value = _expand(value, entries, environ, where=f"{source}:{number}")
+        entries[key] = EnvEntry(key=key, value=value, line=number)
+    return entries
+
+
+def read_env_file(path: Path, *, environ: Mapping[str, str] | None = None) -> dict[str, EnvEntry]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise RecipeError(
+            f"cannot read the config file {path}: {exc.strerror}",
+            where=str(path),
+            fix="check the path, or create one with `flashspark config init`",
+        ) from exc
+    return parse_env_text(text, source=str(path), environ=environ)
+
+
+def _unquote(value: str, *, where: str) -> str:
+    value = value.strip()
+    if value[:1] in {"'", '"'}:
+        quote = value[0]
+        end = value.find(quote, 1)
+        if end == -1:
+            raise RecipeError(
+                f"unterminated {quote} quote",
+                value=value,
+                where=where,
+                fix=f"close the value with a matching {quote}",
+            )
+        inner = value[1:end]
+        # Single quotes are literal in a shell: mark them so no expansion happens.
+        return "\x00raw:" + inner if quote == "'" else inner
+    # An unquoted value ends at a comment that follows whitespace.
+    comment = re.search(r"\s#", value)
+    if comment:
+        value = value[: comment.start()]
+    if "$(" in value or "`" in value:
+        raise RecipeError(
+            "command substitution is not supported in config files",
+            value=value,
+            where=where,
+            fix="write the literal value",
+        )
+    return value.strip()
+
+
+def _expand(value: str, entries: Mapping[str, EnvEntry], environ: Mapping[str, str], *, where: str) -> str:
+    def substitute(match: re.Match[str]) -> str:
+        name = match["braced"] or match["bare"]
+        found = entries[name].value if name in entries else environ.get(name, "")
+        if not found and match["default"] is not None:
+            return match["default"]
+        return found
+
+    return _EXPAND.sub(substitute, value)

@@ -1,0 +1,256 @@
+"""The recipe as typed data: every setting a deployment needs, resolved.
+
+A `Recipe` is what the layering in `sources.py` produces from built-in defaults,
+a shipped profile, the user's cluster file and `--set` overrides. Each default
+lives exactly once, on its field here; a field left at `None` means "do not pass
+the flag, let vLLM decide". Every later layer (render, plan, cluster, gates,
+bench) reads a `Recipe` and nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+
+class Frozen(BaseModel):
+    """Base for data that crosses a layer: no unknown keys, no mutation."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ProfileInfo(Frozen):
+    """Who this profile is for and the evidence behind its numbers."""
+
+    name: str = Field(description="Profile name, e.g. agent-1m.")
+    summary: str = Field(default="", description="One line: what the profile is for.")
+    evidence: str = Field(default="", description="Where the numbers come from.")
+    decisions: list[str] = Field(
+        default_factory=list,
+        description="Where the reference recipe's layers disagreed, what was chosen and why.",
+    )
+
+
+class ModelSpec(Frozen):
+    """Which weights are served, and under which name."""
+
+    id: str = Field(
+        default="deepseek-ai/DeepSeek-V4-Flash-DSpark",
+        description="Hugging Face repo id, a path, or local:NAME for a model FlashSpark builds.",
+    )
+    revision: str | None = Field(default=None, description="Pinned model revision (commit).")
+    served_name: str = Field(
+        default="deepseek-v4-flash-dspark", description="The OpenAI `model` id clients send."
+    )
+    native_max_model_len: int = Field(
+        default=1_048_576,
+        description="Longest context the weights were trained or calibrated for "
+        "(DeepSeek-V4-Flash: YaRN 65,536 x 16).",
+    )
+
+
+class EngineSettings(Frozen):
+    """`vllm serve` engine flags. `None` leaves the flag out (vLLM's default)."""
+
+    dtype: str | None = None
+    max_model_len: int | None = None
+    max_num_seqs: int | None = None
+    max_num_batched_tokens: int | None = None
+    gpu_memory_utilization: float | None = None
+    block_size: int | None = None
+    kv_cache_dtype: str | None = None
+    max_cudagraph_capture_size: int | None = Field(
+        default=None,
+        description="Leave unset: FlashSpark derives max_num_seqs x (k + 1) when drafting, "
+        "because vLLM silently floors other values to a multiple of k + 1.",
+    )
+    enforce_eager: bool = False
+    trust_remote_code: bool = False
+    tokenizer_mode: str | None = None
+    tool_call_parser: str | None = None
+    enable_auto_tool_choice: bool = False
+    reasoning_parser: str | None = None
+    reasoning_config: dict[str, Any] | None = None
+    default_chat_template_kwargs: dict[str, Any] | None = None
+    generation_config: str | None = None
+    enable_prefix_caching: bool | None = None
+    async_scheduling: bool = False
+    enable_chunked_prefill: bool | None = None
+    enable_flashinfer_autotune: bool = False
+    allow_long_max_model_len: bool = Field(
+        default=False,
+        description="Permit max_model_len above the model's native limit "
+        "(sets VLLM_ALLOW_LONG_MAX_MODEL_LEN=1; quality beyond it is extrapolation).",
+    )
+    extra_args: list[str] = Field(
+        default_factory=list, description="Further `vllm serve` arguments, passed as given."
+    )
+
+
+class SpeculativeSettings(Frozen):
+    """Speculative decoding; `method` None turns it off."""
+
+    method: str | None = None
+    num_speculative_tokens: int | None = None
+    draft_sample_method: str | None = None
+    prompt_lookup_max: int | None = None
+    prompt_lookup_min: int | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.method is not None
+
+    def to_json(self) -> str:
+        """The `--speculative-config` value, keys in a stable order."""
+        config: dict[str, Any] = {"method": self.method}
+        for key in (
+            "num_speculative_tokens",
+            "draft_sample_method",
+            "prompt_lookup_max",
+            "prompt_lookup_min",
+        ):
+            value = getattr(self, key)
+            if value is not None:
+                config[key] = value
+        return json.dumps(config, separators=(",", ":"))
+
+
+class GenerationFloor(Frozen):
+    """Server-side sampling defaults (`--override-generation-config`); clients still win."""
+
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    repetition_penalty: float | None = None
+
+    def to_json(self) -> str | None:
+        values = {k: v for k, v in self.model_dump().items() if v is not None}
+        return json.dumps(values, separators=(",", ":")) if values else None
+
+
+class ParallelSettings(Frozen):
+    """How one vLLM instance spreads over the nodes."""
+
+    tensor_parallel_size: int = 1
+    pipeline_parallel_size: int = 1
+    distributed_executor_backend: str | None = None
+    gpus_per_node: int = Field(default=1, description="DGX Spark: one GB10 GPU per node.")
+
+    @property
+    def world_size(self) -> int:
+        return self.tensor_parallel_size * self.pipeline_parallel_size
+
+
+class ApiSettings(Frozen):
+    """Where the OpenAI-compatible API listens, and who may reach it."""
+
+    host: str = Field(default="127.0.0.1", description="API bind address on the head node.")
+    port: int = 8888
+    expose: bool = Field(
+        default=False,
+        description="Allow binding to a non-loopback address (a deliberate security choice).",
+    )
+    api_key: SecretStr | None = Field(
+        default=None, description="Bearer key vLLM requires (VLLM_API_KEY); never rendered."
+    )
+
+
+class ClusterSettings(Frozen):
+    """Cluster-wide settings: naming, runtime, rendezvous."""
+
+    name: str = Field(
+        default="flashspark",
+        description="Deployment name: the compose project and the label `down` looks for.",
+    )
+    runtime: Literal["compose", "process"] = "compose"
+    fabric: Literal["roce", "tcp"] = Field(
+        default="roce",
+        description="roce: NCCL over RoCE (DGX Spark); tcp: plain sockets (gloo, CPU tests).",
+    )
+    image: str = "vllm-dspark-runtime:dspark-nvfp4-stage-c"
+    vllm_bin: str = Field(default="vllm", description="The vLLM executable on each node.")
+    master_addr: str | None = Field(default=None, description="Head fabric IP (rank 0).")
+    master_port: int = 25000
+    restart_policy: Literal["no", "on-failure", "unless-stopped", "always"] = Field(
+        default="no",
+        description="Compose restart policy. A lone node that restarts cannot rejoin the "
+        "TP group, and the engine exits 0 on death; restart the whole deployment instead.",
+    )
+    shm_size: str = "64gb"
+    hf_token: SecretStr | None = Field(default=None, description="Hub token; never rendered.")
+
+
+class Node(Frozen):
+    """One machine of the cluster. The first node is the head (rank 0)."""
+
+    name: str
+    ssh: str = Field(
+        default="local",
+        description="`local` for the node FlashSpark runs on, else [user@]host for OpenSSH.",
+    )
+    ssh_port: int | None = None
+    ssh_identity: str | None = None
+    vllm_host_ip: str | None = Field(default=None, description="This node's own fabric IP.")
+    nccl_ib_hca: str | None = None
+    socket_ifname: str | None = Field(
+        default=None, description="Fabric interface (NCCL_SOCKET_IFNAME, GLOO_SOCKET_IFNAME)."
+    )
+    gid_index: int | Literal["auto"] | None = Field(
+        default=None, description="RoCE GID index, or `auto` to resolve it from sysfs."
+    )
+    hf_cache: str | None = Field(default=None, description="Host Hugging Face cache path.")
+    checkout_dir: str | None = Field(
+        default=None, description="Where FlashSpark keeps this node's rendered files."
+    )
+
+
+class Paths(Frozen):
+    """Where FlashSpark keeps engines, models and run directories on this machine."""
+
+    home: str = Field(description="FLASHSPARK_HOME (default ~/.cache/flashspark).")
+
+    @property
+    def models_dir(self) -> str:
+        return f"{self.home}/models"
+
+    @property
+    def runs_dir(self) -> str:
+        return f"{self.home}/runs"
+
+
+class Recipe(Frozen):
+    """Everything one deployment needs, fully resolved."""
+
+    profile: ProfileInfo
+    model: ModelSpec = ModelSpec()
+    engine: EngineSettings = EngineSettings()
+    speculative: SpeculativeSettings = SpeculativeSettings()
+    generation: GenerationFloor = GenerationFloor()
+    parallel: ParallelSettings = ParallelSettings()
+    api: ApiSettings = ApiSettings()
+    cluster: ClusterSettings = ClusterSettings()
+    nodes: list[Node] = Field(default_factory=list)
+    env: dict[str, dict[str, str]] = Field(
+        default_factory=dict, description="Environment groups (dspark, b12x, nccl, runtime, ...)."
+    )
+    paths: Paths
+
+    @property
+    def head(self) -> Node:
+        return self.nodes[0]
+
+    @property
+    def capture_size(self) -> int | None:
+        """The CUDA-graph capture size this recipe renders (explicit or derived)."""
+        if self.engine.max_cudagraph_capture_size is not None:
+            return self.engine.max_cudagraph_capture_size
+        if self.engine.enforce_eager or self.engine.max_num_seqs is None:
+            return None
+        k = self.speculative.num_speculative_tokens if self.speculative.enabled else 0
+        return self.engine.max_num_seqs * ((k or 0) + 1)
+
+    def public_dict(self) -> dict[str, Any]:
+        """The resolved recipe as JSON-able data with secrets masked."""
+        return self.model_dump(mode="json")

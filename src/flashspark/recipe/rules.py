@@ -1,0 +1,379 @@
+"""Validation rules over a resolved recipe: each a small named function.
+
+A rule returns the problems it finds; an empty list means it passes. Every
+problem names the flat key a user would edit, the value, the rule and the fix.
+`check_recipe` runs them all and never raises: the caller decides whether
+errors are fatal.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from flashspark.errors import Problem
+from flashspark.recipe import keys
+from flashspark.recipe.model import Node, Recipe
+
+Rule = Callable[[Recipe], list[Problem]]
+
+LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
+WILDCARD_HOSTS = {"0.0.0.0", "::", ""}
+
+
+def node_key(index: int, head_key: str, worker_field: str) -> str:
+    """The flat key a user edits for one node's field (VLLM_HOST_IP / WORKER_VLLM_HOST_IP)."""
+    if index == 0:
+        return head_key
+    return f"WORKER_{worker_field}" if index == 1 else f"WORKER{index}_{worker_field}"
+
+
+def rule_nodes_present(recipe: Recipe) -> list[Problem]:
+    if recipe.nodes:
+        return []
+    return [
+        Problem(
+            "WORKER_HOST",
+            None,
+            "no nodes are configured",
+            "set VLLM_HOST_IP (head) and WORKER_HOST / WORKER_VLLM_HOST_IP (worker) in the "
+            "env file, or [[nodes]] in TOML; `flashspark config init` writes a template",
+        )
+    ]
+
+
+def rule_required_keys(recipe: Recipe) -> list[Problem]:
+    problems: list[Problem] = []
+    multi = len(recipe.nodes) > 1
+    if multi and not recipe.cluster.master_addr:
+        problems.append(
+            Problem(
+                "MASTER_ADDR",
+                None,
+                "required for a multi-node deployment",
+                "set MASTER_ADDR to the head node's fabric IP",
+            )
+        )
+    for index, node in enumerate(recipe.nodes):
+        required: list[tuple[str, str, str, str]] = []
+        if index > 0:
+            required.append(
+                ("HEAD_HOST", "HOST", "ssh", "set it to the worker's ssh target, e.g. user@10.0.0.2")
+            )
+        if multi:
+            required.append(
+                ("VLLM_HOST_IP", "VLLM_HOST_IP", "vllm_host_ip", "set it to this node's own fabric IP")
+            )
+        if multi and recipe.cluster.fabric == "roce":
+            required.append(
+                (
+                    "NCCL_IB_HCA",
+                    "NCCL_IB_HCA",
+                    "nccl_ib_hca",
+                    "set the RDMA device, e.g. rocep1s0f0 (see `ibdev2netdev`)",
+                )
+            )
+            required.append(
+                (
+                    "NCCL_SOCKET_IFNAME",
+                    "NCCL_SOCKET_IFNAME",
+                    "socket_ifname",
+                    "set the fabric interface, e.g. enp1s0f0np0",
+                )
+            )
+        for head_key, worker_field, attr, fix in required:
+            value = getattr(node, attr)
+            if value is None or (attr == "ssh" and value == "local"):
+                key = node_key(index, head_key, worker_field)
+                problems.append(Problem(key, None, f"required for node {node.name!r}", fix))
+    return problems
+
+
+def rule_no_placeholders(recipe: Recipe) -> list[Problem]:
+    problems: list[Problem] = []
+    # Only the cluster-specific sections: engine JSON legitimately holds "<think>".
+    data = recipe.model_dump(mode="python", include={"nodes", "cluster", "model", "api"})
+    for path, value in _string_leaves(data):
+        if keys.is_placeholder(value):
+            problems.append(
+                Problem(
+                    _flat_name(path),
+                    value,
+                    "a template placeholder was left in",
+                    "replace it with this cluster's real value",
+                )
+            )
+    return problems
+
+
+def rule_ips_valid_and_distinct(recipe: Recipe) -> list[Problem]:
+    problems: list[Problem] = []
+    seen: dict[str, int] = {}
+    for index, node in enumerate(recipe.nodes):
+        if node.vllm_host_ip is None or keys.is_placeholder(node.vllm_host_ip):
+            continue
+        key = node_key(index, "VLLM_HOST_IP", "VLLM_HOST_IP")
+        if not _is_ip(node.vllm_host_ip):
+            problems.append(
+                Problem(
+                    key, node.vllm_host_ip, "not an IP address", "use the node's fabric IPv4 or IPv6 address"
+                )
+            )
+            continue
+        if node.vllm_host_ip in seen:
+            other = node_key(seen[node.vllm_host_ip], "VLLM_HOST_IP", "VLLM_HOST_IP")
+            problems.append(
+                Problem(
+                    key,
+                    node.vllm_host_ip,
+                    f"the same address as {other}",
+                    "give every node its own fabric IP: a worker bound to the head's IP fails in ZMQ "
+                    "with 'Cannot assign requested address'",
+                )
+            )
+        seen[node.vllm_host_ip] = index
+    master = recipe.cluster.master_addr
+    if master and not keys.is_placeholder(master):
+        if not _is_ip(master):
+            problems.append(
+                Problem("MASTER_ADDR", master, "not an IP address", "use the head node's fabric IP")
+            )
+        elif recipe.nodes and recipe.head.vllm_host_ip and master != recipe.head.vllm_host_ip:
+            problems.append(
+                Problem(
+                    "MASTER_ADDR",
+                    master,
+                    f"differs from the head's VLLM_HOST_IP ({recipe.head.vllm_host_ip})",
+                    "MASTER_ADDR is rank 0's fabric IP: set both to the head's address",
+                    severity="warning",
+                )
+            )
+    return problems
+
+
+def rule_ports(recipe: Recipe) -> list[Problem]:
+    problems: list[Problem] = []
+    ports = {"VLLM_PORT": recipe.api.port, "MASTER_PORT": recipe.cluster.master_port}
+    for key, port in ports.items():
+        if not 1 <= port <= 65535:
+            problems.append(
+                Problem(key, port, "a port must be between 1 and 65535", "pick a free port in range")
+            )
+    if recipe.api.port == recipe.cluster.master_port and len(recipe.nodes) > 1:
+        problems.append(
+            Problem(
+                "MASTER_PORT",
+                recipe.cluster.master_port,
+                "the same port as VLLM_PORT",
+                "give the rendezvous and the API different ports",
+            )
+        )
+    return problems
+
+
+def rule_node_count_matches_parallelism(recipe: Recipe) -> list[Problem]:
+    parallel = recipe.parallel
+    if not recipe.nodes:
+        return []
+    gpus = len(recipe.nodes) * parallel.gpus_per_node
+    if gpus == parallel.world_size:
+        return []
+    return [
+        Problem(
+            "TENSOR_PARALLEL_SIZE",
+            parallel.tensor_parallel_size,
+            f"TP {parallel.tensor_parallel_size} x PP {parallel.pipeline_parallel_size} = "
+            f"{parallel.world_size} GPUs, but {len(recipe.nodes)} node(s) x "
+            f"{parallel.gpus_per_node} GPU(s) = {gpus}",
+            f"set TENSOR_PARALLEL_SIZE (and PIPELINE_PARALLEL_SIZE) so their product is {gpus}, "
+            "or change the node list",
+        )
+    ]
+
+
+def rule_dspark_draft_length(recipe: Recipe) -> list[Problem]:
+    spec = recipe.speculative
+    if not spec.enabled:
+        return []
+    k = spec.num_speculative_tokens
+    if k is None or k < 1:
+        return [
+            Problem(
+                "MTP_NUM_TOKENS",
+                k,
+                "speculative decoding needs at least one draft token",
+                "set MTP_NUM_TOKENS=5",
+            )
+        ]
+    if spec.method == "dspark" and not (k <= 5 or k % 5 == 0):
+        return [
+            Problem(
+                "MTP_NUM_TOKENS",
+                k,
+                "DSpark's draft block is 5: k must be <= 5 or a multiple of 5 "
+                "(k=7 fails at boot or crashes on the first generation)",
+                "set MTP_NUM_TOKENS=5, the validated value",
+            )
+        ]
+    return []
+
+
+def rule_capture_size(recipe: Recipe) -> list[Problem]:
+    explicit = recipe.engine.max_cudagraph_capture_size
+    seqs = recipe.engine.max_num_seqs
+    if explicit is None or seqs is None:
+        return []
+    k = recipe.speculative.num_speculative_tokens if recipe.speculative.enabled else 0
+    wanted = seqs * ((k or 0) + 1)
+    if explicit == wanted:
+        return []
+    return [
+        Problem(
+            "MAX_CUDAGRAPH_CAPTURE_SIZE",
+            explicit,
+            f"must equal max_num_seqs x (k + 1) = {seqs} x {(k or 0) + 1} = {wanted}; vLLM "
+            "floors other values and concurrent requests fall off the CUDA-graph path",
+            "remove MAX_CUDAGRAPH_CAPTURE_SIZE and let FlashSpark derive it",
+        )
+    ]
+
+
+def rule_max_model_len(recipe: Recipe) -> list[Problem]:
+    length = recipe.engine.max_model_len
+    native = recipe.model.native_max_model_len
+    if length is None:
+        return []
+    if length < 1:
+        return [Problem("MAX_MODEL_LEN", length, "must be positive", "set a positive context length")]
+    if length > native and not recipe.engine.allow_long_max_model_len:
+        return [
+            Problem(
+                "MAX_MODEL_LEN",
+                length,
+                f"above the model's native limit of {native:,} tokens",
+                f"lower it to {native} or set ALLOW_LONG_MAX_MODEL_LEN=1 to accept extrapolated quality",
+            )
+        ]
+    return []
+
+
+def rule_gpu_memory_utilization(recipe: Recipe) -> list[Problem]:
+    gmu = recipe.engine.gpu_memory_utilization
+    if gmu is None or 0 < gmu <= 1:
+        return []
+    return [Problem("GPU_MEMORY_UTILIZATION", gmu, "must be in (0, 1]", "use a fraction such as 0.80")]
+
+
+def rule_api_exposure(recipe: Recipe) -> list[Problem]:
+    host = recipe.api.host
+    if host in LOOPBACK_HOSTS or host.startswith("127."):
+        return []
+    if not recipe.api.expose:
+        return [
+            Problem(
+                "VLLM_HOST",
+                host,
+                "binds the API to a non-loopback address without the expose switch",
+                "set EXPOSE_API=1 to serve other machines deliberately, or "
+                "VLLM_HOST=127.0.0.1 for head-only use",
+            )
+        ]
+    if recipe.api.api_key is None:
+        return [
+            Problem(
+                "VLLM_API_KEY",
+                None,
+                f"the API is exposed on {host} with no API key",
+                "set VLLM_API_KEY, or restrict access at the firewall",
+                severity="warning",
+            )
+        ]
+    return []
+
+
+def rule_gid_index(recipe: Recipe) -> list[Problem]:
+    problems: list[Problem] = []
+    for index, node in enumerate(recipe.nodes):
+        if isinstance(node.gid_index, int) and node.gid_index < 0:
+            problems.append(
+                Problem(
+                    node_key(index, "NCCL_IB_GID_INDEX", "NCCL_IB_GID_INDEX"),
+                    node.gid_index,
+                    "a GID index is a non-negative number",
+                    "use the RoCEv2 index from `show_gids`, or auto",
+                )
+            )
+    return problems
+
+
+def rule_node_names_unique(recipe: Recipe) -> list[Problem]:
+    names = [node.name for node in recipe.nodes]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    return [
+        Problem("nodes.name", name, "two nodes share this name", "give every node its own name")
+        for name in duplicates
+    ]
+
+
+RULES: tuple[Rule, ...] = (
+    rule_nodes_present,
+    rule_required_keys,
+    rule_no_placeholders,
+    rule_ips_valid_and_distinct,
+    rule_ports,
+    rule_node_count_matches_parallelism,
+    rule_dspark_draft_length,
+    rule_capture_size,
+    rule_max_model_len,
+    rule_gpu_memory_utilization,
+    rule_api_exposure,
+    rule_gid_index,
+    rule_node_names_unique,
+)
+
+
+def check_recipe(recipe: Recipe) -> list[Problem]:
+    """Run every rule; return all problems found (errors, warnings and notes)."""
+    return [problem for rule in RULES for problem in rule(recipe)]
+
+
+# --- helpers ----------------------------------------------------------------------------
+
+
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _string_leaves(tree: Any, prefix: str = "") -> Iterator[tuple[str, str]]:
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            yield from _string_leaves(value, f"{prefix}{key}.")
+    elif isinstance(tree, list):
+        for index, value in enumerate(tree):
+            yield from _string_leaves(value, f"{prefix}{index}.")
+    elif isinstance(tree, str):
+        yield prefix.rstrip("."), tree
+
+
+_NODE_FIELD_KEYS = {field: name for name, field in keys.NODE_FIELDS.items()}
+_PATH_KEYS = {path: name for name, path in reversed(list(keys.SCALAR_KEYS.items()))}
+
+
+def _flat_name(path: str) -> str:
+    """The flat key a user would edit for a dotted recipe path."""
+    parts = path.split(".")
+    if parts[0] == "nodes" and len(parts) == 3:
+        index, field = int(parts[1]), parts[2]
+        flat = _NODE_FIELD_KEYS.get(field, field.upper())
+        head = {"ssh": "HEAD_HOST", "name": "HEAD_NAME"}.get(field, flat)
+        return node_key(index, head, flat)
+    return _PATH_KEYS.get(path, path)
+
+
+def describe_node(node: Node) -> str:
+    return f"{node.name} ({node.ssh})"
