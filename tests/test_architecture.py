@@ -54,8 +54,7 @@ def test_imports_point_downstream(path: Path) -> None:
     assert not illegal, f"{layer} must not import {sorted(illegal)}"
 
 
-@pytest.mark.parametrize("path", [p for p in modules() if layer_of(p) != "cli"],
-                         ids=lambda p: str(p.relative_to(SRC)))
+@pytest.mark.parametrize("path", [p for p in modules() if layer_of(p) != "cli"], ids=lambda p: str(p.relative_to(SRC)))
 def test_nothing_below_the_cli_prints_exits_or_uses_rich(path: Path) -> None:
     tree = ast.parse(path.read_text())
     for node in ast.walk(tree):

@@ -115,14 +115,10 @@ def test_four_nodes_pass_with_tp4(tmp_path: Path) -> None:
         "WORKER3_VLLM_HOST_IP": "10.0.0.4",
     }
     assert errors_for(problems(tmp_path, extra), "TENSOR_PARALLEL_SIZE")
-    assert not [
-        p for p in problems(tmp_path, extra, sets=["TENSOR_PARALLEL_SIZE=4"]) if p.severity == "error"
-    ]
+    assert not [p for p in problems(tmp_path, extra, sets=["TENSOR_PARALLEL_SIZE=4"]) if p.severity == "error"]
 
 
-@pytest.mark.parametrize(
-    ("k", "fires"), [(1, False), (5, False), (7, True), (10, False), (12, True), (0, True)]
-)
+@pytest.mark.parametrize(("k", "fires"), [(1, False), (5, False), (7, True), (10, False), (12, True), (0, True)])
 def test_dspark_draft_length_rule(tmp_path: Path, k: int, fires: bool) -> None:
     found = errors_for(problems(tmp_path, {"MTP_NUM_TOKENS": str(k)}), "MTP_NUM_TOKENS")
     assert bool(found) is fires
@@ -130,9 +126,7 @@ def test_dspark_draft_length_rule(tmp_path: Path, k: int, fires: bool) -> None:
 
 def test_capture_size_must_be_seqs_times_k_plus_one(tmp_path: Path) -> None:
     assert errors_for(problems(tmp_path, {"MAX_CUDAGRAPH_CAPTURE_SIZE": "6"}), "MAX_CUDAGRAPH_CAPTURE_SIZE")
-    assert not errors_for(
-        problems(tmp_path, {"MAX_CUDAGRAPH_CAPTURE_SIZE": "36"}), "MAX_CUDAGRAPH_CAPTURE_SIZE"
-    )
+    assert not errors_for(problems(tmp_path, {"MAX_CUDAGRAPH_CAPTURE_SIZE": "36"}), "MAX_CUDAGRAPH_CAPTURE_SIZE")
 
 
 def test_max_model_len_above_native_needs_allow_long(tmp_path: Path) -> None:
@@ -142,9 +136,7 @@ def test_max_model_len_above_native_needs_allow_long(tmp_path: Path) -> None:
     assert not errors_for(allowed, "MAX_MODEL_LEN")
 
 
-@pytest.mark.parametrize(
-    ("gmu", "fires"), [("0", True), ("1.2", True), ("-0.5", True), ("0.78", False), ("1", False)]
-)
+@pytest.mark.parametrize(("gmu", "fires"), [("0", True), ("1.2", True), ("-0.5", True), ("0.78", False), ("1", False)])
 def test_gpu_memory_utilization_range(tmp_path: Path, gmu: str, fires: bool) -> None:
     found = errors_for(problems(tmp_path, {"GPU_MEMORY_UTILIZATION": gmu}), "GPU_MEMORY_UTILIZATION")
     assert bool(found) is fires

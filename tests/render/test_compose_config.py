@@ -45,9 +45,7 @@ CLUSTER_PROFILES = [p for p in profile_names() if p != "local-cpu"]
 def test_every_rendered_compose_file_passes_docker_compose_config(
     tmp_path: Path, filled_env: Path, profile: str
 ) -> None:
-    plan = render_plan(
-        resolve_recipe(config=filled_env, profile=profile, sets=["VLLM_API_KEY=sk-test"]).recipe
-    )
+    plan = render_plan(resolve_recipe(config=filled_env, profile=profile, sets=["VLLM_API_KEY=sk-test"]).recipe)
     files = [p for p in write_plan_files(plan, tmp_path) if p.name == "compose.yaml"]
     assert len(files) == 2
     for path, node in zip(sorted(files), plan.nodes, strict=True):
@@ -81,9 +79,7 @@ def test_compose_config_rejects_a_broken_file(tmp_path: Path, filled_env: Path) 
 
 def test_dollar_signs_survive_compose_interpolation(tmp_path: Path, filled_env: Path) -> None:
     plan = render_plan(
-        resolve_recipe(
-            config=filled_env, sets=['engine.extra_args=["--seed", "7"]', "SERVED_MODEL_NAME=m$HOME"]
-        ).recipe
+        resolve_recipe(config=filled_env, sets=['engine.extra_args=["--seed", "7"]', "SERVED_MODEL_NAME=m$HOME"]).recipe
     )
     path = write_plan_files(plan, tmp_path)[2]
     result = compose_config(path)

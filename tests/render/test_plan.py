@@ -93,9 +93,7 @@ def _four_nodes(tmp_path: Path, filled_env: Path) -> Path:
 @pytest.mark.parametrize(
     ("sets", "tp", "pp"), [(["TENSOR_PARALLEL_SIZE=4"], "4", "1"), (["PIPELINE_PARALLEL_SIZE=2"], "2", "2")]
 )
-def test_four_nodes_render_ranks_0_to_3(
-    tmp_path: Path, filled_env: Path, sets: list[str], tp: str, pp: str
-) -> None:
+def test_four_nodes_render_ranks_0_to_3(tmp_path: Path, filled_env: Path, sets: list[str], tp: str, pp: str) -> None:
     plan = render_plan(resolve_recipe(config=_four_nodes(tmp_path, filled_env), sets=sets).recipe)
     assert [n.rank for n in plan.nodes] == [0, 1, 2, 3]
     assert [n.headless for n in plan.nodes] == [False, True, True, True]
@@ -131,9 +129,7 @@ def test_allow_long_sets_the_vllm_switch(filled_env: Path) -> None:
 
 def test_secrets_never_reach_argv_env_or_rendered_files(tmp_path: Path, filled_env: Path) -> None:
     secret_key, secret_token = "sk-planted-api-key-31337", "hf_plantedtoken31337"
-    recipe = resolve_recipe(
-        config=filled_env, sets=[f"VLLM_API_KEY={secret_key}", f"HF_TOKEN={secret_token}"]
-    ).recipe
+    recipe = resolve_recipe(config=filled_env, sets=[f"VLLM_API_KEY={secret_key}", f"HF_TOKEN={secret_token}"]).recipe
     plan = render_plan(recipe)
     assert plan.head.secret_env == ["VLLM_API_KEY", "HF_TOKEN"]
     written = write_plan_files(plan, tmp_path / "out")

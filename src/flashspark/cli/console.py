@@ -91,8 +91,7 @@ def print_problems(problems: Sequence[Problem], *, heading: str | None = None) -
         shown = "<unset>" if problem.value is None else repr(problem.value)
         where = f" [dim]({problem.where})[/]" if problem.where else ""
         err.print(
-            f"[{style}]{problem.severity}:[/] [bold]{problem.key}[/] = {_escape(shown)}: "
-            f"{_escape(problem.rule)}{where}"
+            f"[{style}]{problem.severity}:[/] [bold]{problem.key}[/] = {_escape(shown)}: {_escape(problem.rule)}{where}"
         )
         err.print(f"  fix: {_escape(problem.fix)}")
 
@@ -185,3 +184,86 @@ def print_plan(plan: LaunchPlan, written: Sequence[Path]) -> None:
 
 def _escape(text: str) -> str:
     return text.replace("[", "\\[")
+
+
+class ConsoleEvents:
+    """Lifecycle progress on stderr: phases as they start and end, node log lines dimmed."""
+
+    def __init__(self, *, show_logs: bool = True) -> None:
+        self.show_logs = show_logs
+        self._started: dict[str, float] = {}
+
+    def phase(self, name: str, status: str, detail: str = "") -> None:
+        mark = {"start": "[cyan]…[/]", "ok": "[green]✓[/]", "fail": "[bold red]✗[/]"}.get(status, status)
+        suffix = f" [dim]{_escape(detail)}[/]" if detail else ""
+        err.print(f"{mark} {_escape(name)}{suffix}")
+
+    def log_line(self, node: str, line: str) -> None:
+        if self.show_logs:
+            err.print(f"[dim]  {node} | {_escape(line[:300])}[/]")
+
+    def note(self, text: str) -> None:
+        err.print(f"  {_escape(text)}")
+
+
+def print_up(payload: dict[str, Any]) -> None:
+    boot = payload["boot"]
+    out.print(f"[green]up[/]: {payload['deployment']} serves {payload['base_url']} (ready in {payload['boot_s']} s)")
+    if boot.get("kv_cache_tokens") is not None:
+        out.print(
+            f"  KV cache: {boot['kv_cache_tokens']:,} tokens ({boot.get('kv_cache_device') or '?'}), "
+            f"maximum concurrency {boot.get('max_concurrency')}x for "
+            f"{boot.get('max_concurrency_for_tokens'):,} tokens per request"
+        )
+    out.print(f"  vLLM {boot.get('vllm_version')}, engine init {boot.get('engine_init_s')} s")
+    out.print(f"  evidence: {payload['boot_json']}")
+    out.print("  next: flashspark smoke   |   flashspark status   |   flashspark down")
+
+
+def print_down(payload: dict[str, Any]) -> None:
+    if not payload["was_running"]:
+        out.print(f"{payload['deployment']}: not running (port free: {payload['port_free']})")
+        return
+    if payload["clean"]:
+        out.print(
+            f"[green]down[/]: {payload['deployment']} stopped ({', '.join(payload['stopped'])}); "
+            "no process left, port free"
+        )
+    else:
+        err.print(
+            f"[bold red]down incomplete[/]: leftover pids {payload['leftover_pids']}, port free: {payload['port_free']}"
+        )
+
+
+def print_status(report: dict[str, Any]) -> None:
+    if not report.get("nodes"):
+        out.print(f"{report['deployment']}: not running")
+        return
+    state = "[green]serving[/]" if report["running"] else "[bold red]not serving[/]"
+    out.print(f"{report['deployment']} ({report.get('profile')}): {state} at {report.get('base_url')}")
+    for node in report["nodes"]:
+        out.print(
+            f"  {node['node']} rank {node['rank']}: pid {node['pid']} "
+            f"{'alive' if node['alive'] else 'DEAD'}; log {node['log']}"
+        )
+    out.print(
+        f"  port open: {report.get('port_open')}, /health: {report.get('health')}, models: {report.get('models')}"
+    )
+
+
+def print_smoke(report: Any) -> None:
+    table = Table(title=f"smoke: expect {report.expect!r} from {report.model} at {report.base_url}")
+    for column in ("#", "ok", "ttft s", "e2e s", "tokens", "reply / error"):
+        table.add_column(column)
+    for r in report.requests:
+        table.add_row(
+            str(r.index),
+            "[green]yes[/]" if r.ok else "[red]no[/]",
+            f"{r.ttft_s:.3f}" if r.ttft_s is not None else "-",
+            f"{r.e2e_s:.3f}" if r.e2e_s is not None else "-",
+            str(r.completion_tokens),
+            _escape(r.error or repr(r.content)),
+        )
+    out.print(table)
+    verdict = "[green]pass[/]" if report.ok else "[bold red]FAIL[/]"
+    out.print(f"{verdict}: {report.passed}/{report.concurrency} exact in {report.wall_s:.2f} s")

