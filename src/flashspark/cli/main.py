@@ -20,7 +20,15 @@ import click
 from flashspark._version import __version__
 from flashspark.cli import console, exit_codes
 from flashspark.client import OpenAIClient
-from flashspark.cluster.local import down_local, follow_logs, read_logs, running_state, status_local, up_local
+from flashspark.cluster.local import (
+    down_local,
+    follow_logs,
+    new_run_dir,
+    read_logs,
+    running_state,
+    status_local,
+    up_local,
+)
 from flashspark.engine import (
     LOCAL_MODELS,
     engine_dir,
@@ -31,8 +39,14 @@ from flashspark.engine import (
     require_engine,
 )
 from flashspark.errors import FlashsparkError, RecipeInvalid
+from flashspark.gates.correctness import MODES as CHURN_MODES
+from flashspark.gates.correctness import CorrectnessReport, default_floor, run_correctness
+from flashspark.gates.sanity import SanityReport, run_sanity
 from flashspark.gates.smoke import DEFAULT_EXPECT, SmokeReport, run_smoke
+from flashspark.gates.validate import GATES as VALIDATE_GATES
+from flashspark.gates.validate import ValidationResult, options_from_recipe, run_validate, select_gates
 from flashspark.recipe import (
+    Recipe,
     ResolvedRecipe,
     default_home,
     load_profile_tree,
@@ -455,6 +469,211 @@ def smoke_command(
         console.print_smoke(report)
     if not report.ok:
         sys.exit(exit_codes.CHECK_FAILED)
+
+
+def gate_target(
+    base_url: str | None, config: Path | None, profile: str | None, sets: tuple[str, ...]
+) -> tuple[OpenAIClient, Recipe | None, Recipe]:
+    """(client, the recipe that describes the server if known, the recipe for paths and keys)."""
+    resolved = local_recipe(config, profile, sets, find_config(config) is None).recipe
+    client = target_client(base_url, config, profile, sets)
+    explicit = base_url is None or profile is not None or config is not None or bool(sets)
+    return client, (resolved if explicit else None), resolved
+
+
+def parse_levels(text: str) -> tuple[int, ...]:
+    try:
+        levels = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a comma list of whole numbers, e.g. 1,2,4,6") from None
+    if not levels or any(level < 1 for level in levels):
+        raise click.BadParameter("concurrency levels are positive whole numbers, e.g. 1,2,4,6")
+    return levels
+
+
+gate_options = [
+    click.option("--base-url", default=None, help="Any OpenAI-compatible server (default: the deployment)."),
+    click.option("--model", default=None, help="Model id (default: the first the server lists)."),
+]
+
+
+def with_gate_options(func: Callable[P, R]) -> Callable[P, R]:
+    for option in reversed(gate_options):
+        func = option(func)
+    return func
+
+
+@main.command("sanity")
+@recipe_options
+@with_gate_options
+@click.option("--concurrency", "levels", default="1,2,4,6", show_default=True, help="Comma list of levels.")
+@click.option("--max-tokens", type=int, default=160, show_default=True)
+@click.option("--strict", "strict_cjk", is_flag=True, help="Any CJK/kana/hangul character fails a reply.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Folder for sanity.jsonl (default: a new run directory).",
+)
+@json_option
+@handle_errors
+def sanity_command(
+    config: Path | None,
+    profile: str | None,
+    sets: tuple[str, ...],
+    base_url: str | None,
+    model: str | None,
+    levels: str,
+    max_tokens: int,
+    strict_cjk: bool,
+    out: Path | None,
+    as_json: bool,
+) -> None:
+    """The agent garble gate: agent-shaped prompts at each concurrency level, every reply checked.
+
+    \b
+    Detectors: CJK/kana/hangul drift, character runs, repeated windows, collapsed
+    compression, leaked special tokens, leaked tool/think/schema tags (outside code),
+    empty replies with billed tokens, reasoning-only replies, length with no content.
+    Exit 4 when any request is bad; every request's evidence goes to sanity.jsonl.
+    """
+    client, _, paths_recipe = gate_target(base_url, config, profile, sets)
+    run_dir = out or new_run_dir(paths_recipe, "sanity")
+
+    async def go() -> SanityReport:
+        async with client:
+            return await run_sanity(
+                client,
+                levels=parse_levels(levels),
+                model=model,
+                max_tokens=max_tokens,
+                strict_cjk=strict_cjk,
+                evidence_path=run_dir / "sanity.jsonl",
+                on_level=None if as_json else console.print_sanity_level,
+            )
+
+    report = asyncio.run(go())
+    if as_json:
+        console.print_json(json.loads(report.model_dump_json()))
+    else:
+        console.print_sanity(report)
+    if not report.ok:
+        sys.exit(exit_codes.CHECK_FAILED)
+
+
+@main.command("correctness")
+@recipe_options
+@with_gate_options
+@click.option(
+    "--mode",
+    "modes",
+    type=click.Choice(CHURN_MODES),
+    multiple=True,
+    help="Churn mode(s); default: condense and staggered.",
+)
+@click.option(
+    "--acceptance-floor",
+    type=float,
+    default=None,
+    help="Minimum acceptance over the churn window (default: per drafter, from the recipe).",
+)
+@json_option
+@handle_errors
+def correctness_command(
+    config: Path | None,
+    profile: str | None,
+    sets: tuple[str, ...],
+    base_url: str | None,
+    model: str | None,
+    modes: tuple[str, ...],
+    acceptance_floor: float | None,
+    as_json: bool,
+) -> None:
+    """A deterministic victim, alone then under churn: byte-identical or exit 4 with the first difference."""
+    client, recipe, _ = gate_target(base_url, config, profile, sets)
+    floor = (
+        acceptance_floor
+        if acceptance_floor is not None
+        else (default_floor(recipe.speculative.method) if recipe is not None else None)
+    )
+
+    async def go() -> CorrectnessReport:
+        async with client:
+            return await run_correctness(client, model=model, modes=modes or CHURN_MODES, acceptance_floor=floor)
+
+    report = asyncio.run(go())
+    if as_json:
+        console.print_json(json.loads(report.model_dump_json()))
+    else:
+        console.print_correctness(report)
+    if not report.ok:
+        sys.exit(exit_codes.CHECK_FAILED)
+
+
+@main.command("validate")
+@recipe_options
+@with_gate_options
+@click.option("--only", multiple=True, help=f"Run only these gates ({', '.join(VALIDATE_GATES)}). Repeatable.")
+@click.option("--skip", multiple=True, help="Skip these gates. Repeatable.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Run directory for validation.json (default: a new one under FLASHSPARK_HOME/runs).",
+)
+@json_option
+@handle_errors
+def validate_command(
+    config: Path | None,
+    profile: str | None,
+    sets: tuple[str, ...],
+    base_url: str | None,
+    model: str | None,
+    only: tuple[str, ...],
+    skip: tuple[str, ...],
+    out: Path | None,
+    as_json: bool,
+) -> None:
+    """Every gate in order: readiness, smoke, sanity, correctness, speculative. Exit 4 when any fails."""
+    try:
+        gates = select_gates(only, skip)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    client, recipe, paths_recipe = gate_target(base_url, config, profile, sets)
+    run_dir = out or new_run_dir(paths_recipe, "validate")
+    options = options_from_recipe(recipe, model=model, gates=gates)
+    pins = boot_pins(paths_recipe) if base_url is None else {}
+
+    async def go() -> ValidationResult:
+        async with client:
+            return await run_validate(
+                client,
+                options=options,
+                run_dir=run_dir,
+                recipe=recipe,
+                pins=pins,
+                on_gate=None if as_json else console.print_gate,
+            )
+
+    result = asyncio.run(go())
+    if as_json:
+        console.print_json(json.loads(result.model_dump_json()))
+    else:
+        console.print_validation(result, run_dir / "validation.json")
+    if not result.ok:
+        sys.exit(exit_codes.CHECK_FAILED)
+
+
+def boot_pins(recipe: Recipe) -> dict[str, Any]:
+    """The pin set recorded at boot, when FlashSpark started the deployment."""
+    state = running_state(recipe)
+    if state is None:
+        return {}
+    boot = Path(state.run_dir) / "boot.json"
+    if not boot.is_file():
+        return {}
+    pins: dict[str, Any] = json.loads(boot.read_text()).get("pins", {})
+    return {**pins, "boot_json": str(boot)}
 
 
 if __name__ == "__main__":  # pragma: no cover
