@@ -22,7 +22,7 @@ ALLOWED: dict[str, set[str]] = {
     "report": {"recipe", "render", "client", "gates", "bench", "plan"},
     "cli": {"recipe", "plan", "render", "engine", "cluster", "client", "gates", "bench", "report"},
 }
-COMMON = {"errors", "_version"}
+COMMON = {"errors", "_version", "bootlog"}
 
 
 def modules() -> list[Path]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flashspark.cluster.evidence import parse_boot_log
+from flashspark.bootlog import parse_boot_log
 
 RECORDED = (Path(__file__).parents[1] / "cases" / "vllm" / "boot_local_cpu.log").read_text()
 

@@ -20,8 +20,8 @@ from typing import Any
 
 import httpx
 
+from flashspark.bootlog import BootEvidence, parse_boot_log
 from flashspark.cluster.events import Events
-from flashspark.cluster.evidence import BootEvidence, parse_boot_log
 from flashspark.cluster.processes import pid_alive, port_bindable, port_open, spawn_detached, stop_group
 from flashspark.cluster.readiness import LogFollower, ReadinessTarget, tail, wait_until_ready
 from flashspark.cluster.state import DeploymentState, NodeProcess, read_state, state_path, write_state

@@ -130,9 +130,10 @@ def agent_prompt(kind: str, *, run: str, index: int) -> AgentPrompt:
         user = 'Give a JSON object with keys "name", "language" and "year" describing the Python language.'
     elif kind == "long_context":
         system = f"You summarise documents for an engineer. {english}"
+        # The question does not invite listing the salt back: small models loop on that.
         user = (
-            f"Here is a log excerpt:\n{salt(run, index)}\n\nThe excerpt above is a list of words. "
-            "In two sentences, say what kind of data it is."
+            f"Here is a log excerpt:\n{salt(run, index)}\n\n"
+            "Ignore the filler above. Explain in two sentences why engineers keep logs."
         )
     elif kind == "chat":
         system = f"You are a helpful assistant. {english}"

