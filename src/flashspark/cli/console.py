@@ -338,3 +338,50 @@ def print_validation(result: Any, path: Path) -> None:
     out.print(table)
     out.print(f"evidence: {path}")
     out.print("[green]all gates pass[/]" if result.ok else "[bold red]validation FAILED[/]")
+
+
+def print_plan_result(result: Any) -> None:
+    table = Table(title=f"KV plan: {result.model}, vLLM {result.vllm_version} ({result.formula} formula)")
+    for column in ("quantity", "value", "unit", "source", "note"):
+        table.add_column(column)
+    for q in result.quantities:
+        value = f"{q.value:,}" if isinstance(q.value, int) else str(q.value)
+        table.add_row(q.name, value, q.unit, q.source, _escape(q.note))
+    out.print(table)
+    if result.calibration:
+        c = result.calibration
+        out.print(
+            f"[bold]calibration[/]: logged {c['logged_kv_cache_tokens']:,} tokens / {c['logged_max_concurrency']}x;"
+            f" predicted {c['predicted_kv_cache_tokens']:,} / {c['predicted_max_concurrency']}x "
+            f"(error {c['kv_cache_tokens_error_pct']} % / {c['max_concurrency_error_pct']} %)"
+        )
+    if result.workload:
+        w = result.workload
+        out.print(
+            f"[bold]workload {w['spec']}[/]: {w['verdict']} — {w['live_tokens']:,} live tokens in "
+            f"{w['requests']} requests use {w['used_blocks']:,} of {w['pool_blocks']:,} blocks "
+            f"({w['used_share']:.0%}, incl. {w['transient_blocks']:,} for one prefill chunk and "
+            f"{w['fixed_blocks_per_request']} fixed per request); {w['queued_or_preempted']} would queue "
+            f"or be preempted" + (f"; {w['over_max_num_seqs']} over max_num_seqs" if w["over_max_num_seqs"] else "")
+        )
+    sens = Table(title="sensitivity")
+    for column in ("knob", "value", "KV cache tokens", "max concurrency"):
+        sens.add_column(column)
+    for row in result.sensitivity:
+        sens.add_row(
+            row["knob"],
+            f"{row['value']:,}" if isinstance(row["value"], int) else str(row["value"]),
+            f"{row['kv_cache_tokens']:,}",
+            str(row["max_concurrency"]),
+        )
+    out.print(sens)
+    for line in result.advice:
+        out.print(f"advice: {_escape(line)}")
+    if result.speed:
+        s = result.speed
+        out.print(
+            f"[bold]speed ceiling[/]: {s['tokens_per_s']} tok/s single stream at {s['context_tokens']:,} context "
+            f"(tau {s['mean_acceptance_length']}, {s['mean_acceptance_length_source']}; step "
+            f"{s['step_ms']} ms reading {s['weights_gb_per_step']} GB weights + {s['kv_gb_per_step']} GB KV); "
+            f"without drafting {s['no_spec_tokens_per_s']} tok/s. {s['assumptions']}."
+        )

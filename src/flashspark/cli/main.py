@@ -45,6 +45,7 @@ from flashspark.gates.sanity import SanityReport, run_sanity
 from flashspark.gates.smoke import DEFAULT_EXPECT, SmokeReport, run_smoke
 from flashspark.gates.validate import GATES as VALIDATE_GATES
 from flashspark.gates.validate import ValidationResult, options_from_recipe, run_validate, select_gates
+from flashspark.plan.planner import MemoryBudget, PlanInputs, calibrate, plan_kv
 from flashspark.recipe import (
     Recipe,
     ResolvedRecipe,
@@ -662,6 +663,112 @@ def validate_command(
         console.print_validation(result, run_dir / "validation.json")
     if not result.ok:
         sys.exit(exit_codes.CHECK_FAILED)
+
+
+@main.command("plan")
+@recipe_options
+@click.option("--available-kv-gib", type=float, default=None, help="Size from this 'Available KV cache memory'.")
+@click.option("--kv-cache-tokens", type=int, default=None, help="Size from a boot's reported 'KV cache size'.")
+@click.option("--max-model-len", type=int, default=None)
+@click.option("--max-num-batched-tokens", type=int, default=None)
+@click.option("--block-size", type=int, default=None)
+@click.option("--kv-cache-dtype", default=None, help="auto, fp8, nvfp4_ds_mla, bfloat16, float32, ...")
+@click.option("--dtype", default=None, help="Engine dtype for --hf-config models (auto follows the checkpoint).")
+@click.option("--vllm-version", default=None, help="Picks the sizing formula: <= 0.26 or >= 0.32 (default 0.21).")
+@click.option(
+    "--hf-config",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    default=None,
+    help="An ordinary full-attention model's config.json instead of DeepSeek-V4.",
+)
+@click.option(
+    "--boot-log",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    default=None,
+    help="Calibrate: predict from this vLLM boot log and compare with what it logged.",
+)
+@click.option("--workload", default=None, help="Live requests to fit, e.g. 6x50k,2x1M (or @FILE).")
+@click.option("--total-memory-gib", type=float, default=None)
+@click.option("--weights-gib", type=float, default=None)
+@click.option("--activation-gib", type=float, default=None)
+@click.option("--cudagraph-gib", type=float, default=None)
+@click.option("--acceptance-length", type=float, default=None, help="Mean acceptance length for the speed ceiling.")
+@click.option(
+    "--context",
+    "context_tokens",
+    type=int,
+    default=8192,
+    show_default=True,
+    help="Context length for the speed ceiling's KV reads.",
+)
+@json_option
+@handle_errors
+def plan_command(
+    config: Path | None,
+    profile: str | None,
+    sets: tuple[str, ...],
+    available_kv_gib: float | None,
+    kv_cache_tokens: int | None,
+    max_model_len: int | None,
+    max_num_batched_tokens: int | None,
+    block_size: int | None,
+    kv_cache_dtype: str | None,
+    dtype: str | None,
+    vllm_version: str | None,
+    hf_config: Path | None,
+    boot_log: Path | None,
+    workload: str | None,
+    total_memory_gib: float | None,
+    weights_gib: float | None,
+    activation_gib: float | None,
+    cudagraph_gib: float | None,
+    acceptance_length: float | None,
+    context_tokens: int,
+    as_json: bool,
+) -> None:
+    """Predict the KV pool, the maximum concurrency and the decode speed ceiling before a boot.
+
+    \b
+    Sizes from --available-kv-gib, --kv-cache-tokens, a --boot-log, or the memory
+    budget (total x gpu_memory_utilization - weights - activation peak - CUDA graphs).
+    Every number is labelled input, recipe, derived or assumed.
+    """
+    recipe = resolve_recipe(profile=profile, config=find_config(config), sets=sets, strict=False).recipe
+    budget = MemoryBudget(
+        **{
+            k: v
+            for k, v in {
+                "total_memory_gib": total_memory_gib,
+                "weights_gib": weights_gib,
+                "activation_peak_gib": activation_gib,
+                "cudagraph_gib": cudagraph_gib,
+            }.items()
+            if v is not None
+        }
+    )
+    inputs = PlanInputs(
+        available_kv_gib=available_kv_gib,
+        kv_cache_tokens=kv_cache_tokens,
+        max_model_len=max_model_len,
+        max_num_batched_tokens=max_num_batched_tokens,
+        block_size=block_size,
+        kv_cache_dtype=kv_cache_dtype,
+        dtype=dtype,
+        vllm_version=vllm_version,
+        hf_config=hf_config,
+        budget=budget,
+        workload=workload,
+        mean_acceptance_length=acceptance_length,
+        context_for_speed=context_tokens,
+    )
+    try:
+        result = calibrate(recipe, boot_log, inputs) if boot_log else plan_kv(recipe, inputs)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    if as_json:
+        console.print_json(json.loads(result.model_dump_json()))
+    else:
+        console.print_plan_result(result)
 
 
 def boot_pins(recipe: Recipe) -> dict[str, Any]:
