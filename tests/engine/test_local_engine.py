@@ -163,6 +163,62 @@ def test_every_rendered_argv_parses_with_the_real_vllm_parser(local_deployment: 
         assert namespace["max_model_len"] == int(argv[argv.index("--max-model-len") + 1])
 
 
+def test_bench_static_and_staggered_then_report(local_deployment: Deployment, tmp_path: Path) -> None:
+    port = ["--set", f"VLLM_PORT={local_deployment.port}"]
+    static = local_deployment.cli(
+        "bench",
+        "static",
+        "--concurrency",
+        "1,2,4",
+        "--max-tokens",
+        "48",
+        "--categories",
+        "code,spec_copy",
+        "--warmup",
+        "1",
+        "--out",
+        str(tmp_path / "s"),
+        *port,
+    )
+    assert static.returncode == 0, static.stderr[-2000:]
+    staggered = local_deployment.cli(
+        "bench",
+        "staggered",
+        "--requests",
+        "4",
+        "--gap",
+        "0.4",
+        "--max-tokens",
+        "48",
+        "--warmup",
+        "1",
+        "--out",
+        str(tmp_path / "g"),
+        *port,
+    )
+    assert staggered.returncode == 0, staggered.stderr[-2000:]
+    results = json.loads((tmp_path / "s" / "results.json").read_text())
+    assert [c["level"] for c in results["cells"]] == [1, 2, 4]
+    assert results["pins"]["vllm_version"] == "0.32.0" and results["boot"]["evidence"]["kv_cache_tokens"] > 0
+    requests = [json.loads(line) for line in (tmp_path / "s" / "requests.jsonl").read_text().splitlines()]
+    assert len(requests) == 7 and all(r["error"] is None for r in requests)
+    assert all({"ttft_s", "output_tokens", "decode_tokens_per_s", "error"} <= set(r) for r in requests)
+    for cell in results["cells"]:
+        # Acceptance is the raw counter deltas' ratio; the server counted every token the clients saw.
+        assert cell["spec_decode_acceptance_rate"] == pytest.approx(
+            cell["spec_decode_accepted_tokens"] / cell["spec_decode_draft_tokens"]
+        )
+        assert cell["server_generation_tokens"] >= cell["total_output_tokens"]
+        assert set(cell["per_category"]) <= {"code", "spec_copy"}
+    report = local_deployment.cli("report", str(tmp_path / "s"))
+    assert report.returncode == 0, report.stderr
+    note = (tmp_path / "s" / "report.md").read_text()
+    first = results["cells"][0]
+    assert f"{first['spec_decode_acceptance_rate']:,.3f}" in note
+    for plot in ("throughput.png", "acceptance.png", "ttft.png"):
+        assert (tmp_path / "s" / plot).stat().st_size > 10_000
+
+
 def test_validate_passes_every_gate_on_the_embedded_default(local_deployment: Deployment, tmp_path: Path) -> None:
     result = local_deployment.cli(
         "validate", "--json", "--out", str(tmp_path / "v"), "--set", f"VLLM_PORT={local_deployment.port}", timeout=1500

@@ -385,3 +385,45 @@ def print_plan_result(result: Any) -> None:
             f"{s['step_ms']} ms reading {s['weights_gb_per_step']} GB weights + {s['kv_gb_per_step']} GB KV); "
             f"without drafting {s['no_spec_tokens_per_s']} tok/s. {s['assumptions']}."
         )
+
+
+def print_bench_request(record: Any) -> None:
+    if record.error is not None:
+        err.print(f"  [red]✗[/] {record.cell} #{record.index} {record.category}: {_escape(record.error)}")
+        return
+    rate = f"{record.decode_tokens_per_s:.1f}" if record.decode_tokens_per_s is not None else "-"
+    ttft = f"{record.ttft_s * 1000:.0f}" if record.ttft_s is not None else "-"
+    err.print(
+        f"  [dim]{record.cell} #{record.index} {record.category}: {record.output_tokens} tokens, "
+        f"TTFT {ttft} ms, {rate} tok/s[/]"
+    )
+
+
+def print_bench_cell(cell: dict[str, Any]) -> None:
+    acceptance = cell.get("spec_decode_acceptance_rate")
+    err.print(
+        f"[bold]{cell['cell']}[/]: {cell['completed']}/{cell['requests']} ok, "
+        f"{cell['output_throughput']:.1f} tok/s aggregate, per-stream "
+        f"{cell['per_stream_decode_tokens_per_s_mean'] or 0:.1f} tok/s, TTFT p50 "
+        f"{cell['median_ttft_ms'] or 0:.0f} ms" + (f", acceptance {acceptance:.3f}" if acceptance is not None else "")
+    )
+    for warning in cell.get("warnings", []):
+        err.print(f"  [yellow]warning:[/] {_escape(warning)}")
+
+
+def print_compare(rows: list[dict[str, Any]]) -> None:
+    table = Table(title="compare: aggregate tok/s, B against A")
+    for column in ("cell", "A", "B", "delta", "delta %", "spread", "verdict"):
+        table.add_column(column)
+    for r in rows:
+        pct = f"{r['delta_pct']:+.1f}" if r["delta_pct"] is not None else "-"
+        table.add_row(
+            r["cell"],
+            f"{r['a']:.1f}",
+            f"{r['b']:.1f}",
+            f"{r['delta']:+.1f}",
+            pct,
+            f"{r['spread']:.1f}",
+            "within noise" if r["within_noise"] else "[bold]changed[/]",
+        )
+    out.print(table)

@@ -18,6 +18,9 @@ from typing import Any, ParamSpec, TypeVar
 import click
 
 from flashspark._version import __version__
+from flashspark.bench.prompts import CATEGORIES as BENCH_CATEGORIES
+from flashspark.bench.results import ResultsWriter
+from flashspark.bench.runner import BenchOptions, CellPlan, rate_cells, run_bench, staggered_cells, static_cells
 from flashspark.cli import console, exit_codes
 from flashspark.client import OpenAIClient
 from flashspark.cluster.local import (
@@ -57,6 +60,7 @@ from flashspark.recipe import (
 from flashspark.recipe.template import config_template
 from flashspark.render import render_plan
 from flashspark.render.files import write_atomic, write_plan_files
+from flashspark.report.checkpoint import compare_runs, write_report
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -769,6 +773,275 @@ def plan_command(
         console.print_json(json.loads(result.model_dump_json()))
     else:
         console.print_plan_result(result)
+
+
+# --- benchmarks and reports --------------------------------------------------------------
+
+
+@main.group("bench")
+def bench_group() -> None:
+    """Measure throughput and latency with honest definitions (per-token rates, usage counts, warm-up)."""
+
+
+bench_options = [
+    click.option("--base-url", default=None, help="Any OpenAI-compatible server (default: the deployment)."),
+    click.option("--model", default=None, help="Model id (default: the first the server lists)."),
+    click.option(
+        "--categories",
+        default="code",
+        show_default=True,
+        help=f"Comma list of prompt categories: {', '.join(BENCH_CATEGORIES)}.",
+    ),
+    click.option("--max-tokens", type=int, default=128, show_default=True),
+    click.option("--warmup", type=int, default=2, show_default=True, help="Warm-up requests per category per cell."),
+    click.option("--no-ignore-eos", is_flag=True, help="Let requests stop at EOS (default: ignore_eos, fixed length)."),
+    click.option(
+        "--out",
+        type=click.Path(path_type=Path, file_okay=False),
+        default=None,
+        help="Run directory (default: a new one under FLASHSPARK_HOME/runs).",
+    ),
+]
+
+
+def with_bench_options(func: Callable[P, R]) -> Callable[P, R]:
+    for option in reversed(bench_options):
+        func = option(func)
+    return func
+
+
+def run_bench_command(
+    shape: str,
+    cells: list[CellPlan],
+    *,
+    config: Path | None,
+    profile: str | None,
+    sets: tuple[str, ...],
+    base_url: str | None,
+    model: str | None,
+    categories: str,
+    max_tokens: int,
+    warmup: int,
+    no_ignore_eos: bool,
+    out: Path | None,
+    rounds: int,
+    as_json: bool,
+) -> None:
+    client, recipe, paths_recipe = gate_target(base_url, config, profile, sets)
+    run_dir = out or new_run_dir(paths_recipe, f"bench-{shape}")
+    options = BenchOptions(
+        model=model,
+        categories=tuple(c.strip() for c in categories.split(",") if c.strip()),
+        max_tokens=max_tokens,
+        warmup_requests=warmup,
+        rounds=rounds,
+        ignore_eos=not no_ignore_eos,
+    )
+    pins = boot_pins(paths_recipe) if base_url is None else {}
+    boot = json.loads(Path(pins["boot_json"]).read_text()) if pins.get("boot_json") else None
+    meta = {
+        "shape": shape,
+        "base_url": client.api,
+        "options": options.__dict__,
+        "pins": pins,
+        "boot": boot,
+        "recipe": recipe.public_dict() if recipe is not None else None,
+    }
+    writer = ResultsWriter(run_dir, meta=meta)
+
+    async def go() -> list[dict[str, Any]]:
+        async with client:
+            meta["pins"] = {**pins, "vllm_version": await client.version()}
+            return await run_bench(
+                client,
+                cells,
+                options=options,
+                writer=writer,
+                on_record=None if as_json else console.print_bench_request,
+                on_cell=None if as_json else console.print_bench_cell,
+            )
+
+    try:
+        summaries = asyncio.run(go())
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    if as_json:
+        console.print_json({"run_dir": str(run_dir), "cells": summaries})
+    else:
+        console.print_plain(
+            f"results: {writer.results_path}  requests: {writer.requests_path}  "
+            f"summary: {writer.summary_path}\nreport: flashspark report {run_dir}"
+        )
+    if any(c["failed"] for c in summaries):
+        sys.exit(exit_codes.CHECK_FAILED)
+
+
+@bench_group.command("static")
+@recipe_options
+@with_bench_options
+@click.option("--concurrency", "levels", default="1,4,8,16", show_default=True, help="Comma list of levels.")
+@click.option(
+    "--rounds",
+    type=click.IntRange(1, 20),
+    default=1,
+    show_default=True,
+    help="Rounds per level (report and compare use their best and spread).",
+)
+@json_option
+@handle_errors
+def bench_static(
+    config: Path | None,
+    profile: str | None,
+    sets: tuple[str, ...],
+    base_url: str | None,
+    model: str | None,
+    categories: str,
+    max_tokens: int,
+    warmup: int,
+    no_ignore_eos: bool,
+    out: Path | None,
+    levels: str,
+    rounds: int,
+    as_json: bool,
+) -> None:
+    """A concurrency ladder: each level's requests released together."""
+    run_bench_command(
+        "static",
+        static_cells(parse_levels(levels), rounds),
+        config=config,
+        profile=profile,
+        sets=sets,
+        base_url=base_url,
+        model=model,
+        categories=categories,
+        max_tokens=max_tokens,
+        warmup=warmup,
+        no_ignore_eos=no_ignore_eos,
+        out=out,
+        rounds=rounds,
+        as_json=as_json,
+    )
+
+
+@bench_group.command("staggered")
+@recipe_options
+@with_bench_options
+@click.option("--requests", "count", type=click.IntRange(1, 4096), default=8, show_default=True)
+@click.option("--gap", type=float, default=0.4, show_default=True, help="Seconds between arrivals.")
+@json_option
+@handle_errors
+def bench_staggered(
+    config: Path | None,
+    profile: str | None,
+    sets: tuple[str, ...],
+    base_url: str | None,
+    model: str | None,
+    categories: str,
+    max_tokens: int,
+    warmup: int,
+    no_ignore_eos: bool,
+    out: Path | None,
+    count: int,
+    gap: float,
+    as_json: bool,
+) -> None:
+    """N requests with a fixed gap: independent arrivals mixing prefill and decode."""
+    run_bench_command(
+        "staggered",
+        staggered_cells(count, gap),
+        config=config,
+        profile=profile,
+        sets=sets,
+        base_url=base_url,
+        model=model,
+        categories=categories,
+        max_tokens=max_tokens,
+        warmup=warmup,
+        no_ignore_eos=no_ignore_eos,
+        out=out,
+        rounds=1,
+        as_json=as_json,
+    )
+
+
+@bench_group.command("rate")
+@recipe_options
+@with_bench_options
+@click.option("--rate", type=float, required=True, help="Mean arrivals per second (Poisson).")
+@click.option("--requests", "count", type=click.IntRange(1, 100000), default=32, show_default=True)
+@click.option("--max-concurrency", type=click.IntRange(1, 4096), default=None, help="Cap on requests in flight.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@json_option
+@handle_errors
+def bench_rate(
+    config: Path | None,
+    profile: str | None,
+    sets: tuple[str, ...],
+    base_url: str | None,
+    model: str | None,
+    categories: str,
+    max_tokens: int,
+    warmup: int,
+    no_ignore_eos: bool,
+    out: Path | None,
+    rate: float,
+    count: int,
+    max_concurrency: int | None,
+    seed: int,
+    as_json: bool,
+) -> None:
+    """Poisson arrivals at RATE requests per second, optionally capped in flight."""
+    if rate <= 0:
+        raise click.BadParameter("--rate must be positive")
+    run_bench_command(
+        "rate",
+        rate_cells(rate, count, max_concurrency, seed),
+        config=config,
+        profile=profile,
+        sets=sets,
+        base_url=base_url,
+        model=model,
+        categories=categories,
+        max_tokens=max_tokens,
+        warmup=warmup,
+        no_ignore_eos=no_ignore_eos,
+        out=out,
+        rounds=1,
+        as_json=as_json,
+    )
+
+
+@main.command("report")
+@click.argument("run_dir", type=click.Path(path_type=Path, file_okay=False, exists=True))
+@json_option
+@handle_errors
+def report_command(run_dir: Path, as_json: bool) -> None:
+    """Write RUN_DIR/report.md (a checkpoint note) and its PNG plots from a benchmark run."""
+    if not (run_dir / "results.json").is_file():
+        raise FlashsparkError(
+            f"{run_dir} has no results.json",
+            where=str(run_dir),
+            fix="point at a run directory written by `flashspark bench`",
+        )
+    written = write_report(run_dir)
+    if as_json:
+        console.print_json({"written": [str(p) for p in written]})
+    else:
+        console.print_plain("wrote " + ", ".join(str(p) for p in written))
+
+
+@main.command("compare")
+@click.argument("a", type=click.Path(path_type=Path, file_okay=False, exists=True))
+@click.argument("b", type=click.Path(path_type=Path, file_okay=False, exists=True))
+@json_option
+@handle_errors
+def compare_command(a: Path, b: Path, as_json: bool) -> None:
+    """Per-cell aggregate tok/s of run B against run A; deltas inside the rounds' spread are flagged."""
+    rows = compare_runs(a, b)
+    if as_json:
+        console.print_json({"cells": rows})
+    else:
+        console.print_compare(rows)
 
 
 def boot_pins(recipe: Recipe) -> dict[str, Any]:

@@ -1,0 +1,130 @@
+"""Per-request records and per-cell statistics, with the definitions users mean.
+
+Per request:
+- `ttfb_s` first byte, `ttft_s` first token of any kind (reasoning included),
+  `ttfo_s` first answer (content) token, `e2e_s` end to end;
+- `output_tokens` from the server's `usage`, never from chunk counts;
+- `decode_tokens_per_s` = (N - 1) / (t_last - t_first): per token, so a chunk
+  carrying several speculative tokens counts as several;
+- the chunk gaps and tokens per chunk are kept apart and named as such
+  (`chunk_gap_*`, `tokens_per_chunk`): vLLM bench serve's "ITL" is this chunk gap.
+
+Failed requests are counted and their error kinds tallied; they never enter
+latency or rate statistics.
+"""
+
+from __future__ import annotations
+
+import itertools
+import statistics
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from flashspark.client import ChatResult
+
+
+class RequestRecord(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    cell: str
+    category: str
+    index: int
+    started_at: float
+    prompt_tokens: int | None
+    output_tokens: int | None
+    ttfb_s: float | None
+    ttft_s: float | None
+    ttfo_s: float | None
+    e2e_s: float | None
+    decode_tokens_per_s: float | None
+    chunks: int
+    tokens_per_chunk: float | None
+    chunk_gaps_s: list[float]
+    finish_reason: str | None
+    error: str | None
+    error_kind: str | None
+
+
+def record_from(result: ChatResult, *, cell: str, category: str, index: int) -> RequestRecord:
+    times = result.chunk_times_s
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    tokens = result.completion_tokens
+    return RequestRecord(
+        cell=cell,
+        category=category,
+        index=index,
+        started_at=result.started_at,
+        prompt_tokens=result.prompt_tokens,
+        output_tokens=tokens,
+        ttfb_s=result.ttfb_s,
+        ttft_s=result.ttft_s,
+        ttfo_s=result.ttfo_s,
+        e2e_s=result.e2e_s,
+        decode_tokens_per_s=result.decode_tokens_per_s,
+        chunks=len(times),
+        tokens_per_chunk=tokens / len(times) if tokens and times else None,
+        chunk_gaps_s=[round(g, 6) for g in gaps],
+        finish_reason=result.finish_reason,
+        error=result.error,
+        error_kind=result.error_kind,
+    )
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """Linear-interpolated percentile (q in 0..100), as numpy's default."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * q / 100
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def distribution(values: list[float], *, scale: float = 1.0) -> dict[str, float | None]:
+    scaled = [v * scale for v in values]
+    return {
+        "mean": statistics.fmean(scaled) if scaled else None,
+        "p50": percentile(scaled, 50),
+        "p90": percentile(scaled, 90),
+        "p99": percentile(scaled, 99),
+    }
+
+
+def cell_statistics(records: list[RequestRecord], duration_s: float) -> dict[str, Any]:
+    """Client-side statistics of one cell; names follow `vllm bench serve` where the meaning is the same."""
+    ok = [r for r in records if r.error is None]
+    failed = [r for r in records if r.error is not None]
+    kinds: dict[str, int] = {}
+    for r in failed:
+        kinds[r.error_kind or "unknown"] = kinds.get(r.error_kind or "unknown", 0) + 1
+    output = sum(r.output_tokens or 0 for r in ok)
+    decode = [r.decode_tokens_per_s for r in ok if r.decode_tokens_per_s is not None]
+    gaps = [g for r in ok for g in r.chunk_gaps_s]
+    per_chunk = [r.tokens_per_chunk for r in ok if r.tokens_per_chunk is not None]
+    stats: dict[str, Any] = {
+        "completed": len(ok),
+        "failed": len(failed),
+        "error_kinds": kinds,
+        "duration": duration_s,
+        "total_output_tokens": output,
+        "total_input_tokens": sum(r.prompt_tokens or 0 for r in ok),
+        "output_throughput": output / duration_s if duration_s > 0 else 0.0,
+        "per_stream_decode_tokens_per_s_mean": statistics.fmean(decode) if decode else None,
+        "tokens_per_chunk_mean": statistics.fmean(per_chunk) if per_chunk else None,
+    }
+    for name, values in (
+        ("ttft", [r.ttft_s for r in ok]),
+        ("ttfo", [r.ttfo_s for r in ok]),
+        ("ttfb", [r.ttfb_s for r in ok]),
+        ("e2el", [r.e2e_s for r in ok]),
+    ):
+        present = [v for v in values if v is not None]
+        for key, value in distribution(present, scale=1000).items():
+            stats[f"{'median' if key == 'p50' else key}_{name}_ms"] = value
+    for key, value in distribution(decode).items():
+        stats[f"{'median' if key == 'p50' else key}_decode_tokens_per_s"] = value
+    for key, value in distribution(gaps, scale=1000).items():
+        stats[f"{'median' if key == 'p50' else key}_chunk_gap_ms"] = value
+    return stats

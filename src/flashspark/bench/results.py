@@ -1,0 +1,111 @@
+"""The benchmark's run directory: requests.jsonl as requests finish, results.json and summary.csv per cell.
+
+`results.json` is versioned and carries what produced the numbers: the
+resolved recipe (when known), the pin set (vLLM version, model, image digest,
+boot evidence when FlashSpark launched the deployment) and the options.
+Fields follow `vllm bench serve` where the meaning is the same; SCHEMA_NOTES
+says where it is not.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from flashspark.bench.records import RequestRecord
+
+RESULTS_SCHEMA_VERSION = 1
+SCHEMA_NOTES = {
+    "ttft": "first token of any kind (reasoning included); vllm bench serve stops at the first chunk, "
+    "which may be an empty role chunk",
+    "ttfo": "first answer (content) token; not in vllm bench serve",
+    "decode_tokens_per_s": "(N - 1) / (t_last - t_first) per request, per token; vllm bench serve has no "
+    "equivalent (its TPOT is (E2EL - TTFT) / (N - 1))",
+    "chunk_gap_ms": "gap between SSE chunks that carried tokens: what vllm bench serve calls ITL",
+    "output_throughput": "client side: sum of usage.completion_tokens / cell duration (as vllm bench serve)",
+    "server_output_throughput": "delta of vllm:generation_tokens_total / cell duration",
+    "spec_decode_*": "deltas of /metrics counters over the cell, as vllm bench serve computes them",
+}
+SUMMARY_COLUMNS = (
+    "cell",
+    "shape",
+    "level",
+    "round",
+    "requests",
+    "completed",
+    "failed",
+    "duration",
+    "output_throughput",
+    "server_output_throughput",
+    "per_stream_decode_tokens_per_s_mean",
+    "median_ttft_ms",
+    "p99_ttft_ms",
+    "median_ttfo_ms",
+    "median_e2el_ms",
+    "p99_e2el_ms",
+    "median_chunk_gap_ms",
+    "tokens_per_chunk_mean",
+    "spec_decode_acceptance_rate",
+    "spec_decode_acceptance_length",
+    "prefix_cache_hit_rate",
+    "kv_cache_usage_peak",
+    "num_preemptions",
+)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+class ResultsWriter:
+    def __init__(self, run_dir: Path, *, meta: dict[str, Any]) -> None:
+        self.run_dir = run_dir
+        self.meta = meta
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.requests_path = run_dir / "requests.jsonl"
+        self.results_path = run_dir / "results.json"
+        self.summary_path = run_dir / "summary.csv"
+        self.created_at = datetime.now(UTC).isoformat(timespec="seconds")
+
+    def append_request(self, record: RequestRecord) -> None:
+        # One line, flushed and fsynced as each request finishes: a killed run keeps it.
+        with open(self.requests_path, "a", encoding="utf-8") as handle:
+            handle.write(record.model_dump_json() + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def write_results(self, cells: list[dict[str, Any]], *, model: str) -> None:
+        document = {
+            "schema_version": RESULTS_SCHEMA_VERSION,
+            "created_at": self.created_at,
+            "model": model,
+            **self.meta,
+            "schema_notes": SCHEMA_NOTES,
+            "cells": cells,
+        }
+        _write_atomic(self.results_path, json.dumps(document, indent=2, default=str) + "\n")
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=SUMMARY_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for cell in cells:
+            writer.writerow({k: cell.get(k) for k in SUMMARY_COLUMNS})
+        _write_atomic(self.summary_path, buffer.getvalue())
+
+
+def read_results(run_dir: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((run_dir / "results.json").read_text())
+    return data
+
+
+def read_requests(run_dir: Path) -> list[dict[str, Any]]:
+    path = run_dir / "requests.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

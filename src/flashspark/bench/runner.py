@@ -1,0 +1,237 @@
+"""Load shapes and the benchmark run: static ladders, staggered arrivals, Poisson rate.
+
+Each cell warms up first (the recipe measured a ~30 % cold penalty), then
+measures; every request is salted so no two share a prefix. Around each cell
+the runner snapshots `/metrics` (server-side generated tokens, speculative
+counters, prefix-cache hits, preemptions) and samples the KV-cache usage
+gauge while the cell runs. Each request is appended to `requests.jsonl` the
+moment it finishes and `results.json` is rewritten after every cell, so a
+killed run keeps everything it measured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from flashspark.bench.prompts import CATEGORIES, bench_messages
+from flashspark.bench.records import RequestRecord, cell_statistics, record_from
+from flashspark.bench.results import ResultsWriter
+from flashspark.client import ChatRequest, OpenAIClient, parse_metrics
+from flashspark.client.metrics import GENERATION_TOKENS, KV_USAGE, PREEMPTIONS, MetricsSnapshot
+
+SAMPLE_S = 0.5
+COLD_HIT_WARNING = 0.05
+
+
+@dataclass
+class BenchOptions:
+    model: str | None = None
+    categories: tuple[str, ...] = ("code",)
+    max_tokens: int = 128
+    warmup_requests: int = 2
+    rounds: int = 1
+    ignore_eos: bool = True
+    extra_body: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class CellPlan:
+    """One measured cell: a name, its arrival schedule (seconds from cell start) and a concurrency cap."""
+
+    name: str
+    shape: str
+    arrivals_s: list[float]
+    concurrency_cap: int | None = None
+    level: int | None = None
+    round: int = 0
+
+
+def static_cells(levels: tuple[int, ...], rounds: int) -> list[CellPlan]:
+    return [
+        CellPlan(f"static-c{level}-r{r}", "static", [0.0] * level, level=level, round=r)
+        for level in levels
+        for r in range(rounds)
+    ]
+
+
+def staggered_cells(count: int, gap_s: float) -> list[CellPlan]:
+    return [CellPlan(f"staggered-n{count}-g{gap_s:g}", "staggered", [i * gap_s for i in range(count)], level=count)]
+
+
+def rate_cells(rate: float, count: int, cap: int | None, seed: int) -> list[CellPlan]:
+    rng = random.Random(seed)
+    arrivals, now = [], 0.0
+    for _ in range(count):
+        arrivals.append(now)
+        now += rng.expovariate(rate)
+    return [CellPlan(f"rate-{rate:g}rps-n{count}", "rate", arrivals, concurrency_cap=cap, level=cap)]
+
+
+class MetricsSampler:
+    """Polls /metrics during a cell for the KV-usage peak."""
+
+    def __init__(self, client: OpenAIClient) -> None:
+        self.client = client
+        self.kv_peak: float | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> MetricsSampler:
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            snapshot = await _snapshot(self.client)
+            if snapshot is not None and KV_USAGE in snapshot.gauges:
+                value = snapshot.gauges[KV_USAGE]
+                self.kv_peak = value if self.kv_peak is None else max(self.kv_peak, value)
+            await asyncio.sleep(SAMPLE_S)
+
+
+async def _snapshot(client: OpenAIClient) -> MetricsSnapshot | None:
+    try:
+        return parse_metrics(await client.metrics_text())
+    except (httpx.HTTPError, ValueError):
+        return None
+
+
+def request_for(category: str, *, model: str, options: BenchOptions, run: str, index: int) -> ChatRequest:
+    extra: dict[str, Any] = {"chat_template_kwargs": {"thinking": False, "enable_thinking": False}}
+    if options.ignore_eos:
+        extra["ignore_eos"] = True
+    extra.update(options.extra_body)
+    return ChatRequest(
+        model=model,
+        messages=bench_messages(category, run=run, index=index),
+        max_tokens=options.max_tokens,
+        temperature=0.0,
+        extra=extra,
+    )
+
+
+async def run_cell(
+    client: OpenAIClient,
+    cell: CellPlan,
+    *,
+    model: str,
+    options: BenchOptions,
+    run: str,
+    on_record: Callable[[RequestRecord], None],
+) -> dict[str, Any]:
+    """Warm up, then run one cell; returns its summary (client and server side)."""
+    for category in options.categories:
+        for w in range(options.warmup_requests):
+            await client.stream_chat(request_for(category, model=model, options=options, run=f"{run}w", index=w))
+    records: list[RequestRecord] = []
+    semaphore = asyncio.Semaphore(cell.concurrency_cap) if cell.concurrency_cap else None
+    before = await _snapshot(client)
+    started = time.perf_counter()
+
+    async def one(index: int, delay: float) -> None:
+        await asyncio.sleep(max(0.0, delay - (time.perf_counter() - started)))
+        category = options.categories[index % len(options.categories)]
+        request = request_for(category, model=model, options=options, run=f"{run}{cell.name}", index=index)
+        if semaphore is None:
+            result = await client.stream_chat(request)
+        else:
+            async with semaphore:
+                result = await client.stream_chat(request)
+        record = record_from(result, cell=cell.name, category=category, index=index)
+        records.append(record)
+        on_record(record)
+
+    async with MetricsSampler(client) as sampler:
+        await asyncio.gather(*(one(i, delay) for i, delay in enumerate(cell.arrivals_s)))
+    duration = time.perf_counter() - started
+    after = await _snapshot(client)
+    summary: dict[str, Any] = {
+        "cell": cell.name,
+        "shape": cell.shape,
+        "level": cell.level,
+        "round": cell.round,
+        "requests": len(cell.arrivals_s),
+        "concurrency_cap": cell.concurrency_cap,
+    }
+    summary.update(cell_statistics(records, duration))
+    summary["per_category"] = {
+        category: cell_statistics([r for r in records if r.category == category], duration)
+        for category in sorted({r.category for r in records})
+    }
+    summary.update(server_side(before, after, duration, sampler.kv_peak))
+    return summary
+
+
+def server_side(
+    before: MetricsSnapshot | None, after: MetricsSnapshot | None, duration: float, kv_peak: float | None
+) -> dict[str, Any]:
+    if before is None or after is None:
+        return {"server_metrics": False}
+    delta = after.minus(before)
+    spec = delta.spec_decode
+    hit_rate = delta.prefix_cache_hit_rate
+    out: dict[str, Any] = {
+        "server_metrics": True,
+        "server_output_throughput": delta.counter(GENERATION_TOKENS) / duration if duration > 0 else None,
+        "server_generation_tokens": delta.counter(GENERATION_TOKENS),
+        "spec_decode_num_drafts": spec.drafts,
+        "spec_decode_draft_tokens": spec.draft_tokens,
+        "spec_decode_accepted_tokens": spec.accepted_tokens,
+        "spec_decode_acceptance_rate": spec.acceptance_rate,
+        "spec_decode_acceptance_length": spec.mean_acceptance_length,
+        "spec_decode_per_position_acceptance_rates": spec.per_position_rates,
+        "prefix_cache_hit_rate": hit_rate,
+        "kv_cache_usage_peak": kv_peak,
+        "num_preemptions": delta.counter(PREEMPTIONS),
+        "warnings": [],
+    }
+    if hit_rate is not None and hit_rate > COLD_HIT_WARNING:
+        out["warnings"].append(
+            f"{hit_rate:.0%} of prefix-cache queries hit during a cold cell: the result may be flattered by caching"
+        )
+    return out
+
+
+async def run_bench(
+    client: OpenAIClient,
+    cells: list[CellPlan],
+    *,
+    options: BenchOptions,
+    writer: ResultsWriter,
+    on_record: Callable[[RequestRecord], None] | None = None,
+    on_cell: Callable[[dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Run every cell in order, writing as it goes; returns the cell summaries."""
+    for category in options.categories:
+        if category not in CATEGORIES:
+            raise ValueError(f"unknown category {category!r}; use {', '.join(CATEGORIES)}")
+    model = options.model or await client.default_model()
+    run = uuid.uuid4().hex[:8]
+    summaries: list[dict[str, Any]] = []
+
+    def record(rec: RequestRecord) -> None:
+        writer.append_request(rec)
+        if on_record is not None:
+            on_record(rec)
+
+    for cell in cells:
+        summary = await run_cell(client, cell, model=model, options=options, run=run, on_record=record)
+        summaries.append(summary)
+        writer.write_results(summaries, model=model)
+        if on_cell is not None:
+            on_cell(summary)
+    return summaries

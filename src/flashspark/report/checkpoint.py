@@ -1,0 +1,254 @@
+"""`flashspark report RUN_DIR`: a Markdown checkpoint note and PNG plots from a benchmark run.
+
+The note follows the recipe's checkpoint notes: configuration and pins, boot
+evidence, tables of measurements, and a verdict paragraph. Every number comes
+from results.json; acceptance is the raw counter deltas' ratio, not recomputed
+from client data. `compare A B` prints per-cell deltas and flags those inside
+the run-to-run spread of the rounds.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, never a window
+
+import matplotlib.pyplot as plt
+
+from flashspark.bench.results import read_requests, read_results
+
+
+def _fmt(value: Any, digits: int = 1) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def write_report(run_dir: Path) -> list[Path]:
+    """Write report.md and its plots into run_dir; return the files written."""
+    results = read_results(run_dir)
+    requests = read_requests(run_dir)
+    cells: list[dict[str, Any]] = results.get("cells", [])
+    plots = [
+        p
+        for p in (plot_throughput(run_dir, cells), plot_acceptance(run_dir, cells), plot_ttft(run_dir, requests))
+        if p is not None
+    ]
+    (run_dir / "report.md").write_text(markdown(results, cells, plots))
+    return [run_dir / "report.md", *plots]
+
+
+def markdown(results: dict[str, Any], cells: list[dict[str, Any]], plots: list[Path]) -> str:
+    pins = results.get("pins", {})
+    recipe = results.get("recipe") or {}
+    boot = results.get("boot") or {}
+    engine = recipe.get("engine", {})
+    lines = [
+        f"# Benchmark checkpoint: {results.get('model')} "
+        f"({results.get('shape', 'bench')}, {results.get('created_at')})",
+        "",
+    ]
+    lines += ["## Config", ""]
+    lines += [f"- endpoint: `{results.get('base_url')}`, model `{results.get('model')}`"]
+    lines += [f"- vLLM {pins.get('vllm_version', '?')}; pins: " + ", ".join(f"{k}={v}" for k, v in pins.items())]
+    if recipe:
+        lines.append(
+            f"- profile `{recipe.get('profile', {}).get('name')}`: max_model_len {engine.get('max_model_len')}, "
+            f"max_num_seqs {engine.get('max_num_seqs')}, max_num_batched_tokens "
+            f"{engine.get('max_num_batched_tokens')}, kv_cache_dtype {engine.get('kv_cache_dtype')}, "
+            f"speculative {recipe.get('speculative', {}).get('method')} k="
+            f"{recipe.get('speculative', {}).get('num_speculative_tokens')}"
+        )
+    options = results.get("options", {})
+    lines.append(f"- options: {', '.join(f'{k}={v}' for k, v in options.items())}")
+    if boot:
+        evidence = boot.get("evidence", {})
+        lines += [
+            "",
+            "## Boot",
+            "",
+            "```",
+            f"KV cache size: {_fmt(evidence.get('kv_cache_tokens'))} tokens",
+            f"Maximum concurrency for {_fmt(evidence.get('max_concurrency_for_tokens'))} tokens per request: "
+            f"{evidence.get('max_concurrency')}x",
+            f"engine init {evidence.get('engine_init_s')} s; ready after {boot.get('boot_s')} s",
+            "```",
+        ]
+    lines += [
+        "",
+        "## Results",
+        "",
+        "| cell | ok/total | aggregate tok/s (client) | aggregate tok/s (server) | per-stream decode tok/s "
+        "| TTFT p50 / p99 ms | E2E p50 ms | tokens/chunk | acceptance | mean acc. length | prefix hits | errors |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for c in cells:
+        lines.append(
+            f"| {c['cell']} | {c['completed']}/{c['requests']} | {_fmt(c.get('output_throughput'))} | "
+            f"{_fmt(c.get('server_output_throughput'))} | {_fmt(c.get('per_stream_decode_tokens_per_s_mean'))} | "
+            f"{_fmt(c.get('median_ttft_ms'), 0)} / {_fmt(c.get('p99_ttft_ms'), 0)} | "
+            f"{_fmt(c.get('median_e2el_ms'), 0)} | "
+            f"{_fmt(c.get('tokens_per_chunk_mean'), 2)} | {_fmt(c.get('spec_decode_acceptance_rate'), 3)} | "
+            f"{_fmt(c.get('spec_decode_acceptance_length'), 2)} | {_fmt(c.get('prefix_cache_hit_rate'), 3)} | "
+            f"{c.get('error_kinds') or '–'} |"
+        )
+    categories = sorted({cat for c in cells for cat in c.get("per_category", {})})
+    if len(categories) > 1:
+        lines += [
+            "",
+            "### Per category",
+            "",
+            "| cell | category | ok | per-stream decode tok/s | tokens/chunk |",
+            "|---|---|---|---|---|",
+        ]
+        for c in cells:
+            for cat, s in c.get("per_category", {}).items():
+                lines.append(
+                    f"| {c['cell']} | {cat} | {s['completed']} | "
+                    f"{_fmt(s.get('per_stream_decode_tokens_per_s_mean'))} | "
+                    f"{_fmt(s.get('tokens_per_chunk_mean'), 2)} |"
+                )
+    warnings = [w for c in cells for w in c.get("warnings", [])]
+    if plots:
+        lines += ["", "## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots]
+    lines += ["", "## Verdict", "", verdict(cells, warnings)]
+    return "\n".join(lines) + "\n"
+
+
+def verdict(cells: list[dict[str, Any]], warnings: list[str]) -> str:
+    if not cells:
+        return "No cell finished."
+    failed = sum(c["failed"] for c in cells)
+    total = sum(c["requests"] for c in cells)
+    best = max(cells, key=lambda c: c.get("output_throughput") or 0)
+    single = [c for c in cells if c.get("level") == 1]
+    parts = [f"{total - failed}/{total} requests succeeded."]
+    parts.append(f"Best aggregate {_fmt(best.get('output_throughput'))} tok/s in {best['cell']}.")
+    if single:
+        parts.append(
+            f"Single stream decodes at {_fmt(single[0].get('per_stream_decode_tokens_per_s_mean'))} tok/s "
+            "per token (not per chunk)."
+        )
+    acceptance = [c["spec_decode_acceptance_rate"] for c in cells if c.get("spec_decode_acceptance_rate") is not None]
+    if acceptance:
+        parts.append(f"Draft acceptance ranged {min(acceptance):.3f}-{max(acceptance):.3f} across cells.")
+    if failed:
+        parts.append(f"{failed} requests failed: read requests.jsonl for their errors.")
+    parts += [f"Warning: {w}" for w in warnings]
+    return " ".join(parts)
+
+
+def plot_throughput(run_dir: Path, cells: list[dict[str, Any]]) -> Path | None:
+    static = [c for c in cells if c.get("shape") == "static"]
+    if not static:
+        return None
+    best: dict[int, dict[str, Any]] = {}
+    for c in static:
+        level = c["level"]
+        if level not in best or (c.get("output_throughput") or 0) > (best[level].get("output_throughput") or 0):
+            best[level] = c
+    levels = sorted(best)
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    ax.plot(levels, [best[lv].get("output_throughput") or 0 for lv in levels], "o-", label="aggregate (client, usage)")
+    server = [best[lv].get("server_output_throughput") for lv in levels]
+    if all(v is not None for v in server):
+        ax.plot(levels, [float(v) for v in server if v is not None], "s--", label="aggregate (server, /metrics)")
+    ax.plot(
+        levels,
+        [best[lv].get("per_stream_decode_tokens_per_s_mean") or 0 for lv in levels],
+        "^-",
+        label="per-stream decode (per token)",
+    )
+    ax.set_xlabel("concurrent requests")
+    ax.set_ylabel("tokens / s")
+    ax.set_xticks(levels)
+    ax.set_title("Throughput against concurrency (best round per level)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    path = run_dir / "throughput.png"
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_acceptance(run_dir: Path, cells: list[dict[str, Any]]) -> Path | None:
+    rated = [c for c in cells if c.get("spec_decode_per_position_acceptance_rates")]
+    if not rated:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for c in rated:
+        rates = c["spec_decode_per_position_acceptance_rates"]
+        ax.plot(range(len(rates)), rates, "o-", label=c["cell"])
+    ax.set_xlabel("draft position")
+    ax.set_ylabel("accepted / drafts")
+    ax.set_ylim(0, 1.05)
+    ax.set_xticks(range(max(len(c["spec_decode_per_position_acceptance_rates"]) for c in rated)))
+    ax.set_title("Speculative acceptance by draft position")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    path = run_dir / "acceptance.png"
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_ttft(run_dir: Path, requests: list[dict[str, Any]]) -> Path | None:
+    by_cell: dict[str, list[float]] = {}
+    for r in requests:
+        if r.get("error") is None and r.get("ttft_s") is not None:
+            by_cell.setdefault(r["cell"], []).append(r["ttft_s"] * 1000)
+    if not by_cell:
+        return None
+    names = list(by_cell)
+    fig, ax = plt.subplots(figsize=(max(6, len(names) * 0.9), 4.2))
+    ax.boxplot([by_cell[n] for n in names], showfliers=True)
+    ax.set_xticks(range(1, len(names) + 1), names, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("TTFT (ms)")
+    ax.set_title("Time to first token per cell")
+    ax.grid(alpha=0.3, axis="y")
+    path = run_dir / "ttft.png"
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def compare_runs(a: Path, b: Path) -> list[dict[str, Any]]:
+    """Per-cell deltas of B against A; a delta inside A's run-to-run spread is flagged as noise."""
+    cells_a = read_results(a).get("cells", [])
+    cells_b = read_results(b).get("cells", [])
+
+    def key(c: dict[str, Any]) -> str:
+        return str(c["cell"]).rsplit("-r", 1)[0] if c.get("shape") == "static" else str(c["cell"])
+
+    def grouped(cells: list[dict[str, Any]]) -> dict[str, list[float]]:
+        out: dict[str, list[float]] = {}
+        for c in cells:
+            out.setdefault(key(c), []).append(c.get("output_throughput") or 0.0)
+        return out
+
+    ga, gb = grouped(cells_a), grouped(cells_b)
+    rows = []
+    for name in [k for k in ga if k in gb]:
+        va, vb = ga[name], gb[name]
+        mean_a, mean_b = sum(va) / len(va), sum(vb) / len(vb)
+        spread = (max(va) - min(va)) + (max(vb) - min(vb))
+        rows.append(
+            {
+                "cell": name,
+                "a": mean_a,
+                "b": mean_b,
+                "delta": mean_b - mean_a,
+                "delta_pct": (mean_b / mean_a - 1) * 100 if mean_a else None,
+                "spread": spread,
+                "within_noise": abs(mean_b - mean_a) <= spread,
+            }
+        )
+    return rows

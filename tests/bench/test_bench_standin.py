@@ -1,0 +1,143 @@
+"""Benchmark definitions against a stand-in with known timings, results on disk, and a killed run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from flashspark.bench.records import cell_statistics, percentile, record_from
+from flashspark.bench.results import ResultsWriter, read_requests, read_results
+from flashspark.bench.runner import BenchOptions, run_bench, staggered_cells, static_cells
+from flashspark.client import ChatRequest, ChatResult, OpenAIClient
+from flashspark.report.checkpoint import compare_runs, write_report
+from tests.standin import Reply, StandIn, stream_reply
+
+FLASHSPARK = str(Path(sys.executable).parent / "flashspark")
+
+
+def spec_stream() -> Reply:
+    # 12 tokens in 4 chunks of 1, 5, 3, 3 tokens, 0.1 s apart, after a 0.2 s first token.
+    return stream_reply([(0.2, "a"), (0.1, "bbbbb"), (0.1, "ccc"), (0.1, "ddd")], completion_tokens=12)
+
+
+async def test_per_token_rate_chunk_gap_and_tokens_per_chunk_are_kept_apart() -> None:
+    with StandIn() as server:
+        server.queue(spec_stream())
+        async with OpenAIClient(server.url) as client:
+            result = await client.stream_chat(ChatRequest(messages=[{"role": "user", "content": "x"}]))
+    record = record_from(result, cell="c", category="code", index=0)
+    assert record.output_tokens == 12 and record.chunks == 4
+    assert record.tokens_per_chunk == 3.0
+    assert record.ttft_s == pytest.approx(0.2, abs=0.08)
+    assert [round(g, 1) for g in record.chunk_gaps_s] == [0.1, 0.1, 0.1]
+    # 11 tokens after the first over ~0.3 s: ~37 tok/s per token, while chunks arrive at ~10/s.
+    assert record.decode_tokens_per_s == pytest.approx(11 / 0.3, rel=0.25)
+
+
+def test_failed_requests_are_counted_not_averaged() -> None:
+    good = ChatResult(ok=True, completion_tokens=10, ttft_s=0.1, last_token_s=1.0, e2e_s=1.0, chunk_times_s=[0.1, 1.0])
+    bad = ChatResult(ok=False, error="HTTP 500", error_kind="http", e2e_s=99.0, ttft_s=50.0)
+    records = [
+        record_from(good, cell="c", category="code", index=0),
+        record_from(bad, cell="c", category="code", index=1),
+    ]
+    stats = cell_statistics(records, duration_s=2.0)
+    assert (stats["completed"], stats["failed"], stats["error_kinds"]) == (1, 1, {"http": 1})
+    assert stats["median_ttft_ms"] == pytest.approx(100.0) and stats["median_e2el_ms"] == pytest.approx(1000.0)
+    assert stats["output_throughput"] == 5.0
+
+
+def test_percentile_interpolates_like_numpy() -> None:
+    assert percentile([1, 2, 3, 4], 50) == 2.5
+    assert percentile([10, 20, 30, 40, 50], 90) == pytest.approx(46.0)
+
+
+async def test_a_static_and_staggered_run_writes_results_and_a_report(tmp_path: Path) -> None:
+    with StandIn() as server:
+        server.responder = lambda body: spec_stream()
+        async with OpenAIClient(server.url) as client:
+            writer = ResultsWriter(
+                tmp_path,
+                meta={
+                    "shape": "static",
+                    "base_url": server.url,
+                    "options": {},
+                    "pins": {},
+                    "boot": None,
+                    "recipe": None,
+                },
+            )
+            cells = static_cells((1, 2), rounds=2) + staggered_cells(3, 0.05)
+            summaries = await run_bench(client, cells, options=BenchOptions(warmup_requests=1), writer=writer)
+    assert [s["cell"] for s in summaries] == [
+        "static-c1-r0",
+        "static-c1-r1",
+        "static-c2-r0",
+        "static-c2-r1",
+        "staggered-n3-g0.05",
+    ]
+    results = read_results(tmp_path)
+    assert results["schema_version"] == 1 and "schema_notes" in results
+    assert len(read_requests(tmp_path)) == 1 + 1 + 2 + 2 + 3
+    assert (tmp_path / "summary.csv").read_text().splitlines()[0].startswith("cell,shape,level")
+    written = write_report(tmp_path)
+    assert {p.name for p in written} == {"report.md", "throughput.png", "ttft.png"}
+    note = (tmp_path / "report.md").read_text()
+    assert "| static-c2-r0 | 2/2 |" in note and "## Verdict" in note and "9/9 requests succeeded" in note
+
+
+def test_compare_flags_deltas_inside_the_spread(tmp_path: Path) -> None:
+    def run(folder: Path, values: list[float]) -> Path:
+        folder.mkdir()
+        cells = [{"cell": f"static-c4-r{i}", "shape": "static", "output_throughput": v} for i, v in enumerate(values)]
+        (folder / "results.json").write_text(json.dumps({"cells": cells}))
+        return folder
+
+    rows = compare_runs(run(tmp_path / "a", [100.0, 110.0]), run(tmp_path / "b", [104.0, 112.0]))
+    assert rows[0]["cell"] == "static-c4" and rows[0]["within_noise"] is True
+    rows = compare_runs(tmp_path / "a", run(tmp_path / "c", [150.0, 152.0]))
+    assert rows[0]["within_noise"] is False and rows[0]["delta_pct"] == pytest.approx(43.81, abs=0.01)
+
+
+def test_a_killed_run_keeps_the_requests_that_finished(tmp_path: Path) -> None:
+    with StandIn() as server:
+        # Each request takes ~1 s; the run would take ~8 s.
+        server.responder = lambda body: stream_reply([(0.5, "x"), (0.5, "y")], completion_tokens=2)
+        out = tmp_path / "run"
+        process = subprocess.Popen(
+            [
+                FLASHSPARK,
+                "bench",
+                "staggered",
+                "--base-url",
+                server.url,
+                "--requests",
+                "8",
+                "--gap",
+                "1.0",
+                "--warmup",
+                "0",
+                "--out",
+                str(out),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ},
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(read_requests(out)) < 3:
+            time.sleep(0.1)
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    finished = read_requests(out)
+    assert 3 <= len(finished) < 8
+    assert all(r["error"] is None and r["output_tokens"] == 2 for r in finished)
+    assert not (out / "results.json").exists()  # the cell never finished; the requests are still there
