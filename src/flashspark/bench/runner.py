@@ -20,13 +20,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
-
 from flashspark.bench.prompts import CATEGORIES, bench_messages
 from flashspark.bench.records import RequestRecord, cell_statistics, record_from
 from flashspark.bench.results import ResultsWriter
 from flashspark.client import ChatRequest, OpenAIClient, parse_metrics
 from flashspark.client.metrics import GENERATION_TOKENS, KV_USAGE, PREEMPTIONS, MetricsSnapshot
+from flashspark.errors import ClientError
 
 SAMPLE_S = 0.5
 COLD_HIT_WARNING = 0.05
@@ -106,7 +105,7 @@ class MetricsSampler:
 async def _snapshot(client: OpenAIClient) -> MetricsSnapshot | None:
     try:
         return parse_metrics(await client.metrics_text())
-    except (httpx.HTTPError, ValueError):
+    except (ClientError, ValueError):
         return None
 
 

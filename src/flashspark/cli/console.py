@@ -427,3 +427,49 @@ def print_compare(rows: list[dict[str, Any]]) -> None:
             "within noise" if r["within_noise"] else "[bold]changed[/]",
         )
     out.print(table)
+
+
+class BenchProgress:
+    """Live progress on a terminal (a Rich bar); plain lines when stderr is a file or a pipe."""
+
+    def __init__(self, *, total: int, quiet: bool = False) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.quiet = quiet
+        self.live = err.is_terminal and not quiet
+        self._progress = (
+            Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=err,
+                transient=True,
+            )
+            if self.live
+            else None
+        )
+        self._task = self._progress.add_task("requests", total=total) if self._progress else None
+
+    def __enter__(self) -> BenchProgress:
+        if self._progress is not None:
+            self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    def request(self, record: Any) -> None:
+        if self.quiet:
+            return
+        if self._progress is not None and self._task is not None:
+            self._progress.update(self._task, advance=1, description=record.cell)
+            if record.error is not None:
+                print_bench_request(record)
+        else:
+            print_bench_request(record)
+
+    def cell(self, summary: dict[str, Any]) -> None:
+        if not self.quiet:
+            print_bench_cell(summary)

@@ -6,7 +6,6 @@ here do errors become messages and exit codes (see `exit_codes.py`).
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import json
 import os
@@ -21,7 +20,7 @@ from flashspark._version import __version__
 from flashspark.bench.prompts import CATEGORIES as BENCH_CATEGORIES
 from flashspark.bench.results import ResultsWriter
 from flashspark.bench.runner import BenchOptions, CellPlan, rate_cells, run_bench, staggered_cells, static_cells
-from flashspark.cli import console, exit_codes
+from flashspark.cli import aio, console, exit_codes
 from flashspark.client import OpenAIClient
 from flashspark.cluster.local import (
     down_local,
@@ -353,7 +352,7 @@ def up_command(
     """
     resolved = local_recipe(config, profile, sets, local)
     events = console.ConsoleEvents(show_logs=not quiet and not as_json)
-    result = asyncio.run(up_local(resolved.recipe, events=events))
+    result = aio.run(up_local(resolved.recipe, events=events))
     payload = {
         "ok": True,
         "deployment": result.state.deployment,
@@ -401,7 +400,7 @@ def down_command(config: Path | None, profile: str | None, sets: tuple[str, ...]
 def status_command(config: Path | None, profile: str | None, sets: tuple[str, ...], as_json: bool) -> None:
     """Is the deployment running: processes, port, /health and the served model. Exit 0 when it serves."""
     recipe = local_recipe(config, profile, sets, find_config(config) is None).recipe
-    report = asyncio.run(status_local(recipe))
+    report = aio.run(status_local(recipe))
     if as_json:
         console.print_json(report)
     else:
@@ -467,7 +466,7 @@ def smoke_command(
         async with target_client(base_url, config, profile, sets) as client:
             return await run_smoke(client, concurrency=concurrency, expect=expect, model=model, max_tokens=max_tokens)
 
-    report = asyncio.run(go())
+    report = aio.run(go())
     if as_json:
         console.print_json(json.loads(report.model_dump_json()))
     else:
@@ -557,7 +556,7 @@ def sanity_command(
                 on_level=None if as_json else console.print_sanity_level,
             )
 
-    report = asyncio.run(go())
+    report = aio.run(go())
     if as_json:
         console.print_json(json.loads(report.model_dump_json()))
     else:
@@ -606,7 +605,7 @@ def correctness_command(
         async with client:
             return await run_correctness(client, model=model, modes=modes or CHURN_MODES, acceptance_floor=floor)
 
-    report = asyncio.run(go())
+    report = aio.run(go())
     if as_json:
         console.print_json(json.loads(report.model_dump_json()))
     else:
@@ -660,7 +659,7 @@ def validate_command(
                 on_gate=None if as_json else console.print_gate,
             )
 
-    result = asyncio.run(go())
+    result = aio.run(go())
     if as_json:
         console.print_json(json.loads(result.model_dump_json()))
     else:
@@ -862,7 +861,7 @@ def run_bench_command(
             )
 
     try:
-        summaries = asyncio.run(go())
+        summaries = aio.run(go())
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
     if as_json:

@@ -8,11 +8,7 @@ are dropped; multi-line `data:` fields are joined with "\\n" as the spec says.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterator
 from dataclasses import dataclass
-
-_EOL = re.compile(rb"[\r\n]")
 
 
 @dataclass(frozen=True)
@@ -23,80 +19,71 @@ class SSEEvent:
 
 
 class SSEParser:
-    """Push bytes in with `feed`; complete events come out in order."""
+    """Push bytes in with `feed`; complete events come out in order.
+
+    Work happens per event, not per line: line endings are normalised to LF
+    (a CR at the end of a chunk waits for the next one, in case it is half of
+    a CRLF), the buffer is cut at blank lines, and the common one-line
+    `data: ...` event takes a fast path. This keeps the parser off the hot
+    path of a client reading 100k events per second.
+    """
 
     def __init__(self) -> None:
         self._buffer = b""
-        self._data: list[str] = []
-        self._event = ""
-        self._id: str | None = None
-        self._pending_cr = False
+        self._cr_pending = False
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
-        return list(self._feed(chunk))
-
-    def _feed(self, chunk: bytes) -> Iterator[SSEEvent]:
-        if self._pending_cr and chunk.startswith(b"\n"):
-            # The CR of a CRLF arrived at the end of the previous chunk.
-            chunk = chunk[1:]
-        self._pending_cr = False
-        self._buffer += chunk
+        if self._cr_pending:
+            chunk = b"\r" + chunk
+            self._cr_pending = False
+        if chunk.endswith(b"\r"):
+            chunk = chunk[:-1]
+            self._cr_pending = True
+        if b"\r" in chunk:
+            chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        buffer = self._buffer + chunk if self._buffer else chunk
+        events: list[SSEEvent] = []
+        start = 0
         while True:
-            line, found = self._next_line()
-            if not found:
-                return
-            event = self._line(line)
+            end = buffer.find(b"\n\n", start)
+            if end < 0:
+                break
+            event = _parse_block(buffer[start:end])
             if event is not None:
-                yield event
+                events.append(event)
+            start = end + 2
+        self._buffer = buffer[start:]
+        return events
 
     def close(self) -> list[SSEEvent]:
         """End of stream: an event without its closing blank line is still delivered."""
-        events = []
-        if self._buffer:
-            event = self._line(self._buffer.decode("utf-8", errors="replace"))
-            self._buffer = b""
-            if event is not None:
-                events.append(event)
-        final = self._dispatch()
-        if final is not None:
-            events.append(final)
-        return events
+        if self._cr_pending:
+            self._buffer += b"\n"
+            self._cr_pending = False
+        block, self._buffer = self._buffer.strip(b"\n"), b""
+        event = _parse_block(block) if block else None
+        return [event] if event is not None else []
 
-    def _next_line(self) -> tuple[str, bool]:
-        match = _EOL.search(self._buffer)
-        if match is None:
-            return "", False
-        index = match.start()
-        line = self._buffer[:index]
-        rest = self._buffer[index + 1 :]
-        if self._buffer[index] == 0x0D:
-            if rest.startswith(b"\n"):
-                rest = rest[1:]
-            elif not rest:
-                self._pending_cr = True
-        self._buffer = rest
-        return line.decode("utf-8", errors="replace"), True
 
-    def _line(self, line: str) -> SSEEvent | None:
-        if line == "":
-            return self._dispatch()
-        if line.startswith(":"):
-            return None
+def _parse_block(block: bytes) -> SSEEvent | None:
+    """One event's lines (without the blank line that ended it)."""
+    if block.startswith(b"data: ") and b"\n" not in block:
+        return SSEEvent(data=block[6:].decode("utf-8", errors="replace"))
+    data: list[str] = []
+    event = ""
+    event_id: str | None = None
+    for raw in block.split(b"\n"):
+        line = raw.decode("utf-8", errors="replace")
+        if not line or line.startswith(":"):
+            continue
         name, _, value = line.partition(":")
         value = value.removeprefix(" ")
         if name == "data":
-            self._data.append(value)
+            data.append(value)
         elif name == "event":
-            self._event = value
+            event = value
         elif name == "id":
-            self._id = value
+            event_id = value
+    if not data:
         return None
-
-    def _dispatch(self) -> SSEEvent | None:
-        if not self._data:
-            self._event = ""
-            return None
-        event = SSEEvent(data="\n".join(self._data), event=self._event or "message", id=self._id)
-        self._data = []
-        self._event = ""
-        return event
+    return SSEEvent(data="\n".join(data), event=event or "message", id=event_id)

@@ -12,10 +12,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
 from flashspark.client import ChatRequest, ChatResult, OpenAIClient
+from flashspark.errors import ClientError
 
 DEFAULT_EXPECT = "NVFP4 DSPARK OK"
 # The phrase the model is asked to repeat. It is fixed, not taken from --expect:
@@ -127,5 +127,5 @@ async def run_smoke(
 async def _listed_model(client: OpenAIClient) -> str | None:
     try:
         return await client.default_model()
-    except (httpx.HTTPError, ValueError, KeyError):
+    except (ClientError, ValueError, KeyError):
         return None  # an unreachable server is then reported per request

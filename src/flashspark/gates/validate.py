@@ -15,10 +15,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
 from flashspark.client import OpenAIClient
+from flashspark.errors import ClientError
 from flashspark.gates.correctness import default_floor, run_correctness
 from flashspark.gates.sanity import DEFAULT_LEVELS, run_sanity
 from flashspark.gates.smoke import DEFAULT_EXPECT, run_smoke
@@ -108,7 +108,7 @@ async def run_validate(
             if model is None:
                 model = await client.default_model()
             status, summary, report = await _run_gate(name, client, options, model, recipe, run_dir)
-        except (httpx.HTTPError, ValueError, KeyError) as exc:
+        except (ClientError, ValueError, KeyError) as exc:
             status, summary, report = "error", f"{type(exc).__name__}: {exc}", {}
         result = GateResult(
             name=name, status=status, summary=summary, duration_s=round(time.perf_counter() - started, 3), report=report
@@ -208,5 +208,5 @@ def _dump(model: BaseModel) -> dict[str, Any]:
 async def _version(client: OpenAIClient) -> str | None:
     try:
         return await client.version()
-    except httpx.HTTPError:
+    except ClientError:
         return None

