@@ -813,6 +813,8 @@ def run_bench_command(
     shape: str,
     cells: list[CellPlan],
     *,
+    rounds: int,
+    as_json: bool,
     config: Path | None,
     profile: str | None,
     sets: tuple[str, ...],
@@ -823,9 +825,8 @@ def run_bench_command(
     warmup: int,
     no_ignore_eos: bool,
     out: Path | None,
-    rounds: int,
-    as_json: bool,
 ) -> None:
+    """What every `bench` shape shares: target, options, run directory, progress, exit status."""
     client, recipe, paths_recipe = gate_target(base_url, config, profile, sets)
     run_dir = out or new_run_dir(paths_recipe, f"bench-{shape}")
     options = BenchOptions(
@@ -847,18 +848,15 @@ def run_bench_command(
         "recipe": recipe.public_dict() if recipe is not None else None,
     }
     writer = ResultsWriter(run_dir, meta=meta)
+    progress = console.BenchProgress(total=sum(len(c.arrivals_s) for c in cells), quiet=as_json)
 
     async def go() -> list[dict[str, Any]]:
         async with client:
             meta["pins"] = {**pins, "vllm_version": await client.version()}
-            return await run_bench(
-                client,
-                cells,
-                options=options,
-                writer=writer,
-                on_record=None if as_json else console.print_bench_request,
-                on_cell=None if as_json else console.print_bench_cell,
-            )
+            with progress:
+                return await run_bench(
+                    client, cells, options=options, writer=writer, on_record=progress.request, on_cell=progress.cell
+                )
 
     try:
         summaries = aio.run(go())
@@ -888,38 +886,9 @@ def run_bench_command(
 )
 @json_option
 @handle_errors
-def bench_static(
-    config: Path | None,
-    profile: str | None,
-    sets: tuple[str, ...],
-    base_url: str | None,
-    model: str | None,
-    categories: str,
-    max_tokens: int,
-    warmup: int,
-    no_ignore_eos: bool,
-    out: Path | None,
-    levels: str,
-    rounds: int,
-    as_json: bool,
-) -> None:
+def bench_static(levels: str, rounds: int, as_json: bool, **common: Any) -> None:
     """A concurrency ladder: each level's requests released together."""
-    run_bench_command(
-        "static",
-        static_cells(parse_levels(levels), rounds),
-        config=config,
-        profile=profile,
-        sets=sets,
-        base_url=base_url,
-        model=model,
-        categories=categories,
-        max_tokens=max_tokens,
-        warmup=warmup,
-        no_ignore_eos=no_ignore_eos,
-        out=out,
-        rounds=rounds,
-        as_json=as_json,
-    )
+    run_bench_command("static", static_cells(parse_levels(levels), rounds), rounds=rounds, as_json=as_json, **common)
 
 
 @bench_group.command("staggered")
@@ -929,38 +898,9 @@ def bench_static(
 @click.option("--gap", type=float, default=0.4, show_default=True, help="Seconds between arrivals.")
 @json_option
 @handle_errors
-def bench_staggered(
-    config: Path | None,
-    profile: str | None,
-    sets: tuple[str, ...],
-    base_url: str | None,
-    model: str | None,
-    categories: str,
-    max_tokens: int,
-    warmup: int,
-    no_ignore_eos: bool,
-    out: Path | None,
-    count: int,
-    gap: float,
-    as_json: bool,
-) -> None:
+def bench_staggered(count: int, gap: float, as_json: bool, **common: Any) -> None:
     """N requests with a fixed gap: independent arrivals mixing prefill and decode."""
-    run_bench_command(
-        "staggered",
-        staggered_cells(count, gap),
-        config=config,
-        profile=profile,
-        sets=sets,
-        base_url=base_url,
-        model=model,
-        categories=categories,
-        max_tokens=max_tokens,
-        warmup=warmup,
-        no_ignore_eos=no_ignore_eos,
-        out=out,
-        rounds=1,
-        as_json=as_json,
-    )
+    run_bench_command("staggered", staggered_cells(count, gap), rounds=1, as_json=as_json, **common)
 
 
 @bench_group.command("rate")
@@ -972,42 +912,11 @@ def bench_staggered(
 @click.option("--seed", type=int, default=0, show_default=True)
 @json_option
 @handle_errors
-def bench_rate(
-    config: Path | None,
-    profile: str | None,
-    sets: tuple[str, ...],
-    base_url: str | None,
-    model: str | None,
-    categories: str,
-    max_tokens: int,
-    warmup: int,
-    no_ignore_eos: bool,
-    out: Path | None,
-    rate: float,
-    count: int,
-    max_concurrency: int | None,
-    seed: int,
-    as_json: bool,
-) -> None:
+def bench_rate(rate: float, count: int, max_concurrency: int | None, seed: int, as_json: bool, **common: Any) -> None:
     """Poisson arrivals at RATE requests per second, optionally capped in flight."""
     if rate <= 0:
         raise click.BadParameter("--rate must be positive")
-    run_bench_command(
-        "rate",
-        rate_cells(rate, count, max_concurrency, seed),
-        config=config,
-        profile=profile,
-        sets=sets,
-        base_url=base_url,
-        model=model,
-        categories=categories,
-        max_tokens=max_tokens,
-        warmup=warmup,
-        no_ignore_eos=no_ignore_eos,
-        out=out,
-        rounds=1,
-        as_json=as_json,
-    )
+    run_bench_command("rate", rate_cells(rate, count, max_concurrency, seed), rounds=1, as_json=as_json, **common)
 
 
 @main.command("report")

@@ -143,6 +143,13 @@ def verdict(cells: list[dict[str, Any]], warnings: list[str]) -> str:
     return " ".join(parts)
 
 
+def _save(fig: Any, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plot_throughput(run_dir: Path, cells: list[dict[str, Any]]) -> Path | None:
     static = [c for c in cells if c.get("shape") == "static"]
     if not static:
@@ -170,11 +177,7 @@ def plot_throughput(run_dir: Path, cells: list[dict[str, Any]]) -> Path | None:
     ax.set_title("Throughput against concurrency (best round per level)")
     ax.grid(alpha=0.3)
     ax.legend()
-    path = run_dir / "throughput.png"
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, run_dir / "throughput.png")
 
 
 def plot_acceptance(run_dir: Path, cells: list[dict[str, Any]]) -> Path | None:
@@ -192,11 +195,7 @@ def plot_acceptance(run_dir: Path, cells: list[dict[str, Any]]) -> Path | None:
     ax.set_title("Speculative acceptance by draft position")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    path = run_dir / "acceptance.png"
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, run_dir / "acceptance.png")
 
 
 def plot_ttft(run_dir: Path, requests: list[dict[str, Any]]) -> Path | None:
@@ -213,11 +212,7 @@ def plot_ttft(run_dir: Path, requests: list[dict[str, Any]]) -> Path | None:
     ax.set_ylabel("TTFT (ms)")
     ax.set_title("Time to first token per cell")
     ax.grid(alpha=0.3, axis="y")
-    path = run_dir / "ttft.png"
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, run_dir / "ttft.png")
 
 
 def compare_runs(a: Path, b: Path) -> list[dict[str, Any]]:
