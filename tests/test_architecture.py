@@ -20,7 +20,8 @@ ALLOWED: dict[str, set[str]] = {
     "gates": {"recipe", "render", "client"},
     "bench": {"recipe", "render", "client", "gates"},
     "report": {"recipe", "render", "client", "gates", "bench", "plan"},
-    "cli": {"recipe", "plan", "render", "engine", "cluster", "client", "gates", "bench", "report"},
+    "provenance": {"recipe"},
+    "cli": {"recipe", "plan", "render", "engine", "cluster", "client", "gates", "bench", "report", "provenance"},
 }
 COMMON = {"errors", "_version", "bootlog"}
 

@@ -473,3 +473,14 @@ class BenchProgress:
     def cell(self, summary: dict[str, Any]) -> None:
         if not self.quiet:
             print_bench_cell(summary)
+
+
+def print_model_verify(report: Any) -> None:
+    where = f"{report.model}@{report.revision}" + (f" ({report.commit[:12]})" if report.commit else "")
+    if report.ok:
+        total = sum(s.size or 0 for s in report.shards)
+        out.print(f"[green]ok[/]: {where}: {len(report.shards)} shards complete, {total / 1e9:.2f} GB")
+        return
+    err.print(f"[bold red]incomplete[/]: {where}")
+    for problem in report.problems:
+        err.print(f"  {_escape(problem)}")

@@ -48,6 +48,7 @@ from flashspark.gates.smoke import DEFAULT_EXPECT, SmokeReport, run_smoke
 from flashspark.gates.validate import GATES as VALIDATE_GATES
 from flashspark.gates.validate import ValidationResult, options_from_recipe, run_validate, select_gates
 from flashspark.plan.planner import MemoryBudget, PlanInputs, calibrate, plan_kv
+from flashspark.provenance.model_cache import verify_model_cache
 from flashspark.recipe import (
     Recipe,
     ResolvedRecipe,
@@ -950,6 +951,36 @@ def compare_command(a: Path, b: Path, as_json: bool) -> None:
         console.print_json({"cells": rows})
     else:
         console.print_compare(rows)
+
+
+@main.group("model")
+def model_group() -> None:
+    """The model's weights in a node's Hugging Face cache."""
+
+
+@model_group.command("verify")
+@click.option(
+    "--hf-cache",
+    type=click.Path(path_type=Path, file_okay=False),
+    required=True,
+    help="HF_HOME or its hub folder on this node.",
+)
+@click.option(
+    "--model", "model_id", required=True, help="Hugging Face repo id, e.g. deepseek-ai/DeepSeek-V4-Flash-DSpark."
+)
+@click.option("--revision", default="main", show_default=True, help="A commit hash or a ref (main, a tag).")
+@click.option("--sha256", is_flag=True, help="Also hash every shard against its blob name (slow for 160 GB).")
+@json_option
+@handle_errors
+def model_verify(hf_cache: Path, model_id: str, revision: str, sha256: bool, as_json: bool) -> None:
+    """Every shard of the index present and complete at the pinned revision; exit 4 naming each bad one."""
+    report = verify_model_cache(hf_cache, model_id, revision=revision, sha256=sha256)
+    if as_json:
+        console.print_json(json.loads(report.model_dump_json()))
+    else:
+        console.print_model_verify(report)
+    if not report.ok:
+        sys.exit(exit_codes.CHECK_FAILED)
 
 
 def boot_pins(recipe: Recipe) -> dict[str, Any]:
