@@ -468,10 +468,15 @@ def smoke_command(
             return await run_smoke(client, concurrency=concurrency, expect=expect, model=model, max_tokens=max_tokens)
 
     report = aio.run(go())
+    finish_check(report, as_json, lambda: console.print_smoke(report))
+
+
+def finish_check(report: Any, as_json: bool, show: Callable[[], None]) -> None:
+    """Print a check's report as JSON or for people; exit 4 when it did not pass."""
     if as_json:
         console.print_json(json.loads(report.model_dump_json()))
     else:
-        console.print_smoke(report)
+        show()
     if not report.ok:
         sys.exit(exit_codes.CHECK_FAILED)
 
@@ -558,12 +563,7 @@ def sanity_command(
             )
 
     report = aio.run(go())
-    if as_json:
-        console.print_json(json.loads(report.model_dump_json()))
-    else:
-        console.print_sanity(report)
-    if not report.ok:
-        sys.exit(exit_codes.CHECK_FAILED)
+    finish_check(report, as_json, lambda: console.print_sanity(report))
 
 
 @main.command("correctness")
@@ -607,12 +607,7 @@ def correctness_command(
             return await run_correctness(client, model=model, modes=modes or CHURN_MODES, acceptance_floor=floor)
 
     report = aio.run(go())
-    if as_json:
-        console.print_json(json.loads(report.model_dump_json()))
-    else:
-        console.print_correctness(report)
-    if not report.ok:
-        sys.exit(exit_codes.CHECK_FAILED)
+    finish_check(report, as_json, lambda: console.print_correctness(report))
 
 
 @main.command("validate")
@@ -661,12 +656,7 @@ def validate_command(
             )
 
     result = aio.run(go())
-    if as_json:
-        console.print_json(json.loads(result.model_dump_json()))
-    else:
-        console.print_validation(result, run_dir / "validation.json")
-    if not result.ok:
-        sys.exit(exit_codes.CHECK_FAILED)
+    finish_check(result, as_json, lambda: console.print_validation(result, run_dir / "validation.json"))
 
 
 @main.command("plan")
@@ -975,12 +965,7 @@ def model_group() -> None:
 def model_verify(hf_cache: Path, model_id: str, revision: str, sha256: bool, as_json: bool) -> None:
     """Every shard of the index present and complete at the pinned revision; exit 4 naming each bad one."""
     report = verify_model_cache(hf_cache, model_id, revision=revision, sha256=sha256)
-    if as_json:
-        console.print_json(json.loads(report.model_dump_json()))
-    else:
-        console.print_model_verify(report)
-    if not report.ok:
-        sys.exit(exit_codes.CHECK_FAILED)
+    finish_check(report, as_json, lambda: console.print_model_verify(report))
 
 
 def boot_pins(recipe: Recipe) -> dict[str, Any]:
