@@ -1,0 +1,167 @@
+"""Running commands on nodes: the node FlashSpark runs on, or any other over the OpenSSH client.
+
+Every command is an argv list. Over SSH the remote argv becomes one string in
+exactly one place (`ssh_argv`, with `shlex.join`), because ssh concatenates
+its remote arguments and a second layer of quoting is where injection bugs
+live. Host keys are checked (`accept-new` only when asked), BatchMode means a
+missing key fails at once instead of prompting, and connections are reused
+(ControlMaster) so a status over many nodes does not pay the handshake each
+time. Files are written atomically and owner-only (temp file, then rename).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import shlex
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from flashspark.errors import ClusterError
+
+SSH_UNREACHABLE = 255
+
+
+class NodeUnreachable(ClusterError):
+    """ssh could not reach or log in to a node."""
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    argv: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+    duration_s: float
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+
+class Transport(Protocol):
+    """Where a node's commands run."""
+
+    name: str
+
+    async def run(self, argv: list[str], *, stdin: bytes | None = None, timeout_s: float = 60.0) -> CommandResult: ...
+
+    async def write_file(self, path: str, content: str, *, mode: int = 0o600) -> None: ...
+
+
+@dataclass(frozen=True)
+class SshTarget:
+    """How to reach one node with the OpenSSH client."""
+
+    host: str  # [user@]host
+    port: int | None = None
+    identity: str | None = None
+    connect_timeout_s: int = 10
+    accept_new_host_keys: bool = False
+    known_hosts: str | None = None
+    control_dir: str | None = None
+    options: tuple[str, ...] = field(default_factory=tuple)
+
+
+def ssh_argv(target: SshTarget, remote_argv: list[str]) -> list[str]:
+    """The local `ssh ...` argv that runs remote_argv on the target, quoted once."""
+    argv = [
+        "ssh",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        f"ConnectTimeout={target.connect_timeout_s}",
+        "-o",
+        f"StrictHostKeyChecking={'accept-new' if target.accept_new_host_keys else 'yes'}",
+    ]
+    if target.known_hosts:
+        argv += ["-o", f"UserKnownHostsFile={target.known_hosts}"]
+    if target.control_dir:
+        digest = hashlib.sha1(f"{target.host}:{target.port}".encode()).hexdigest()[:12]
+        argv += [
+            "-o",
+            "ControlMaster=auto",
+            "-o",
+            f"ControlPath={target.control_dir}/{digest}",
+            "-o",
+            "ControlPersist=60",
+        ]
+    if target.port:
+        argv += ["-p", str(target.port)]
+    if target.identity:
+        argv += ["-i", target.identity, "-o", "IdentitiesOnly=yes"]
+    for option in target.options:
+        argv += ["-o", option]
+    return [*argv, "--", target.host, shlex.join(remote_argv)]
+
+
+async def run_argv(argv: list[str], *, stdin: bytes | None, timeout_s: float) -> CommandResult:
+    started = time.monotonic()
+    process = await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        async with asyncio.timeout(timeout_s):
+            out, err = await process.communicate(stdin)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        return CommandResult(argv, -9, "", f"timed out after {timeout_s:g} s", time.monotonic() - started)
+    return CommandResult(
+        argv,
+        process.returncode or 0,
+        out.decode(errors="replace"),
+        err.decode(errors="replace"),
+        time.monotonic() - started,
+    )
+
+
+def _atomic_write_argv(path: str, mode: int) -> list[str]:
+    directory = str(Path(path).parent)
+    script = 'umask 077 && mkdir -p "$1" && tmp="$2.tmp.$$" && cat > "$tmp" && chmod "$3" "$tmp" && mv -f "$tmp" "$2"'
+    return ["sh", "-c", script, "flashspark-write", directory, path, f"{mode:o}"]
+
+
+class LocalTransport:
+    """The node FlashSpark runs on."""
+
+    name = "local"
+
+    async def run(self, argv: list[str], *, stdin: bytes | None = None, timeout_s: float = 60.0) -> CommandResult:
+        return await run_argv(argv, stdin=stdin, timeout_s=timeout_s)
+
+    async def write_file(self, path: str, content: str, *, mode: int = 0o600) -> None:
+        result = await self.run(_atomic_write_argv(path, mode), stdin=content.encode())
+        if not result.ok:
+            raise ClusterError(f"cannot write {path}: {result.stderr.strip()}", where=path)
+
+
+class SshTransport:
+    """A node reached with the OpenSSH client."""
+
+    def __init__(self, name: str, target: SshTarget) -> None:
+        self.name = name
+        self.target = target
+
+    async def run(self, argv: list[str], *, stdin: bytes | None = None, timeout_s: float = 60.0) -> CommandResult:
+        result = await run_argv(ssh_argv(self.target, argv), stdin=stdin, timeout_s=timeout_s)
+        if result.returncode == SSH_UNREACHABLE:
+            raise NodeUnreachable(
+                f"node {self.name!r} ({self.target.host}) is unreachable: {result.stderr.strip()[-300:]}",
+                key="ssh",
+                value=self.target.host,
+                where=self.name,
+                fix="check the address, that sshd runs there and that your key is in its authorized_keys "
+                "(FlashSpark uses BatchMode: it never prompts)",
+            )
+        return result
+
+    async def write_file(self, path: str, content: str, *, mode: int = 0o600) -> None:
+        result = await self.run(_atomic_write_argv(path, mode), stdin=content.encode())
+        if not result.ok:
+            raise ClusterError(f"cannot write {path} on {self.name}: {result.stderr.strip()}", where=self.name)
