@@ -484,3 +484,19 @@ def print_model_verify(report: Any) -> None:
     err.print(f"[bold red]incomplete[/]: {where}")
     for problem in report.problems:
         err.print(f"  {_escape(problem)}")
+
+
+def print_preflight(checks: Sequence[Any]) -> None:
+    table = Table(title="preflight")
+    for column in ("node", "check", "ok", "detail / fix"):
+        table.add_column(column)
+    for c in checks:
+        table.add_row(
+            c.node,
+            c.check,
+            "[green]yes[/]" if c.ok else "[bold red]no[/]",
+            _escape(c.detail if c.ok else f"{c.detail} — fix: {c.fix}"),
+        )
+    out.print(table)
+    failed = [c for c in checks if not c.ok]
+    out.print("[green]all nodes ready[/]" if not failed else f"[bold red]{len(failed)} check(s) failed[/]")

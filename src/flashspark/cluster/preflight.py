@@ -1,0 +1,133 @@
+"""Preflight: check every node before anything starts anywhere.
+
+Per node: reachable; the runtime present (the vLLM executable, or docker and
+compose); the model present; the ports the node will bind free; its
+VLLM_HOST_IP really one of its addresses (a worker bound to the head's IP
+fails later in ZMQ with "Cannot assign requested address"). Each failure
+names the node and the fix. Nodes are checked in parallel; an unreachable
+node gets no further checks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from flashspark.cluster.transport import LocalTransport, NodeUnreachable, SshTarget, SshTransport, Transport
+from flashspark.recipe.model import Node, Recipe
+from flashspark.render.plan import resolve_model_path
+
+
+@dataclass(frozen=True)
+class NodeCheck:
+    node: str
+    check: str
+    ok: bool
+    detail: str = ""
+    fix: str = ""
+
+
+def transport_for(node: Node, *, control_dir: str | None = None) -> Transport:
+    """The transport a node's `ssh` setting names: `local`, or OpenSSH to [user@]host."""
+    if node.ssh == "local":
+        return LocalTransport()
+    return SshTransport(
+        node.name,
+        SshTarget(
+            host=node.ssh,
+            port=node.ssh_port,
+            identity=node.ssh_identity,
+            options=tuple(node.ssh_options),
+            control_dir=control_dir,
+        ),
+    )
+
+
+def node_ports(recipe: Recipe, rank: int) -> list[tuple[str, int]]:
+    """The TCP ports a rank binds: the head serves the API and the rendezvous."""
+    if rank != 0:
+        return []
+    ports = [("VLLM_PORT", recipe.api.port)]
+    if len(recipe.nodes) > 1:
+        ports.append(("MASTER_PORT", recipe.cluster.master_port))
+    return ports
+
+
+async def check_node(recipe: Recipe, rank: int, transport: Transport) -> list[NodeCheck]:
+    node = recipe.nodes[rank]
+    name = node.name
+    try:
+        reached = await transport.run(["hostname"], timeout_s=30)
+    except NodeUnreachable as error:
+        return [NodeCheck(name, "reachable", False, error.message, error.fix or "")]
+    checks = [NodeCheck(name, "reachable", reached.ok, reached.stdout.strip() or reached.stderr.strip())]
+
+    if recipe.cluster.runtime == "process":
+        found = await transport.run(["sh", "-c", 'command -v "$1"', "flashspark-check", recipe.cluster.vllm_bin])
+        checks.append(
+            NodeCheck(
+                name,
+                "runtime",
+                found.ok,
+                found.stdout.strip() or f"{recipe.cluster.vllm_bin} not found",
+                "" if found.ok else "install vLLM on this node or set VLLM_BIN to its executable",
+            )
+        )
+    else:
+        found = await transport.run(["docker", "compose", "version"])
+        checks.append(
+            NodeCheck(
+                name,
+                "runtime",
+                found.ok,
+                (found.stdout or found.stderr).strip()[:120],
+                "" if found.ok else "install docker and the compose v2 plugin on this node",
+            )
+        )
+
+    model = resolve_model_path(recipe)
+    if model.startswith("/"):
+        present = await transport.run(["test", "-f", f"{model}/config.json"])
+        checks.append(
+            NodeCheck(
+                name,
+                "model",
+                present.ok,
+                model,
+                "" if present.ok else "copy or build the model at this path on the node",
+            )
+        )
+
+    for key, port in node_ports(recipe, rank):
+        listening = await transport.run(["ss", "-Hltn", f"sport = :{port}"])
+        free = listening.ok and not listening.stdout.strip()
+        checks.append(
+            NodeCheck(
+                name,
+                f"port {port} free",
+                free,
+                listening.stdout.strip()[:120],
+                "" if free else f"stop what listens on {port} or change {key}",
+            )
+        )
+
+    if node.vllm_host_ip:
+        addresses = await transport.run(["ip", "-o", "addr", "show"])
+        mine = any(f" {node.vllm_host_ip}/" in line for line in addresses.stdout.splitlines())
+        checks.append(
+            NodeCheck(
+                name,
+                "VLLM_HOST_IP is local",
+                mine,
+                node.vllm_host_ip,
+                "" if mine else f"{node.vllm_host_ip} is not an address of {name}: set this node's own fabric IP",
+            )
+        )
+    return checks
+
+
+async def preflight(recipe: Recipe, *, control_dir: str | None = None) -> list[NodeCheck]:
+    """Every check on every node, in parallel; the caller decides what a failure means."""
+    transports = [transport_for(node, control_dir=control_dir) for node in recipe.nodes]
+    per_node = await asyncio.gather(*(check_node(recipe, rank, t) for rank, t in enumerate(transports)))
+    return [check for checks in per_node for check in checks]
