@@ -28,7 +28,7 @@ from flashspark.cluster.state import DeploymentState, NodeProcess, read_state, s
 from flashspark.engine import Engine, engine_dir, ensure_local_model, install_engine
 from flashspark.errors import AlreadyRunning, NotRunning, PhaseFailed, PortBusy, RecipeError
 from flashspark.recipe.model import Recipe
-from flashspark.render import LaunchPlan, probe_host, render_plan
+from flashspark.render import probe_host, render_plan
 from flashspark.render.plan import LOCAL_MODEL_PREFIX
 
 BOOT_SCHEMA_VERSION = 1
@@ -323,4 +323,4 @@ def _write_json(path: Path, payload: Any) -> None:
     tmp.replace(path)
 
 
-__all__ = ["DownResult", "LaunchPlan", "UpResult", "down_local", "status_local", "up_local"]
+__all__ = ["DownResult", "UpResult", "down_local", "status_local", "up_local"]
