@@ -10,6 +10,7 @@ import functools
 import json
 import os
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
@@ -32,6 +33,7 @@ from flashspark.cluster.local import (
     up_local,
 )
 from flashspark.cluster.preflight import preflight
+from flashspark.cluster.remote import down_cluster, up_cluster
 from flashspark.engine import (
     LOCAL_MODELS,
     engine_dir,
@@ -41,7 +43,7 @@ from flashspark.engine import (
     model_is_built,
     require_engine,
 )
-from flashspark.errors import FlashsparkError, RecipeInvalid
+from flashspark.errors import FlashsparkError, RecipeError, RecipeInvalid
 from flashspark.gates.correctness import MODES as CHURN_MODES
 from flashspark.gates.correctness import CorrectnessReport, default_floor, run_correctness
 from flashspark.gates.sanity import SanityReport, run_sanity
@@ -329,6 +331,29 @@ def model_build(name: str) -> None:
 # --- lifecycle ---------------------------------------------------------------------------
 
 
+def is_multi_node(recipe: Recipe) -> bool:
+    """More than one node, or one reached over SSH: the cluster lifecycle, not the local one."""
+    if len(recipe.nodes) > 1 or any(n.ssh != "local" for n in recipe.nodes):
+        if recipe.cluster.runtime != "process":
+            raise RecipeError(
+                "launching the compose runtime across nodes is not built yet",
+                key="RUNTIME",
+                value=recipe.cluster.runtime,
+                fix="use RUNTIME=process (bare-metal vLLM on each node) for now",
+            )
+        return True
+    return False
+
+
+def secret_values(recipe: Recipe) -> dict[str, str]:
+    values = {}
+    if recipe.api.api_key is not None:
+        values["VLLM_API_KEY"] = recipe.api.api_key.get_secret_value()
+    if recipe.cluster.hf_token is not None:
+        values["HF_TOKEN"] = recipe.cluster.hf_token.get_secret_value()
+    return values
+
+
 def local_recipe(config: Path | None, profile: str | None, sets: tuple[str, ...], local: bool) -> ResolvedRecipe:
     if local and profile is None and find_config(config) is None:
         profile = LOCAL_PROFILE
@@ -354,7 +379,28 @@ def up_command(
     """
     resolved = local_recipe(config, profile, sets, local)
     events = console.ConsoleEvents(show_logs=not quiet and not as_json)
-    result = aio.run(up_local(resolved.recipe, events=events))
+    recipe = resolved.recipe
+    if is_multi_node(recipe):
+        started = time.monotonic()
+        state = aio.run(up_cluster(recipe, events=events, secrets=secret_values(recipe)))
+        cluster_payload = {
+            "ok": True,
+            "deployment": state.deployment,
+            "base_url": state.base_url,
+            "run_dir": state.run_dir,
+            "boot_s": round(time.monotonic() - started, 1),
+            "nodes": [n.model_dump() for n in state.nodes],
+        }
+        if as_json:
+            console.print_json(cluster_payload)
+        else:
+            console.print_plain(
+                f"up: {state.deployment} serves {state.base_url} across "
+                f"{len(state.nodes)} nodes (ready in {cluster_payload['boot_s']} s); "
+                f"run directory {state.run_dir}"
+            )
+        return
+    result = aio.run(up_local(recipe, events=events))
     payload = {
         "ok": True,
         "deployment": result.state.deployment,
@@ -378,7 +424,10 @@ def up_command(
 def down_command(config: Path | None, profile: str | None, sets: tuple[str, ...], local: bool, as_json: bool) -> None:
     """Stop the deployment and verify: no process left, port free. Non-zero when anything remains."""
     recipe = local_recipe(config, profile, sets, local or find_config(config) is None).recipe
-    result = down_local(recipe, events=console.ConsoleEvents())
+    if is_multi_node(recipe):
+        result = aio.run(down_cluster(recipe, events=console.ConsoleEvents()))
+    else:
+        result = down_local(recipe, events=console.ConsoleEvents())
     payload = {
         "deployment": result.deployment,
         "was_running": result.was_running,

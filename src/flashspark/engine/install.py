@@ -151,16 +151,16 @@ def _write_vllm_wrapper(root: Path) -> None:
     # goes through the launcher. It names the final location, not the .partial one.
     final = root.with_name(root.name.removesuffix(".partial"))
     wrapper = vllm_wrapper(root)
-    wrapper.write_text(f'#!/bin/sh\nexec "{final}/bin/python" "{script_path("vllm_cpu_launcher.py")}" "$@"\n')
-    wrapper.chmod(0o755)
+    text = f'#!/bin/sh\nexec "{final}/bin/python" "{script_path("vllm_cpu_launcher.py")}" "$@"\n'
+    if not wrapper.exists() or wrapper.read_text() != text:
+        wrapper.write_text(text)
+        wrapper.chmod(0o755)
 
 
 def ensure_vllm_wrapper(engine: Engine) -> Path:
-    """The wrapper of an engine installed before FlashSpark wrote one."""
-    wrapper = vllm_wrapper(engine.root)
-    if not wrapper.exists():
-        _write_vllm_wrapper(engine.root)
-    return wrapper
+    """The engine's wrapper, (re)written to point at this FlashSpark's launcher."""
+    _write_vllm_wrapper(engine.root)
+    return vllm_wrapper(engine.root)
 
 
 def _run_step(title: str, argv: list[str], where: Path) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 
 class Frozen(BaseModel):
@@ -85,9 +85,15 @@ class EngineSettings(Frozen):
 
 
 class SpeculativeSettings(Frozen):
-    """Speculative decoding; `method` None turns it off."""
+    """Speculative decoding; `method` None (or "none"/"off" in a file) turns it off."""
 
     method: str | None = None
+
+    @field_validator("method", mode="before")
+    @classmethod
+    def _off(cls, value: object) -> object:
+        return None if isinstance(value, str) and value.lower() in {"", "none", "off"} else value
+
     num_speculative_tokens: int | None = None
     draft_sample_method: str | None = None
     prompt_lookup_max: int | None = None
@@ -200,6 +206,9 @@ class Node(Frozen):
     )
     hf_cache: str | None = Field(default=None, description="Host Hugging Face cache path.")
     checkout_dir: str | None = Field(default=None, description="Where FlashSpark keeps this node's rendered files.")
+    env: dict[str, str] = Field(
+        default_factory=dict, description="Environment for this node only, applied over the profile's groups."
+    )
 
 
 class LifecycleSettings(Frozen):

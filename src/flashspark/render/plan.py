@@ -167,6 +167,7 @@ def render_env(recipe: Recipe, node: Node) -> tuple[dict[str, str], list[str], d
     if node.socket_ifname:
         env["NCCL_SOCKET_IFNAME"] = node.socket_ifname
         env["GLOO_SOCKET_IFNAME"] = node.socket_ifname
+    env.update(node.env)
     pending: dict[str, str] = {}
     if isinstance(node.gid_index, int):
         env["NCCL_IB_GID_INDEX"] = str(node.gid_index)
