@@ -105,3 +105,36 @@ def test_tp2_across_two_nodes_serves_and_stops_clean(netns_cluster: NetnsCluster
         "headless" in worker_log
         and "world_size=2" in worker_log + (tmp_path / "deploy" / "node1" / "vllm.log").read_text()
     )
+
+
+def test_a_worker_dying_during_boot_stops_everything_and_keeps_both_logs(
+    netns_cluster: NetnsCluster, tmp_path: Path
+) -> None:
+    from flashspark.engine.install import ensure_vllm_wrapper, require_engine
+
+    ensure_vllm_wrapper(require_engine(Path(ENGINE_DIR)))
+    toml = two_node_toml(netns_cluster, tmp_path / "tp2.toml", free_port())
+    # The worker's KV space is not a number: its vLLM dies during start-up.
+    text = toml.read_text().replace(
+        'VLLM_CPU_OMP_THREADS_BIND = "1", VLLM_CPU_KVCACHE_SPACE = "1"',
+        'VLLM_CPU_OMP_THREADS_BIND = "1", VLLM_CPU_KVCACHE_SPACE = "lots"',
+    )
+    assert "lots" in text
+    toml.write_text(text)
+    env = {**os.environ, "FLASHSPARK_HOME": str(tmp_path / "home")}
+    up = subprocess.run(
+        [FLASHSPARK, "up", "--json", "--env", str(toml)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+        check=False,
+    )
+    assert up.returncode == 5, up.stdout + up.stderr
+    error = json.loads(up.stdout)
+    assert error["error"] == "PhaseFailed" and "node2" in error["message"]
+    run_dir = next((tmp_path / "home" / "runs").glob("*-tp2-up"))
+    assert {p.name for p in run_dir.glob("*.log.tail")} == {"rank0-node1.log.tail", "rank1-node2.log.tail"}
+    assert "lots" in (run_dir / "rank1-node2.log.tail").read_text()
+    assert [p for p in Path("/proc").iterdir() if p.name.isdigit() and "tiny-tp2" in _cmdline(p)] == []
+    assert not (tmp_path / "home" / "state" / "tp2.json").exists()
