@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from flashspark.client import ChatRequest, OpenAIClient
+from flashspark.cluster.processes import group_members
 from tests.cluster.conftest import NetnsCluster
 from tests.conftest import ENGINE_DIR
 
@@ -97,9 +98,10 @@ def test_tp2_across_two_nodes_serves_and_stops_clean(netns_cluster: NetnsCluster
         down = cli("down", "--json")
     assert down.returncode == 0, down.stdout + down.stderr
     assert set(json.loads(down.stdout)["stopped"]) == {"node1", "node2"}
-    # Verified independently of down's own report: no process of this deployment anywhere.
-    leftovers = [p for p in Path("/proc").iterdir() if p.name.isdigit() and "tiny-tp2" in _cmdline(p)]
-    assert leftovers == []
+    # Verified independently of down's own report: vLLM renames its children (VLLM::Worker_TP0),
+    # so look for the process groups FlashSpark started, not for command lines.
+    assert [group_members(n["pgid"]) for n in state["nodes"]] == [[], []]
+    assert [p for p in Path("/proc").iterdir() if p.name.isdigit() and "tiny-tp2" in _cmdline(p)] == []
     worker_log = (tmp_path / "deploy" / "node2" / "vllm.log").read_text()
     assert (
         "headless" in worker_log
@@ -136,5 +138,7 @@ def test_a_worker_dying_during_boot_stops_everything_and_keeps_both_logs(
     run_dir = next((tmp_path / "home" / "runs").glob("*-tp2-up"))
     assert {p.name for p in run_dir.glob("*.log.tail")} == {"rank0-node1.log.tail", "rank1-node2.log.tail"}
     assert "lots" in (run_dir / "rank1-node2.log.tail").read_text()
-    assert [p for p in Path("/proc").iterdir() if p.name.isdigit() and "tiny-tp2" in _cmdline(p)] == []
+    groups = json.loads((run_dir / "failure.json").read_text())["process_groups"]
+    assert set(groups) == {"node1", "node2"}
+    assert [group_members(pgid) for pgid in groups.values()] == [[], []]
     assert not (tmp_path / "home" / "state" / "tp2.json").exists()

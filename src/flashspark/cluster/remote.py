@@ -185,9 +185,14 @@ async def up_cluster(recipe: Recipe, *, events: Events, secrets: dict[str, str] 
             (run_dir / f"rank{rank}-{process.node}.log.tail").write_text(tails[process.node])
         await stop_all()
         state_path(recipe).unlink(missing_ok=True)
+        failure: dict[str, object] = {
+            "message": str(error),
+            "process_groups": {p.node: p.pgid for p in processes.values()},
+        }
         if isinstance(error, PhaseFailed):
             error.log_tail = "\n".join(f"--- {node}\n{tail}" for node, tail in tails.items())
-            (run_dir / "failure.json").write_text(json.dumps({"phase": error.phase, "message": error.message}))
+            failure["phase"] = error.phase
+        (run_dir / "failure.json").write_text(json.dumps(failure))
         raise
 
 
