@@ -345,15 +345,6 @@ def is_multi_node(recipe: Recipe) -> bool:
     return False
 
 
-def secret_values(recipe: Recipe) -> dict[str, str]:
-    values = {}
-    if recipe.api.api_key is not None:
-        values["VLLM_API_KEY"] = recipe.api.api_key.get_secret_value()
-    if recipe.cluster.hf_token is not None:
-        values["HF_TOKEN"] = recipe.cluster.hf_token.get_secret_value()
-    return values
-
-
 def local_recipe(config: Path | None, profile: str | None, sets: tuple[str, ...], local: bool) -> ResolvedRecipe:
     if local and profile is None and find_config(config) is None:
         profile = LOCAL_PROFILE
@@ -382,7 +373,7 @@ def up_command(
     recipe = resolved.recipe
     if is_multi_node(recipe):
         started = time.monotonic()
-        state = aio.run(up_cluster(recipe, events=events, secrets=secret_values(recipe)))
+        state = aio.run(up_cluster(recipe, events=events))
         cluster_payload = {
             "ok": True,
             "deployment": state.deployment,
@@ -484,7 +475,7 @@ def target_client(
 ) -> OpenAIClient:
     """A client for --base-url, else the deployment FlashSpark started, else the rendered plan's URL."""
     recipe = local_recipe(config, profile, sets, find_config(config) is None).recipe
-    api_key = recipe.api.api_key.get_secret_value() if recipe.api.api_key else None
+    api_key = recipe.api_key
     if base_url is None:
         state = running_state(recipe)
         base_url = state.base_url if state is not None else render_plan(recipe).api_base_url

@@ -130,21 +130,15 @@ async def up_local(recipe: Recipe, *, events: Events, environ: Mapping[str, str]
 
     env = {k: v for k, v in environ.items() if k not in _DROP_FROM_ENV and not k.startswith("FLASHSPARK_")}
     env.update(node.env)
-    env.update(_secret_env(recipe))
+    env.update(recipe.secret_env())
     started = time.monotonic()
     events.phase("start", "start", " ".join(node.argv[:3]))
     pid = spawn_detached(engine.vllm_argv(node.argv), env, log_path, cwd=run_dir)
     events.phase("start", "ok", f"pid {pid}, log {log_path}")
-    state = DeploymentState(
-        deployment=recipe.cluster.name,
-        profile=recipe.profile.name,
-        runtime=recipe.cluster.runtime,
+    state = DeploymentState.started(
+        recipe,
         run_dir=str(run_dir),
         base_url=plan.api_base_url,
-        api_host=recipe.api.host,
-        api_port=recipe.api.port,
-        served_model_name=recipe.model.served_name,
-        started_at=time.time(),
         nodes=[NodeProcess(node=node.name, rank=node.rank, pid=pid, pgid=pid, log_path=str(log_path))],
     )
     write_state(state_path(recipe), state)
@@ -152,15 +146,7 @@ async def up_local(recipe: Recipe, *, events: Events, environ: Mapping[str, str]
     def alive() -> str | None:
         return None if pid_alive(pid) else f"the vLLM process (pid {pid}) exited"
 
-    target = ReadinessTarget(
-        base_url=plan.api_base_url,
-        served_model_name=recipe.model.served_name,
-        max_model_len=recipe.engine.max_model_len,
-        api_key=recipe.api.api_key.get_secret_value() if recipe.api.api_key else None,
-        port_timeout_s=recipe.lifecycle.port_timeout_s,
-        health_timeout_s=recipe.lifecycle.health_timeout_s,
-        models_timeout_s=recipe.lifecycle.models_timeout_s,
-    )
+    target = ReadinessTarget.for_recipe(recipe, plan.api_base_url)
     try:
         model_entry = await wait_until_ready(
             target, alive=alive, followers=[LogFollower(log_path, node.name)], events=events
@@ -255,7 +241,7 @@ async def status_local(recipe: Recipe) -> dict[str, Any]:
     report["models"] = []
     if report["port_open"]:
         root = state.base_url.removesuffix("/v1")
-        headers = {"Authorization": f"Bearer {recipe.api.api_key.get_secret_value()}"} if recipe.api.api_key else {}
+        headers = {"Authorization": f"Bearer {recipe.api_key}"} if recipe.api_key else {}
         async with httpx.AsyncClient(timeout=5.0, headers=headers) as http:
             try:
                 report["health"] = (await http.get(f"{root}/health")).status_code
@@ -306,15 +292,6 @@ def _require_local(recipe: Recipe) -> None:
             value=recipe.profile.name,
             fix="use --profile local-cpu for the embedded default",
         )
-
-
-def _secret_env(recipe: Recipe) -> dict[str, str]:
-    env = {}
-    if recipe.api.api_key is not None:
-        env["VLLM_API_KEY"] = recipe.api.api_key.get_secret_value()
-    if recipe.cluster.hf_token is not None:
-        env["HF_TOKEN"] = recipe.cluster.hf_token.get_secret_value()
-    return env
 
 
 def _write_json(path: Path, payload: Any) -> None:

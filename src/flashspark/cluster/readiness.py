@@ -21,6 +21,7 @@ from flashspark.client.chat import normalize_base_url
 from flashspark.cluster.events import Events
 from flashspark.cluster.processes import port_open
 from flashspark.errors import PhaseFailed
+from flashspark.recipe.model import Recipe
 
 POLL_S = 0.5
 TAIL_LINES = 40
@@ -66,6 +67,19 @@ class ReadinessTarget:
     port_timeout_s: float
     health_timeout_s: float
     models_timeout_s: float
+
+    @classmethod
+    def for_recipe(cls, recipe: Recipe, base_url: str) -> ReadinessTarget:
+        """What the head must show, and how long each phase may take, by the recipe."""
+        return cls(
+            base_url=base_url,
+            served_model_name=recipe.model.served_name,
+            max_model_len=recipe.engine.max_model_len,
+            api_key=recipe.api_key,
+            port_timeout_s=recipe.lifecycle.port_timeout_s,
+            health_timeout_s=recipe.lifecycle.health_timeout_s,
+            models_timeout_s=recipe.lifecycle.models_timeout_s,
+        )
 
 
 async def wait_until_ready(

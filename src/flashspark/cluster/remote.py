@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import shlex
-import time
 from dataclasses import dataclass, field
 
 from flashspark.cluster.events import Events
@@ -97,12 +96,12 @@ class Watch:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
 
-async def up_cluster(recipe: Recipe, *, events: Events, secrets: dict[str, str] | None = None) -> DeploymentState:
+async def up_cluster(recipe: Recipe, *, events: Events) -> DeploymentState:
     """Launch every node (workers first), wait for the head to serve, or clean up and raise.
 
     Raises AlreadyRunning, PreflightFailed, PhaseFailed (with every node's log tail).
     """
-    secrets = secrets or {}
+    secrets = recipe.secret_env()
     existing = running_state(recipe)
     if existing is not None:
         raise AlreadyRunning(
@@ -139,17 +138,8 @@ async def up_cluster(recipe: Recipe, *, events: Events, secrets: dict[str, str] 
                 node=launch.name, rank=launch.rank, pid=pid, pgid=pid, log_path=f"{directory}/vllm.log"
             )
             events.phase(f"start {launch.name}", "ok", f"pid {pid}")
-        state = DeploymentState(
-            deployment=recipe.cluster.name,
-            profile=recipe.profile.name,
-            runtime=recipe.cluster.runtime,
-            run_dir=str(run_dir),
-            base_url=plan.api_base_url,
-            api_host=recipe.api.host,
-            api_port=recipe.api.port,
-            served_model_name=recipe.model.served_name,
-            started_at=time.time(),
-            nodes=[processes[r] for r in sorted(processes)],
+        state = DeploymentState.started(
+            recipe, run_dir=str(run_dir), base_url=plan.api_base_url, nodes=[processes[r] for r in sorted(processes)]
         )
         write_state(state_path(recipe), state)
         watch = Watch()
@@ -162,15 +152,7 @@ async def up_cluster(recipe: Recipe, *, events: Events, secrets: dict[str, str] 
                 await asyncio.sleep(WATCH_S)
 
         watch.tasks = [asyncio.create_task(watcher(r)) for r in processes]
-        target = ReadinessTarget(
-            base_url=plan.api_base_url,
-            served_model_name=recipe.model.served_name,
-            max_model_len=recipe.engine.max_model_len,
-            api_key=secrets.get("VLLM_API_KEY"),
-            port_timeout_s=recipe.lifecycle.port_timeout_s,
-            health_timeout_s=recipe.lifecycle.health_timeout_s,
-            models_timeout_s=recipe.lifecycle.models_timeout_s,
-        )
+        target = ReadinessTarget.for_recipe(recipe, plan.api_base_url)
         try:
             await wait_until_ready(target, alive=lambda: watch.dead, followers=[], events=events)
         finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -38,6 +39,22 @@ class DeploymentState(BaseModel):
     served_model_name: str
     started_at: float
     nodes: list[NodeProcess]
+
+    @classmethod
+    def started(cls, recipe: Recipe, *, run_dir: str, base_url: str, nodes: list[NodeProcess]) -> DeploymentState:
+        """The record of a deployment that was just started from `recipe`."""
+        return cls(
+            deployment=recipe.cluster.name,
+            profile=recipe.profile.name,
+            runtime=recipe.cluster.runtime,
+            run_dir=run_dir,
+            base_url=base_url,
+            api_host=recipe.api.host,
+            api_port=recipe.api.port,
+            served_model_name=recipe.model.served_name,
+            started_at=time.time(),
+            nodes=nodes,
+        )
 
 
 def state_path(recipe: Recipe) -> Path:

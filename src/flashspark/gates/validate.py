@@ -116,7 +116,7 @@ async def run_validate(
         results.append(result)
         if on_gate is not None:
             on_gate(result)
-    all_pins = {"vllm_version": await _version(client), "served_model": model, **(pins or {})}
+    all_pins = {"vllm_version": await client.version(), "served_model": model, **(pins or {})}
     validation = ValidationResult(
         ok=all(r.status in {"pass", "skip"} for r in results),
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
@@ -204,9 +204,3 @@ def _dump(model: BaseModel) -> dict[str, Any]:
     data: dict[str, Any] = json.loads(model.model_dump_json())
     return data
 
-
-async def _version(client: OpenAIClient) -> str | None:
-    try:
-        return await client.version()
-    except ClientError:
-        return None

@@ -273,6 +273,19 @@ class Recipe(Frozen):
         k = self.speculative.num_speculative_tokens if self.speculative.enabled else 0
         return self.engine.max_num_seqs * ((k or 0) + 1)
 
+    def secret_env(self) -> dict[str, str]:
+        """The secrets as the environment variables vLLM reads; only for a process's own env file."""
+        env = {}
+        if self.api.api_key is not None:
+            env["VLLM_API_KEY"] = self.api.api_key.get_secret_value()
+        if self.cluster.hf_token is not None:
+            env["HF_TOKEN"] = self.cluster.hf_token.get_secret_value()
+        return env
+
+    @property
+    def api_key(self) -> str | None:
+        return self.api.api_key.get_secret_value() if self.api.api_key is not None else None
+
     def public_dict(self) -> dict[str, Any]:
         """The resolved recipe as JSON-able data with secrets masked."""
         return self.model_dump(mode="json")

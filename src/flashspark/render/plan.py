@@ -173,12 +173,7 @@ def render_env(recipe: Recipe, node: Node) -> tuple[dict[str, str], list[str], d
         env["NCCL_IB_GID_INDEX"] = str(node.gid_index)
     elif node.gid_index == "auto":
         pending["NCCL_IB_GID_INDEX"] = "auto"
-    secrets = []
-    if recipe.api.api_key is not None:
-        secrets.append("VLLM_API_KEY")
-    if recipe.cluster.hf_token is not None:
-        secrets.append("HF_TOKEN")
-    return dict(sorted(env.items())), secrets, pending
+    return dict(sorted(env.items())), list(recipe.secret_env()), pending
 
 
 def render_plan(recipe: Recipe) -> LaunchPlan:
