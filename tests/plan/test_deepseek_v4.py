@@ -75,9 +75,14 @@ def test_boot_case_1m_stage_c_error_is_reported_not_hidden() -> None:
         (1_901_239, 1.81, 1_048_576),
     ],
 )
-def test_logged_pairs_are_consistent_with_vllms_formula(tokens: int, concurrency: float, length: int) -> None:
-    # tokens = floor(max_concurrency x max_model_len), logged with two decimals.
-    assert round(tokens / length, 2) == concurrency
+def test_sizing_from_a_logged_pool_gives_back_that_boots_numbers(tokens: int, concurrency: float, length: int) -> None:
+    # The pool implied by a boot's "KV cache size" must report that boot's size and concurrency again
+    # (to one block of rounding), whatever the context length.
+    recipe = resolve_recipe(profile="agent-1m", strict=False).recipe
+    kv_dtype = "fp8" if length == 262_144 else "nvfp4_ds_mla"
+    plan = plan_kv(recipe, PlanInputs(kv_cache_tokens=tokens, max_model_len=length, kv_cache_dtype=kv_dtype))
+    assert round(plan.max_concurrency, 2) == concurrency
+    assert abs(plan.kv_cache_tokens - tokens) <= length / plan.blocks_per_request
 
 
 def test_newer_formula_charges_in_flight_batches() -> None:
