@@ -341,7 +341,8 @@ def print_validation(result: Any, path: Path) -> None:
 
 
 def print_plan_result(result: Any) -> None:
-    table = Table(title=f"KV plan: {result.model}, vLLM {result.vllm_version} ({result.formula} formula)")
+    title = f"KV plan: {result.model}, {result.formula} formula ({result.formula_source}; vLLM {result.vllm_version})"
+    table = Table(title=title)
     for column in ("quantity", "value", "unit", "source", "note"):
         table.add_column(column)
     for q in result.quantities:

@@ -709,7 +709,20 @@ def validate_command(
 @click.option("--block-size", type=int, default=None)
 @click.option("--kv-cache-dtype", default=None, help="auto, fp8, nvfp4_ds_mla, bfloat16, float32, ...")
 @click.option("--dtype", default=None, help="Engine dtype for --hf-config models (auto follows the checkpoint).")
-@click.option("--vllm-version", default=None, help="Picks the sizing formula: <= 0.26 or >= 0.32 (default 0.21).")
+@click.option(
+    "--vllm-version",
+    default=None,
+    help="Size as this upstream vLLM would: <= 0.26 or >= 0.32 (default: the profile's [sizing], else 0.21).",
+)
+@click.option(
+    "--kv-formula",
+    type=click.Choice(["sum", "per_group"]),
+    default=None,
+    help="Override the blocks-per-request counting (sum: <= 0.26; per_group: >= 0.32).",
+)
+@click.option(
+    "--in-flight-batches", type=click.IntRange(min=1), default=None, help="Prefill chunks charged per request."
+)
 @click.option(
     "--hf-config",
     type=click.Path(path_type=Path, dir_okay=False, exists=True),
@@ -750,6 +763,8 @@ def plan_command(
     kv_cache_dtype: str | None,
     dtype: str | None,
     vllm_version: str | None,
+    kv_formula: str | None,
+    in_flight_batches: int | None,
     hf_config: Path | None,
     boot_log: Path | None,
     workload: str | None,
@@ -790,6 +805,8 @@ def plan_command(
         kv_cache_dtype=kv_cache_dtype,
         dtype=dtype,
         vllm_version=vllm_version,
+        kv_formula=kv_formula,
+        in_flight_batches=in_flight_batches,
         hf_config=hf_config,
         budget=budget,
         workload=workload,

@@ -19,7 +19,7 @@ from flashspark.plan.layouts import HFAttentionConfig, KVLayout, deepseek_v4_lay
 from flashspark.plan.sizing import GIB, KVSizing, blocks_from_reported, size_kv
 from flashspark.plan.speed import speed_ceiling
 from flashspark.plan.workload import fit_workload, parse_workload
-from flashspark.recipe.model import Recipe
+from flashspark.recipe.model import Recipe, SizingFacts
 
 PLAN_SCHEMA_VERSION = 1
 DEFAULT_VLLM_VERSION = "0.21"  # the DGX Spark DSpark stack runs 0.21.1rc1 + overlays
@@ -65,7 +65,12 @@ class PlanInputs(BaseModel):
     block_size: int | None = None
     kv_cache_dtype: str | None = None
     dtype: str | None = None
-    vllm_version: str | None = Field(default=None, description=f"Default {DEFAULT_VLLM_VERSION}, or a boot log's.")
+    vllm_version: str | None = Field(
+        default=None, description=f"Picks the formula; default: the recipe's [sizing], else {DEFAULT_VLLM_VERSION}."
+    )
+    logged_vllm_version: str | None = Field(default=None, description="The version a boot log printed.")
+    kv_formula: str | None = Field(default=None, description="sum | per_group, overriding any version.")
+    in_flight_batches: int | None = Field(default=None, ge=1)
     hf_config: Path | None = None
     budget: MemoryBudget = Field(default_factory=MemoryBudget)
     workload: str | None = None
@@ -80,6 +85,8 @@ class PlanResult(BaseModel):
     model: str
     vllm_version: str
     formula: str
+    formula_source: str = "assumed"  # input | recipe [sizing] | boot log | assumed
+    in_flight_tokens: int = 0
     kv_cache_tokens: int
     max_concurrency: float
     num_blocks: int
@@ -112,10 +119,47 @@ def build_layout(recipe: Recipe, inputs: PlanInputs) -> KVLayout:
     )
 
 
+class SizingChoice(BaseModel):
+    version: str
+    formula: str | None  # None: the version's own
+    in_flight_batches: int | None  # None: the version's own
+    source: str
+
+
+def sizing_choice(recipe: Recipe, inputs: PlanInputs) -> SizingChoice:
+    """Which counting to use. An explicit --vllm-version asks "what would that vLLM do" and
+    beats the image's recorded facts; those beat the version a boot log prints, because
+    forks backport sizing code without changing their version. The facts describe the
+    recipe's own model on its image, so a --hf-config model does not take them."""
+    facts = recipe.sizing if inputs.hf_config is None else SizingFacts()
+    if inputs.vllm_version is not None:
+        return SizingChoice(
+            version=inputs.vllm_version,
+            formula=inputs.kv_formula,
+            in_flight_batches=inputs.in_flight_batches,
+            source="input",
+        )
+    version = inputs.logged_vllm_version or DEFAULT_VLLM_VERSION
+    if facts.kv_formula is not None or facts.in_flight_batches is not None:
+        return SizingChoice(
+            version=version,
+            formula=inputs.kv_formula or facts.kv_formula,
+            in_flight_batches=inputs.in_flight_batches or facts.in_flight_batches,
+            source="recipe [sizing]",
+        )
+    return SizingChoice(
+        version=version,
+        formula=inputs.kv_formula,
+        in_flight_batches=inputs.in_flight_batches,
+        source="boot log" if inputs.logged_vllm_version else "assumed",
+    )
+
+
 def plan_kv(recipe: Recipe, inputs: PlanInputs) -> PlanResult:
     """The full plan: sizing, workload fit, sensitivity, advice and the speed ceiling."""
     layout = build_layout(recipe, inputs)
-    version = inputs.vllm_version or DEFAULT_VLLM_VERSION
+    choice = sizing_choice(recipe, inputs)
+    version = choice.version
     max_len = inputs.max_model_len or recipe.engine.max_model_len or recipe.model.native_max_model_len
     mnbt = inputs.max_num_batched_tokens or recipe.engine.max_num_batched_tokens or 8192
     q: list[Quantity] = []
@@ -147,6 +191,8 @@ def plan_kv(recipe: Recipe, inputs: PlanInputs) -> PlanResult:
             vllm_version=version,
             async_scheduling=recipe.engine.async_scheduling,
             pipeline_parallel_size=recipe.parallel.pipeline_parallel_size,
+            formula=choice.formula,
+            in_flight_batches=choice.in_flight_batches,
         )
 
     if inputs.kv_cache_tokens is not None:
@@ -157,6 +203,8 @@ def plan_kv(recipe: Recipe, inputs: PlanInputs) -> PlanResult:
             max_num_batched_tokens=mnbt,
             vllm_version=version,
             async_scheduling=recipe.engine.async_scheduling,
+            formula=choice.formula,
+            in_flight_batches=choice.in_flight_batches,
         )
         available = blocks * layout.bytes_per_block
         q.append(Quantity(name="reported KV cache size", value=inputs.kv_cache_tokens, unit="tokens", source="input"))
@@ -194,7 +242,7 @@ def plan_kv(recipe: Recipe, inputs: PlanInputs) -> PlanResult:
             value=result.blocks_per_request,
             unit="blocks",
             source="derived",
-            note=f"{result.formula} formula, in-flight {result.in_flight_tokens} tokens",
+            note=f"{result.formula} formula, in-flight {result.in_flight_tokens} tokens (from {choice.source})",
         ),
         Quantity(
             name="raw pool",
@@ -222,6 +270,8 @@ def plan_kv(recipe: Recipe, inputs: PlanInputs) -> PlanResult:
         model=layout.model,
         vllm_version=version,
         formula=result.formula,
+        formula_source=choice.source,
+        in_flight_tokens=result.in_flight_tokens,
         kv_cache_tokens=result.kv_cache_tokens,
         max_concurrency=result.max_concurrency,
         num_blocks=result.num_blocks,
@@ -358,8 +408,8 @@ def calibrate(recipe: Recipe, log_path: Path, inputs: PlanInputs) -> PlanResult:
 def _inputs_from_args(boot: BootEvidence, inputs: PlanInputs) -> dict[str, Any]:
     args = boot.args
     updates: dict[str, Any] = {"available_kv_gib": boot.available_kv_cache_gib, "kv_cache_tokens": None}
-    if inputs.vllm_version is None and boot.vllm_version:
-        updates["vllm_version"] = boot.vllm_version
+    if boot.vllm_version:
+        updates["logged_vllm_version"] = boot.vllm_version
     for key in ("max_model_len", "max_num_batched_tokens", "block_size", "kv_cache_dtype", "dtype"):
         if getattr(inputs, key) is None and args.get(key) is not None:
             updates[key] = args[key]

@@ -11,6 +11,10 @@ Sliding-window-type groups are charged for `window - 1 + in_flight` tokens,
 where in_flight = max_num_batched_tokens up to 0.25 and, from 0.26,
 max_concurrent_batches x max_num_batched_tokens (2 with async scheduling and no
 pipeline parallelism, else the PP size).
+
+Forks mix the two: the DSpark Stage-C image is "0.21-era" yet its 1M boot is
+reproduced only by per-group counting with one in-flight batch (see the
+agent-1m profile's [sizing] decision), so both choices can be given explicitly.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from dataclasses import dataclass
 from flashspark.plan.layouts import KVLayout, cdiv
 
 GIB = 1 << 30
+FORMULAS = ("sum", "per_group")
 
 
 def parse_version(text: str) -> tuple[int, int]:
@@ -36,8 +41,15 @@ def formula_for(version: str) -> str:
 
 
 def in_flight_tokens(
-    version: str, max_num_batched_tokens: int, *, async_scheduling: bool, pipeline_parallel_size: int = 1
+    version: str,
+    max_num_batched_tokens: int,
+    *,
+    async_scheduling: bool,
+    pipeline_parallel_size: int = 1,
+    batches: int | None = None,
 ) -> int:
+    if batches is not None:
+        return batches * max_num_batched_tokens
     if parse_version(version) < (0, 26):
         return max_num_batched_tokens
     batches = 2 if async_scheduling and pipeline_parallel_size <= 1 else pipeline_parallel_size
@@ -66,15 +78,24 @@ def size_kv(
     vllm_version: str,
     async_scheduling: bool = False,
     pipeline_parallel_size: int = 1,
+    formula: str | None = None,
+    in_flight_batches: int | None = None,
 ) -> KVSizing:
-    """Blocks, tokens and concurrency for one layout and one memory figure."""
+    """Blocks, tokens and concurrency for one layout and one memory figure.
+
+    `formula` ("sum" | "per_group") and `in_flight_batches` override what
+    `vllm_version` implies.
+    """
     flight = in_flight_tokens(
         vllm_version,
         max_num_batched_tokens,
         async_scheduling=async_scheduling,
         pipeline_parallel_size=pipeline_parallel_size,
+        batches=in_flight_batches,
     )
-    formula = formula_for(vllm_version)
+    formula = formula or formula_for(vllm_version)
+    if formula not in FORMULAS:
+        raise ValueError(f"unknown KV sizing formula {formula!r} (one of {', '.join(FORMULAS)})")
     memories = [g.max_memory_bytes(max_model_len, flight) for g in layout.groups]
     if formula == "sum":
         blocks_per_request = cdiv(sum(memories), layout.page0_bytes)
@@ -103,6 +124,8 @@ def blocks_from_reported(
     max_num_batched_tokens: int,
     vllm_version: str,
     async_scheduling: bool = False,
+    formula: str | None = None,
+    in_flight_batches: int | None = None,
 ) -> int:
     """The pool's block count implied by a boot's "KV cache size: N tokens" line."""
     probe = size_kv(
@@ -112,5 +135,7 @@ def blocks_from_reported(
         max_num_batched_tokens=max_num_batched_tokens,
         vllm_version=vllm_version,
         async_scheduling=async_scheduling,
+        formula=formula,
+        in_flight_batches=in_flight_batches,
     )
     return round(kv_cache_tokens / max_model_len * probe.blocks_per_request)

@@ -226,6 +226,26 @@ class LifecycleSettings(Frozen):
     )
 
 
+class SizingFacts(Frozen):
+    """How the image's vLLM counts the KV pool, when it differs from its version number.
+
+    Forks backport sizing code, so the formula belongs to the image, not to the
+    version it reports. `None` lets `flashspark plan --vllm-version` decide.
+    """
+
+    kv_formula: Literal["sum", "per_group"] | None = Field(
+        default=None,
+        description="sum: one ceil over all groups in page0 units (vLLM <= 0.26); "
+        "per_group: a ceil per group in its own pages (vLLM >= 0.32).",
+    )
+    in_flight_batches: int | None = Field(
+        default=None,
+        ge=1,
+        description="Prefill chunks charged to window and compressor state per request "
+        "(1 up to vLLM 0.25; 2 from 0.26 with async scheduling).",
+    )
+
+
 class Paths(Frozen):
     """Where FlashSpark keeps models, run directories and state on this machine."""
 
@@ -253,6 +273,7 @@ class Recipe(Frozen):
     api: ApiSettings = ApiSettings()
     cluster: ClusterSettings = ClusterSettings()
     lifecycle: LifecycleSettings = LifecycleSettings()
+    sizing: SizingFacts = SizingFacts()
     nodes: list[Node] = Field(default_factory=list)
     env: dict[str, dict[str, str]] = Field(
         default_factory=dict, description="Environment groups (dspark, b12x, nccl, runtime, ...)."
