@@ -23,7 +23,7 @@ ALLOWED: dict[str, set[str]] = {
     "provenance": {"recipe"},
     "cli": {"recipe", "plan", "render", "engine", "cluster", "client", "gates", "bench", "report", "provenance"},
 }
-COMMON = {"errors", "_version", "bootlog"}
+COMMON = {"errors", "_version", "bootlog", "redact"}
 
 
 def modules() -> list[Path]:

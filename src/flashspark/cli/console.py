@@ -230,9 +230,64 @@ def print_down(payload: dict[str, Any]) -> None:
             "no process left, port free"
         )
     else:
-        err.print(
-            f"[bold red]down incomplete[/]: leftover pids {payload['leftover_pids']}, port free: {payload['port_free']}"
+        err.print(f"[bold red]down incomplete[/]: {payload['deployment']}")
+        for node in payload.get("stopped", []):
+            err.print(f"  {node}: stopped, nothing left")
+        for node, items in payload.get("leftovers", {}).items():
+            err.print(f"  {node}: still there: {', '.join(items)}")
+        for node, why in payload.get("unreachable", {}).items():
+            err.print(f"  {node}: UNREACHABLE, not verified: {why}")
+        if payload["leftover_pids"]:
+            err.print(f"  leftover pids {payload['leftover_pids']}")
+        if not payload["port_free"]:
+            err.print("  the API port is still taken")
+        err.print("  fix what is named above, then run `flashspark down` again (it is safe to repeat)")
+
+
+def print_cluster_status(report: dict[str, Any]) -> None:
+    state = "[green]serving[/]" if report["running"] else "[bold red]not serving[/]"
+    api = report["api"]
+    out.print(f"{report['deployment']} ({report['profile']}, {report['runtime']}): {state} at {report['base_url']}")
+    table = Table()
+    for column in ("node", "rank", "reachable", "engine", "image", "ports"):
+        table.add_column(column)
+    for node in report["nodes"]:
+        ports = ", ".join(
+            f"{p['port']} {'listening' if p['listening'] else 'free'}" for p in node.get("ports", {}).values()
         )
+        image = node.get("image_id") or node.get("vllm_bin") or ""
+        table.add_row(
+            node["node"],
+            str(node["rank"]),
+            "yes" if node.get("reachable") else "[red]NO[/]",
+            str(node.get("state")),
+            str(image)[:40],
+            ports,
+        )
+    out.print(table)
+    models = ", ".join(f"{m['id']} (max_model_len {m['max_model_len']})" for m in api["models"]) or "none"
+    out.print(f"  /health: {api['health']}  vLLM: {api.get('version')}  models: {models}")
+    if report.get("same_image_everywhere") is False:
+        err.print("  [bold red]the nodes run different images (or one is missing)[/]")
+
+
+def print_capture_diff(report: dict[str, Any]) -> None:
+    out.print(f"capture diff: A={report['a']}  B={report['b']}")
+    for name in report["only_in_a"]:
+        out.print(f"  only in A: {name}")
+    for name in report["only_in_b"]:
+        out.print(f"  only in B: {name}")
+    for name, lines in report["diffs"].items():
+        out.print(f"[bold]changed: {name}[/]")
+        for line in lines:
+            out.print(f"  {line}", markup=False, highlight=False)
+    deltas = report.get("counter_deltas") or {}
+    if deltas:
+        out.print("[bold]metric counters (B - A)[/]")
+        for name, value in deltas.items():
+            out.print(f"  {name}: {value:+g}")
+    if not (report["only_in_a"] or report["only_in_b"] or report["changed"]):
+        out.print("  identical")
 
 
 def print_status(report: dict[str, Any]) -> None:

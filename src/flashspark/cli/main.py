@@ -23,6 +23,7 @@ from flashspark.bench.results import ResultsWriter
 from flashspark.bench.runner import BenchOptions, CellPlan, rate_cells, run_bench, staggered_cells, static_cells
 from flashspark.cli import aio, console, exit_codes
 from flashspark.client import OpenAIClient
+from flashspark.cluster.inspect import capture, diff_captures, follow_cluster_logs, read_cluster_logs, status_cluster
 from flashspark.cluster.local import (
     down_local,
     follow_logs,
@@ -43,7 +44,7 @@ from flashspark.engine import (
     model_is_built,
     require_engine,
 )
-from flashspark.errors import FlashsparkError, RecipeError, RecipeInvalid
+from flashspark.errors import FlashsparkError, RecipeInvalid
 from flashspark.gates.correctness import MODES as CHURN_MODES
 from flashspark.gates.correctness import CorrectnessReport, default_floor, run_correctness
 from flashspark.gates.sanity import SanityReport, run_sanity
@@ -333,16 +334,7 @@ def model_build(name: str) -> None:
 
 def is_multi_node(recipe: Recipe) -> bool:
     """More than one node, or one reached over SSH: the cluster lifecycle, not the local one."""
-    if len(recipe.nodes) > 1 or any(n.ssh != "local" for n in recipe.nodes):
-        if recipe.cluster.runtime != "process":
-            raise RecipeError(
-                "launching the compose runtime across nodes is not built yet",
-                key="RUNTIME",
-                value=recipe.cluster.runtime,
-                fix="use RUNTIME=process (bare-metal vLLM on each node) for now",
-            )
-        return True
-    return False
+    return len(recipe.nodes) > 1 or any(n.ssh != "local" for n in recipe.nodes) or recipe.cluster.runtime == "compose"
 
 
 def local_recipe(config: Path | None, profile: str | None, sets: tuple[str, ...], local: bool) -> ResolvedRecipe:
@@ -424,6 +416,8 @@ def down_command(config: Path | None, profile: str | None, sets: tuple[str, ...]
         "was_running": result.was_running,
         "stopped": result.stopped,
         "leftover_pids": result.leftover_pids,
+        "leftovers": result.leftovers,
+        "unreachable": result.unreachable,
         "port_free": result.port_free,
         "clean": result.clean,
     }
@@ -440,11 +434,17 @@ def down_command(config: Path | None, profile: str | None, sets: tuple[str, ...]
 @json_option
 @handle_errors
 def status_command(config: Path | None, profile: str | None, sets: tuple[str, ...], as_json: bool) -> None:
-    """Is the deployment running: processes, port, /health and the served model. Exit 0 when it serves."""
+    """Is the deployment serving: per node engine, image and ports; /health and the served model.
+
+    Exit 0 when it serves, 5 when not.
+    """
     recipe = local_recipe(config, profile, sets, find_config(config) is None).recipe
-    report = aio.run(status_local(recipe))
+    multi = is_multi_node(recipe)
+    report = aio.run(status_cluster(recipe) if multi else status_local(recipe))
     if as_json:
         console.print_json(report)
+    elif multi:
+        console.print_cluster_status(report)
     else:
         console.print_status(report)
     if not report["running"]:
@@ -455,16 +455,77 @@ def status_command(config: Path | None, profile: str | None, sets: tuple[str, ..
 @recipe_options
 @click.option("--tail", "lines", type=int, default=100, show_default=True, help="Lines per node.")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new lines (Ctrl-C to stop).")
+@click.option("--since", default=None, help="Only lines newer than this (compose runtime: 10m, 2h, a timestamp).")
 @handle_errors
-def logs_command(config: Path | None, profile: str | None, sets: tuple[str, ...], lines: int, follow: bool) -> None:
-    """Show each node's engine log (the running deployment's, else the last run's)."""
+def logs_command(
+    config: Path | None, profile: str | None, sets: tuple[str, ...], lines: int, follow: bool, since: str | None
+) -> None:
+    """Show each node's engine log (the running deployment's, else the last run's), secrets masked."""
     recipe = local_recipe(config, profile, sets, find_config(config) is None).recipe
+    if is_multi_node(recipe):
+        for node, text in aio.run(read_cluster_logs(recipe, lines=lines, since=since)):
+            console.print_plain(f"==> {node} <==")
+            console.print_plain(text.rstrip("\n"))
+        if follow:
+
+            async def stream() -> None:
+                async for node, line in follow_cluster_logs(recipe, since=since):
+                    console.print_plain(f"{node} | {line}")
+
+            aio.run(stream())
+        return
     for node, text in read_logs(recipe, lines=lines):
         console.print_plain(f"==> {node} <==")
         console.print_plain(text)
     if follow:
         for node, line in follow_logs(recipe):
             console.print_plain(f"{node} | {line}")
+
+
+@main.command("capture")
+@recipe_options
+@click.argument("directory", type=click.Path(path_type=Path, file_okay=False), required=False)
+@click.option(
+    "--diff",
+    "diff_dirs",
+    nargs=2,
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    default=None,
+    help="Compare two captures (A B) instead of taking one.",
+)
+@json_option
+@handle_errors
+def capture_command(
+    config: Path | None,
+    profile: str | None,
+    sets: tuple[str, ...],
+    directory: Path | None,
+    diff_dirs: tuple[Path, Path] | None,
+    as_json: bool,
+) -> None:
+    """The evidence bundle per node (host, engine, inspect, log tail, nvidia-smi, /v1/models, /metrics).
+
+    \b
+    Secrets (API key, Hub token, anything token-shaped) are masked before
+    anything is written. `capture --diff A B` compares two bundles.
+    """
+    if diff_dirs:
+        try:
+            report = diff_captures(*diff_dirs)
+        except FileNotFoundError as exc:
+            raise click.BadParameter(str(exc)) from None
+        if as_json:
+            console.print_json(report)
+        else:
+            console.print_capture_diff(report)
+        return
+    recipe = local_recipe(config, profile, sets, find_config(config) is None).recipe
+    out = directory or new_run_dir(recipe, "capture")
+    index = aio.run(capture(recipe, out))
+    if as_json:
+        console.print_json({"directory": str(out), **index})
+    else:
+        console.print_plain(f"capture: {len(index['files'])} files in {out}")
 
 
 # --- gates -------------------------------------------------------------------------------

@@ -49,12 +49,14 @@ class DownResult:
     deployment: str
     stopped: list[str] = field(default_factory=list)
     leftover_pids: list[int] = field(default_factory=list)
+    leftovers: dict[str, list[str]] = field(default_factory=dict)  # node -> what is still there
+    unreachable: dict[str, str] = field(default_factory=dict)  # node -> why it could not be reached
     port_free: bool = True
     was_running: bool = True
 
     @property
     def clean(self) -> bool:
-        return not self.leftover_pids and self.port_free
+        return not self.leftover_pids and not self.leftovers and not self.unreachable and self.port_free
 
 
 def new_run_dir(recipe: Recipe, kind: str) -> Path:

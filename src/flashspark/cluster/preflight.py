@@ -17,6 +17,8 @@ from flashspark.cluster.transport import LocalTransport, NodeUnreachable, SshTar
 from flashspark.recipe.model import Node, Recipe
 from flashspark.render.plan import resolve_model_path
 
+IMAGE_CHECK = "image present"
+
 
 @dataclass(frozen=True)
 class NodeCheck:
@@ -84,17 +86,30 @@ async def check_node(recipe: Recipe, rank: int, transport: Transport) -> list[No
                 "" if found.ok else "install docker and the compose v2 plugin on this node",
             )
         )
+        if found.ok:
+            image = recipe.cluster.image
+            inspected = await transport.run(["docker", "image", "inspect", "-f", "{{.Id}}", image])
+            present = inspected.ok and inspected.stdout.strip().startswith("sha256:")
+            checks.append(
+                NodeCheck(
+                    name,
+                    IMAGE_CHECK,
+                    present,
+                    inspected.stdout.strip() if present else f"{image} not on this node",
+                    "" if present else f"build or load {image} on this node (FlashSpark never pulls at launch)",
+                )
+            )
 
     model = resolve_model_path(recipe)
     if model.startswith("/"):
-        present = await transport.run(["test", "-f", f"{model}/config.json"])
+        model_found = await transport.run(["test", "-f", f"{model}/config.json"])
         checks.append(
             NodeCheck(
                 name,
                 "model",
-                present.ok,
+                model_found.ok,
                 model,
-                "" if present.ok else "copy or build the model at this path on the node",
+                "" if model_found.ok else "copy or build the model at this path on the node",
             )
         )
 
@@ -130,4 +145,22 @@ async def preflight(recipe: Recipe, *, control_dir: str | None = None) -> list[N
     """Every check on every node, in parallel; the caller decides what a failure means."""
     transports = [transport_for(node, control_dir=control_dir) for node in recipe.nodes]
     per_node = await asyncio.gather(*(check_node(recipe, rank, t) for rank, t in enumerate(transports)))
-    return [check for checks in per_node for check in checks]
+    checks = [check for checks in per_node for check in checks]
+    return checks + same_image(checks)
+
+
+def same_image(checks: list[NodeCheck]) -> list[NodeCheck]:
+    """One cross-node check: every node holds the same image ID (a worker on another build diverges)."""
+    ids = {c.node: c.detail for c in checks if c.check == IMAGE_CHECK and c.ok}
+    if len(ids) < 2 or len(set(ids.values())) == 1:
+        return []
+    listing = ", ".join(f"{node}={image[:19]}" for node, image in sorted(ids.items()))
+    return [
+        NodeCheck(
+            "all nodes",
+            "same image",
+            False,
+            listing,
+            "load the head's image on every node (docker save | ssh worker docker load)",
+        )
+    ]

@@ -1,18 +1,21 @@
-"""The multi-node lifecycle with the `process` runtime: bare-metal vLLM started over the transports.
+"""The multi-node lifecycle: preflight, workers first, rendezvous, readiness, verified down.
 
 `up_cluster` runs preflight on every node (nothing starts if any check
-fails), writes each node's env file (owner-only, secrets included) and
-starts the workers first, then the head, each detached in its own session so
-`down` can signal the whole process group. It then walks the head's readiness
-phases while watching every node's process. On any failure it saves every
-node's log tail into the run directory and stops every node.
+fails), starts the workers first and the head last through the node runtime
+(`process` or `compose`), streams every node's log lines as progress, waits
+for the rendezvous (the head logs that every rank joined) and then walks the
+head's readiness phases while watching every node's engine. On any failure it
+saves every node's log tail into the run directory and stops every node.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-import shlex
+import re
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from flashspark.cluster.events import Events
@@ -20,14 +23,18 @@ from flashspark.cluster.local import DownResult, new_run_dir, running_state
 from flashspark.cluster.preflight import NodeCheck, preflight, transport_for
 from flashspark.cluster.processes import port_open
 from flashspark.cluster.readiness import ReadinessTarget, wait_until_ready
+from flashspark.cluster.runtimes import NodeRuntime, read_log, runtime_for
 from flashspark.cluster.state import DeploymentState, NodeProcess, read_state, state_path, write_state
-from flashspark.cluster.transport import Transport
+from flashspark.cluster.transport import NodeUnreachable, Transport
 from flashspark.errors import AlreadyRunning, ClusterError, PhaseFailed
 from flashspark.recipe.model import Recipe
 from flashspark.render import probe_host, render_plan
-from flashspark.render.plan import NodeLaunch
 
 WATCH_S = 2.0
+TAIL_LINES = 60
+# vLLM's parallel_state logs this on every rank once torch.distributed has formed the
+# group, i.e. after all ranks connected (GPU and CPU builds alike).
+RENDEZVOUS_DONE = re.compile(r"rank \d+ in world size (\d+) is assigned as")
 
 
 class PreflightFailed(ClusterError):
@@ -48,60 +55,92 @@ def node_dir(recipe: Recipe, rank: int) -> str:
     return f"{base}/{node.name}"
 
 
-def env_file_text(launch: NodeLaunch, secrets: dict[str, str]) -> str:
-    values = {**launch.env, **{k: v for k, v in secrets.items() if k in launch.secret_env}}
-    return "".join(f"export {key}={shlex.quote(value)}\n" for key, value in sorted(values.items()))
+@dataclass
+class LogStream:
+    """One node's engine log, streamed over its transport line by line."""
 
+    node: str
+    argv: list[str]
+    on_line: Callable[[str, str], None]
+    process: asyncio.subprocess.Process | None = None
+    task: asyncio.Task[None] | None = None
 
-async def start_node(
-    transport: Transport, directory: str, launch: NodeLaunch, secrets: dict[str, str], vllm_bin: str
-) -> int:
-    """Write the env file and start the node's argv detached; return its pid (= its process group)."""
-    await transport.write_file(f"{directory}/node.env", env_file_text(launch, secrets))
-    argv = [vllm_bin, *launch.argv[1:]]
-    script = 'cd "$1" && shift && . ./node.env && setsid nohup "$@" > vllm.log 2>&1 < /dev/null & echo $!'
-    result = await transport.run(["sh", "-c", script, "flashspark-start", directory, *argv])
-    if not result.ok or not result.stdout.strip().isdigit():
-        raise ClusterError(f"could not start {launch.name}: {result.stderr.strip()}", where=launch.name)
-    return int(result.stdout.strip())
+    async def start(self) -> None:
+        self.process = await asyncio.create_subprocess_exec(
+            *self.argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        self.task = asyncio.create_task(self._pump())
 
+    async def _pump(self) -> None:
+        assert self.process is not None and self.process.stdout is not None
+        async for raw in self.process.stdout:
+            line = raw.decode(errors="replace").rstrip("\n")
+            if line.strip():
+                self.on_line(self.node, line)
 
-async def group_alive(transport: Transport, pgid: int) -> bool:
-    # dash's kill takes no "--": a negative number names the process group.
-    result = await transport.run(["sh", "-c", 'kill -0 "-$1" 2>/dev/null', "flashspark-alive", str(pgid)])
-    return result.ok
-
-
-async def stop_group_remote(transport: Transport, pgid: int, *, grace_s: float) -> bool:
-    """TERM the group, then KILL after grace_s (a headless follower ignored TERM here); True when gone."""
-    script = (
-        'g="-$1"; kill -TERM "$g" 2>/dev/null; i=0; '
-        'while kill -0 "$g" 2>/dev/null && [ "$i" -lt "$2" ]; do sleep 0.2; i=$((i+1)); done; '
-        'kill -KILL "$g" 2>/dev/null; sleep 0.3; ! kill -0 "$g" 2>/dev/null'
-    )
-    result = await transport.run(
-        ["sh", "-c", script, "flashspark-stop", str(pgid), str(int(grace_s * 5))], timeout_s=grace_s + 30
-    )
-    return result.ok
-
-
-async def log_tail(transport: Transport, path: str, lines: int = 60) -> str:
-    result = await transport.run(["tail", "-n", str(lines), path])
-    return result.stdout if result.ok else result.stderr
+    async def stop(self) -> None:
+        if self.process is not None and self.process.returncode is None:
+            self.process.kill()
+            await self.process.wait()
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
 
 
 @dataclass
 class Watch:
+    """What the background tasks learned while the head boots."""
+
     dead: str | None = None
+    rendezvous: asyncio.Event = field(default_factory=asyncio.Event)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    streams: list[LogStream] = field(default_factory=list)
+
+
+async def stop_nodes(
+    runtime: NodeRuntime,
+    transports: dict[int, Transport],
+    processes: dict[int, NodeProcess | None],
+    *,
+    grace_s: float,
+) -> dict[int, list[str] | str]:
+    """Stop every node in parallel; per rank what is left, or why the node could not be reached."""
+
+    async def one(rank: int) -> list[str] | str:
+        try:
+            return await runtime.stop(transports[rank], processes[rank], grace_s=grace_s)
+        except NodeUnreachable as error:
+            return error.message
+
+    ranks = list(processes)
+    outcomes = await asyncio.gather(*(one(r) for r in ranks))
+    return dict(zip(ranks, outcomes, strict=True))
+
+
+async def save_tails(
+    runtime: NodeRuntime, transports: dict[int, Transport], processes: dict[int, NodeProcess], run_dir: str
+) -> dict[str, str]:
+    from pathlib import Path
+
+    tails: dict[str, str] = {}
+    for rank, process in processes.items():
+        try:
+            tails[process.node] = await read_log(runtime, transports[rank], process, lines=TAIL_LINES)
+        except NodeUnreachable as error:
+            tails[process.node] = f"(unreachable: {error.message})"
+        Path(run_dir, f"rank{rank}-{process.node}.log.tail").write_text(tails[process.node])
+    return tails
 
 
 async def up_cluster(recipe: Recipe, *, events: Events) -> DeploymentState:
-    """Launch every node (workers first), wait for the head to serve, or clean up and raise.
+    """Launch every node (workers first), wait for the rendezvous and the head, or clean up and raise.
 
     Raises AlreadyRunning, PreflightFailed, PhaseFailed (with every node's log tail).
     """
-    secrets = recipe.secret_env()
     existing = running_state(recipe)
     if existing is not None:
         raise AlreadyRunning(
@@ -118,85 +157,128 @@ async def up_cluster(recipe: Recipe, *, events: Events) -> DeploymentState:
     plan = render_plan(recipe)
     run_dir = new_run_dir(recipe, "up")
     (run_dir / "plan.json").write_text(plan.model_dump_json(indent=2))
+    runtime = runtime_for(recipe)
     transports = {n.rank: transport_for(recipe.nodes[n.rank]) for n in plan.nodes}
     processes: dict[int, NodeProcess] = {}
+    watch = Watch()
+    world_size = len(plan.nodes)
 
-    async def stop_all() -> None:
-        await asyncio.gather(
-            *(
-                stop_group_remote(transports[r], p.pgid, grace_s=recipe.lifecycle.stop_timeout_s)
-                for r, p in processes.items()
-            )
-        )
+    def on_line(node: str, line: str) -> None:
+        events.log_line(node, line)
+        if node == plan.head.name and RENDEZVOUS_DONE.search(line):
+            watch.rendezvous.set()
 
     try:
         for launch in plan.start_order:  # workers first, the head last
-            events.phase(f"start {launch.name}", "start", f"rank {launch.rank}")
-            directory = node_dir(recipe, launch.rank)
-            pid = await start_node(transports[launch.rank], directory, launch, secrets, recipe.cluster.vllm_bin)
-            processes[launch.rank] = NodeProcess(
-                node=launch.name, rank=launch.rank, pid=pid, pgid=pid, log_path=f"{directory}/vllm.log"
+            events.phase(f"start {launch.name}", "start", f"rank {launch.rank}, {runtime.kind}")
+            process = await runtime.start(transports[launch.rank], node_dir(recipe, launch.rank), launch)
+            processes[launch.rank] = process
+            stream = LogStream(
+                launch.name,
+                transports[launch.rank].local_argv(runtime.log_argv(process, lines=None, follow=True, since=None)),
+                on_line,
             )
-            events.phase(f"start {launch.name}", "ok", f"pid {pid}")
+            await stream.start()
+            watch.streams.append(stream)
+            events.phase(f"start {launch.name}", "ok", process.container or f"pid {process.pid}")
         state = DeploymentState.started(
             recipe, run_dir=str(run_dir), base_url=plan.api_base_url, nodes=[processes[r] for r in sorted(processes)]
         )
         write_state(state_path(recipe), state)
-        watch = Watch()
 
         async def watcher(rank: int) -> None:
             while watch.dead is None:
-                if not await group_alive(transports[rank], processes[rank].pgid):
-                    watch.dead = f"the vLLM process of {processes[rank].node} (rank {rank}) exited"
+                if not await runtime.alive(transports[rank], processes[rank]):
+                    watch.dead = f"the vLLM engine of {processes[rank].node} (rank {rank}) exited"
                     return
                 await asyncio.sleep(WATCH_S)
 
         watch.tasks = [asyncio.create_task(watcher(r)) for r in processes]
+        if world_size > 1:
+            await wait_rendezvous(watch, recipe.lifecycle.rendezvous_timeout_s, world_size, events)
         target = ReadinessTarget.for_recipe(recipe, plan.api_base_url)
-        try:
-            await wait_until_ready(target, alive=lambda: watch.dead, followers=[], events=events)
-        finally:
-            for task in watch.tasks:
-                task.cancel()
-            await asyncio.gather(*watch.tasks, return_exceptions=True)
+        await wait_until_ready(target, alive=lambda: watch.dead, followers=[], events=events)
         return state
     except BaseException as error:
-        tails = {}
-        for rank, process in processes.items():
-            tails[process.node] = await log_tail(transports[rank], process.log_path)
-            (run_dir / f"rank{rank}-{process.node}.log.tail").write_text(tails[process.node])
-        await stop_all()
+        tails = await save_tails(runtime, transports, processes, str(run_dir))
+        left = await stop_nodes(runtime, transports, dict(processes.items()), grace_s=recipe.lifecycle.stop_timeout_s)
         state_path(recipe).unlink(missing_ok=True)
         failure: dict[str, object] = {
             "message": str(error),
-            "process_groups": {p.node: p.pgid for p in processes.values()},
+            "process_groups": {p.node: p.pgid for p in processes.values() if p.pgid},
+            "containers": {p.node: p.container for p in processes.values() if p.container},
+            "left_after_stop": {processes[r].node: v for r, v in left.items() if v},
         }
         if isinstance(error, PhaseFailed):
             error.log_tail = "\n".join(f"--- {node}\n{tail}" for node, tail in tails.items())
             failure["phase"] = error.phase
-        (run_dir / "failure.json").write_text(json.dumps(failure))
+        (run_dir / "failure.json").write_text(json.dumps(failure, indent=2))
         raise
+    finally:
+        for task in watch.tasks:
+            task.cancel()
+        await asyncio.gather(*watch.tasks, return_exceptions=True)
+        for stream in watch.streams:
+            await stream.stop()
+
+
+async def wait_rendezvous(watch: Watch, budget_s: float, world_size: int, events: Events) -> None:
+    """Until the head reports the process group formed; fails early when an engine dies."""
+    phase = "rendezvous"
+    events.phase(phase, "start", f"{world_size} ranks")
+    started = time.monotonic()
+    while not watch.rendezvous.is_set():
+        if watch.dead is not None:
+            events.phase(phase, "fail", watch.dead)
+            raise PhaseFailed(f"{watch.dead} during phase {phase!r}", phase=phase, fix="read the log lines below")
+        if time.monotonic() - started > budget_s:
+            events.phase(phase, "fail", f"timed out after {budget_s:g} s")
+            raise PhaseFailed(
+                f"phase {phase!r} timed out after {budget_s:g} s: not every rank joined the head's process group",
+                phase=phase,
+                fix="check that every worker reaches MASTER_ADDR:MASTER_PORT over the fabric, that the workers "
+                "run the same image and vLLM, and the workers' logs below",
+            )
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(watch.rendezvous.wait(), timeout=0.5)
+    events.phase(phase, "ok", f"{time.monotonic() - started:.1f} s")
 
 
 async def down_cluster(recipe: Recipe, *, events: Events) -> DownResult:
-    """Stop every node's process group and verify: none left, the API port free."""
+    """Stop every node and verify: nothing of ours left on any node, the API port free.
+
+    Without a state file (another machine started it, or it was lost) the compose
+    runtime still finds its containers by label; the process runtime has nothing to stop.
+    """
     path = state_path(recipe)
     state = read_state(path)
     result = DownResult(deployment=recipe.cluster.name)
-    if state is None:
+    runtime = runtime_for(recipe)
+    if state is None and recipe.cluster.runtime != "compose":
         result.was_running = False
         return result
-    for process in state.nodes:
-        transport = transport_for(recipe.nodes[process.rank])
-        events.phase(f"stop {process.node}", "start", f"process group {process.pgid}")
-        gone = await stop_group_remote(transport, process.pgid, grace_s=recipe.lifecycle.stop_timeout_s)
-        if gone:
-            result.stopped.append(process.node)
-            events.phase(f"stop {process.node}", "ok")
+    transports = {rank: transport_for(node) for rank, node in enumerate(recipe.nodes)}
+    known = {p.rank: p for p in state.nodes} if state is not None else {}
+    processes: dict[int, NodeProcess | None] = {rank: known.get(rank) for rank in transports}
+    for rank in processes:
+        events.phase(f"stop {recipe.nodes[rank].name}", "start")
+    outcomes = await stop_nodes(runtime, transports, processes, grace_s=recipe.lifecycle.stop_timeout_s)
+    for rank, outcome in outcomes.items():
+        name = recipe.nodes[rank].name
+        if isinstance(outcome, str):
+            result.unreachable[name] = outcome
+            events.phase(f"stop {name}", "fail", "unreachable")
+        elif outcome:
+            result.leftovers[name] = outcome
+            events.phase(f"stop {name}", "fail", ", ".join(outcome))
         else:
-            result.leftover_pids.append(process.pgid)
-            events.phase(f"stop {process.node}", "fail", "still alive")
-    result.port_free = not port_open(probe_host(state.api_host).strip("[]"), state.api_port)
+            result.stopped.append(name)
+            events.phase(f"stop {name}", "ok")
+    if state is None and not result.leftovers and not result.unreachable:
+        result.was_running = False
+    api_host = state.api_host if state is not None else recipe.api.host
+    api_port = state.api_port if state is not None else recipe.api.port
+    result.port_free = not port_open(probe_host(api_host).strip("[]"), api_port)
     if result.clean:
         path.unlink(missing_ok=True)
     return result

@@ -18,9 +18,11 @@ class NodeProcess(BaseModel):
 
     node: str
     rank: int
-    pid: int
-    pgid: int
-    log_path: str
+    runtime: str = "process"
+    pid: int = Field(default=0, description="process runtime: the engine's pid (its own process group).")
+    pgid: int = 0
+    container: str | None = Field(default=None, description="compose runtime: the container id.")
+    log_path: str = Field(description="process: the log file; compose: the node's compose file.")
 
 
 class DeploymentState(BaseModel):

@@ -50,6 +50,10 @@ class Transport(Protocol):
 
     async def write_file(self, path: str, content: str, *, mode: int = 0o600) -> None: ...
 
+    def local_argv(self, argv: list[str]) -> list[str]:
+        """The argv to run here so that argv runs on the node (for long-running streams)."""
+        ...
+
 
 @dataclass(frozen=True)
 class SshTarget:
@@ -135,6 +139,9 @@ class LocalTransport:
     async def run(self, argv: list[str], *, stdin: bytes | None = None, timeout_s: float = 60.0) -> CommandResult:
         return await run_argv(argv, stdin=stdin, timeout_s=timeout_s)
 
+    def local_argv(self, argv: list[str]) -> list[str]:
+        return list(argv)
+
     async def write_file(self, path: str, content: str, *, mode: int = 0o600) -> None:
         result = await self.run(_atomic_write_argv(path, mode), stdin=content.encode())
         if not result.ok:
@@ -147,6 +154,9 @@ class SshTransport:
     def __init__(self, name: str, target: SshTarget) -> None:
         self.name = name
         self.target = target
+
+    def local_argv(self, argv: list[str]) -> list[str]:
+        return ssh_argv(self.target, argv)
 
     async def run(self, argv: list[str], *, stdin: bytes | None = None, timeout_s: float = 60.0) -> CommandResult:
         result = await run_argv(ssh_argv(self.target, argv), stdin=stdin, timeout_s=timeout_s)

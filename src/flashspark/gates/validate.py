@@ -203,4 +203,3 @@ async def _run_gate(
 def _dump(model: BaseModel) -> dict[str, Any]:
     data: dict[str, Any] = json.loads(model.model_dump_json())
     return data
-

@@ -206,6 +206,9 @@ class Node(Frozen):
     )
     hf_cache: str | None = Field(default=None, description="Host Hugging Face cache path.")
     checkout_dir: str | None = Field(default=None, description="Where FlashSpark keeps this node's rendered files.")
+    vllm_bin: str | None = Field(
+        default=None, description="This node's vLLM executable when it differs from cluster.vllm_bin (process runtime)."
+    )
     env: dict[str, str] = Field(
         default_factory=dict, description="Environment for this node only, applied over the profile's groups."
     )
@@ -221,6 +224,11 @@ class LifecycleSettings(Frozen):
     )
     health_timeout_s: float = 300.0
     models_timeout_s: float = 120.0
+    rendezvous_timeout_s: float = Field(
+        default=600.0,
+        description="Multi-node: head start until every rank has joined the process group "
+        "(the head logs 'rank 0 in world size N is assigned'); a worker that never connects fails here.",
+    )
     stop_timeout_s: float = Field(
         default=30.0, description="SIGTERM grace before SIGKILL (a headless follower ignores SIGTERM)."
     )

@@ -1,0 +1,284 @@
+"""Looking at a multi-node deployment: status, logs and the evidence bundle (capture), per node.
+
+Everything that leaves a node passes `redact` first: a capture is meant to be
+attached to an issue, so a container's environment or a log line must never
+carry the API key or the Hub token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import difflib
+import hashlib
+import json
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from flashspark.client.metrics import parse_metrics
+from flashspark.cluster.preflight import node_ports, transport_for
+from flashspark.cluster.runtimes import ComposeRuntime, image_id, read_log, runtime_for
+from flashspark.cluster.state import NodeProcess, read_state, state_path
+from flashspark.cluster.transport import NodeUnreachable, Transport
+from flashspark.recipe.model import Recipe
+from flashspark.redact import redact
+from flashspark.render import probe_host
+
+CAPTURE_SCHEMA_VERSION = 1
+
+
+def _processes(recipe: Recipe) -> dict[int, NodeProcess | None]:
+    state = read_state(state_path(recipe))
+    known = {p.rank: p for p in state.nodes} if state is not None else {}
+    return {rank: known.get(rank) for rank in range(len(recipe.nodes))}
+
+
+async def _api(recipe: Recipe, base_url: str) -> dict[str, Any]:
+    """Health, the served models, the version and the raw metrics of the head's API."""
+    root = base_url.removesuffix("/v1")
+    headers = {"Authorization": f"Bearer {recipe.api_key}"} if recipe.api_key else {}
+    found: dict[str, Any] = {"base_url": base_url, "health": None, "models": [], "version": None, "metrics": None}
+    async with httpx.AsyncClient(timeout=5.0, headers=headers) as http:
+        try:
+            found["health"] = (await http.get(f"{root}/health")).status_code
+            listed = (await http.get(f"{base_url}/models")).json().get("data", [])
+            found["models"] = [{"id": m.get("id"), "max_model_len": m.get("max_model_len")} for m in listed]
+            version = await http.get(f"{root}/version")
+            found["version"] = version.json().get("version") if version.status_code == 200 else None
+            metrics = await http.get(f"{root}/metrics")
+            found["metrics"] = metrics.text if metrics.status_code == 200 else None
+        except (httpx.HTTPError, ValueError) as exc:
+            found["error"] = str(exc)
+    return found
+
+
+def _base_url(recipe: Recipe) -> str:
+    state = read_state(state_path(recipe))
+    if state is not None:
+        return state.base_url
+    return f"http://{probe_host(recipe.api.host)}:{recipe.api.port}/v1"
+
+
+async def _node_status(recipe: Recipe, rank: int, process: NodeProcess | None) -> dict[str, Any]:
+    node = recipe.nodes[rank]
+    transport = transport_for(node)
+    runtime = runtime_for(recipe)
+    entry: dict[str, Any] = {"node": node.name, "rank": rank, "role": "head" if rank == 0 else "worker"}
+    try:
+        entry["reachable"] = (await transport.run(["true"], timeout_s=30)).ok
+        if process is not None:
+            entry.update(await runtime.describe(transport, process))
+        else:
+            entry["state"] = "not started"
+        if isinstance(runtime, ComposeRuntime):
+            entry["image_id"] = await image_id(transport, recipe.cluster.image)
+            entry["leftovers"] = await runtime.leftovers(transport)
+        ports = {}
+        for key, port in node_ports(recipe, rank):
+            listening = await transport.run(["ss", "-Hltn", f"sport = :{port}"])
+            ports[key] = {"port": port, "listening": bool(listening.ok and listening.stdout.strip())}
+        entry["ports"] = ports
+    except NodeUnreachable as error:
+        entry.update({"reachable": False, "state": "unknown", "error": error.message})
+    return entry
+
+
+async def status_cluster(recipe: Recipe) -> dict[str, Any]:
+    """Per node: reachable, runtime state, image, ports; for the head's API: health and served model."""
+    processes = _processes(recipe)
+    nodes = await asyncio.gather(*(_node_status(recipe, r, p) for r, p in processes.items()))
+    api = await _api(recipe, _base_url(recipe))
+    api.pop("metrics", None)
+    serving = any(m["id"] == recipe.model.served_name for m in api["models"])
+    report: dict[str, Any] = {
+        "deployment": recipe.cluster.name,
+        "profile": recipe.profile.name,
+        "runtime": recipe.cluster.runtime,
+        "base_url": api["base_url"],
+        "nodes": list(nodes),
+        "api": api,
+        "running": serving and api["health"] == 200 and all(n.get("state") == "running" for n in nodes),
+    }
+    if isinstance(runtime_for(recipe), ComposeRuntime):
+        ids = {n.get("image_id") for n in nodes}
+        report["same_image_everywhere"] = len(ids) == 1 and None not in ids
+    return report
+
+
+async def read_cluster_logs(recipe: Recipe, *, lines: int, since: str | None = None) -> list[tuple[str, str]]:
+    """(node, redacted log tail) for every node of the recorded deployment."""
+    runtime = runtime_for(recipe)
+    secrets = list(recipe.secret_env().values())
+    out = []
+    for rank, process in _processes(recipe).items():
+        name = recipe.nodes[rank].name
+        if process is None:
+            out.append((name, "(no engine recorded on this node)"))
+            continue
+        try:
+            text = await read_log(runtime, transport_for(recipe.nodes[rank]), process, lines=lines, since=since)
+        except NodeUnreachable as error:
+            text = f"(unreachable: {error.message})"
+        out.append((name, redact(text, secrets)))
+    return out
+
+
+async def follow_cluster_logs(recipe: Recipe, *, since: str | None = None) -> AsyncIterator[tuple[str, str]]:
+    """(node, line) from every node as they are written, until the caller stops."""
+    runtime = runtime_for(recipe)
+    secrets = list(recipe.secret_env().values())
+    queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+    streams = []
+    for rank, process in _processes(recipe).items():
+        if process is None:
+            continue
+        argv = transport_for(recipe.nodes[rank]).local_argv(
+            runtime.log_argv(process, lines=0, follow=True, since=since)
+        )
+        streams.append(await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE))
+
+        async def pump(stream: asyncio.subprocess.Process, node: str) -> None:
+            assert stream.stdout is not None
+            async for raw in stream.stdout:
+                await queue.put((node, redact(raw.decode(errors="replace").rstrip("\n"), secrets)))
+
+        asyncio.get_running_loop().create_task(pump(streams[-1], process.node))
+    try:
+        while True:
+            yield await queue.get()
+    finally:
+        for stream in streams:
+            if stream.returncode is None:
+                stream.kill()
+
+
+# --- capture -----------------------------------------------------------------------------
+
+
+async def _run_text(transport: Transport, argv: list[str]) -> str | None:
+    result = await transport.run(argv, timeout_s=60)
+    return result.stdout if result.ok else None
+
+
+async def _capture_node(recipe: Recipe, rank: int, process: NodeProcess | None) -> dict[str, str]:
+    """The node's files of a capture: name -> text (not yet redacted)."""
+    node = recipe.nodes[rank]
+    transport = transport_for(node)
+    runtime = runtime_for(recipe)
+    files: dict[str, str] = {}
+    try:
+        files["host.txt"] = (
+            await _run_text(transport, ["sh", "-c", "hostname; date -u +%Y-%m-%dT%H:%M:%SZ; uname -a; uptime"]) or ""
+        )
+        if isinstance(runtime, ComposeRuntime):
+            files["containers.txt"] = (
+                await _run_text(
+                    transport,
+                    ["docker", "ps", "-a", "--no-trunc", "--filter", f"label={runtime.label}", "--format", "json"],
+                )
+                or ""
+            )
+            if process is not None and process.container:
+                files["inspect.json"] = await _run_text(transport, ["docker", "inspect", process.container]) or ""
+            files["image.txt"] = (
+                await _run_text(transport, ["docker", "image", "inspect", recipe.cluster.image]) or "(image absent)\n"
+            )
+        elif process is not None:
+            files["processes.txt"] = (
+                await _run_text(transport, ["ps", "-o", "pid,pgid,etime,rss,args", "-g", str(process.pgid)]) or ""
+            )
+        if process is not None:
+            files["engine.json"] = json.dumps(await runtime.describe(transport, process), indent=2)
+            files["log.tail"] = await read_log(runtime, transport, process, lines=200)
+        smi = await transport.run(["sh", "-c", "command -v nvidia-smi >/dev/null && nvidia-smi"], timeout_s=60)
+        if smi.ok:
+            files["nvidia-smi.txt"] = smi.stdout
+    except NodeUnreachable as error:
+        files["unreachable.txt"] = error.message + "\n"
+    return files
+
+
+async def capture(recipe: Recipe, out_dir: Path) -> dict[str, Any]:
+    """Write the evidence bundle into out_dir (one folder per node, `api/`, capture.json); return the index."""
+    processes = _processes(recipe)
+    per_node = await asyncio.gather(*(_capture_node(recipe, r, p) for r, p in processes.items()))
+    api = await _api(recipe, _base_url(recipe))
+    secrets = list(recipe.secret_env().values())
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: dict[str, str] = {}
+
+    def put(relative: str, text: str) -> None:
+        path = out_dir / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        clean = redact(text, secrets)
+        path.write_text(clean)
+        written[relative] = hashlib.sha256(clean.encode()).hexdigest()
+
+    for rank, files in enumerate(per_node):
+        for name, text in files.items():
+            put(f"{recipe.nodes[rank].name}/{name}", text)
+    metrics = api.pop("metrics", None)
+    if metrics is not None:
+        put("api/metrics.txt", metrics)
+    put("api/api.json", json.dumps(api, indent=2))
+    index = {
+        "schema_version": CAPTURE_SCHEMA_VERSION,
+        "deployment": recipe.cluster.name,
+        "profile": recipe.profile.name,
+        "runtime": recipe.cluster.runtime,
+        "taken_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "pins": {
+            "vllm_version": api.get("version"),
+            "image": recipe.cluster.image if recipe.cluster.runtime == "compose" else None,
+            "model": recipe.model.id,
+            "model_revision": recipe.model.revision,
+        },
+        "files": written,
+    }
+    put("capture.json", json.dumps(index, indent=2))
+    return index
+
+
+def diff_captures(a: Path, b: Path, *, context: int = 2, max_lines: int = 80) -> dict[str, Any]:
+    """What changed between two captures: files added/removed/changed, text diffs, metric counter deltas."""
+
+    def index(root: Path) -> dict[str, str]:
+        try:
+            return dict(json.loads((root / "capture.json").read_text())["files"])
+        except (OSError, ValueError, KeyError) as exc:
+            raise FileNotFoundError(f"{root} is not a FlashSpark capture (no readable capture.json)") from exc
+
+    left, right = index(a), index(b)
+    changed = sorted(k for k in left.keys() & right.keys() if left[k] != right[k] and k != "capture.json")
+    diffs = {}
+    for name in changed:
+        lines = list(
+            difflib.unified_diff(
+                (a / name).read_text().splitlines(),
+                (b / name).read_text().splitlines(),
+                f"A/{name}",
+                f"B/{name}",
+                n=context,
+                lineterm="",
+            )
+        )
+        diffs[name] = lines[:max_lines] + (
+            [f"... {len(lines) - max_lines} more lines"] if len(lines) > max_lines else []
+        )
+    report: dict[str, Any] = {
+        "a": str(a),
+        "b": str(b),
+        "only_in_a": sorted(left.keys() - right.keys()),
+        "only_in_b": sorted(right.keys() - left.keys()),
+        "changed": changed,
+        "diffs": diffs,
+    }
+    if "api/metrics.txt" in left and "api/metrics.txt" in right:
+        before = parse_metrics((a / "api/metrics.txt").read_text())
+        after = parse_metrics((b / "api/metrics.txt").read_text())
+        delta = after.minus(before)
+        report["counter_deltas"] = {name: round(v, 6) for name, v in sorted(delta.counters.items()) if v}
+    return report

@@ -1,0 +1,214 @@
+"""The two ways a node runs its part of the deployment, behind one interface.
+
+`process`: bare-metal vLLM from a virtual environment, started detached in its
+own session (so its pid is its process group) with a log file beside an
+owner-only env file. `compose`: the node's compose file and an owner-only
+secrets file, `docker compose up -d` under a fixed project name; every
+container carries our labels so `down` can verify that none is left.
+
+Both are driven over a Transport with argv lists; the shell snippets below
+take their values as positional parameters ("$1"), never pasted in.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from typing import Protocol
+
+from flashspark.cluster.state import NodeProcess
+from flashspark.cluster.transport import Transport
+from flashspark.errors import ClusterError
+from flashspark.recipe.model import Node, Recipe
+from flashspark.render.compose import LABEL_PREFIX, SECRETS_ENV_FILE, project_name
+from flashspark.render.files import compose_yaml
+from flashspark.render.plan import NodeLaunch
+
+COMPOSE_FILE = "compose.yaml"
+
+
+class NodeRuntime(Protocol):
+    kind: str
+
+    async def start(self, transport: Transport, directory: str, launch: NodeLaunch) -> NodeProcess: ...
+
+    async def alive(self, transport: Transport, process: NodeProcess) -> bool: ...
+
+    async def stop(self, transport: Transport, process: NodeProcess | None, *, grace_s: float) -> list[str]:
+        """Stop and verify; return what is still there (empty: clean)."""
+        ...
+
+    def log_argv(self, process: NodeProcess, *, lines: int | None, follow: bool, since: str | None) -> list[str]:
+        """The command that prints (and with follow, keeps printing) the node's engine log."""
+        ...
+
+    async def describe(self, transport: Transport, process: NodeProcess) -> dict[str, object]: ...
+
+
+def env_file_text(values: dict[str, str], *, export: bool) -> str:
+    # compose's env_file takes KEY=VALUE literally; the shell needs quoting.
+    if export:
+        return "".join(f"export {k}={shlex.quote(v)}\n" for k, v in sorted(values.items()))
+    return "".join(f"{k}={v}\n" for k, v in sorted(values.items()))
+
+
+async def read_log(
+    runtime: NodeRuntime, transport: Transport, process: NodeProcess, *, lines: int, since: str | None = None
+) -> str:
+    result = await transport.run(runtime.log_argv(process, lines=lines, follow=False, since=since), timeout_s=60)
+    return result.stdout if result.ok else result.stdout + result.stderr
+
+
+@dataclass
+class ProcessRuntime:
+    """Bare-metal vLLM: `setsid nohup vllm serve ...` with node.env sourced first."""
+
+    recipe: Recipe
+    kind: str = "process"
+
+    def vllm_bin(self, node: Node) -> str:
+        return node.vllm_bin or self.recipe.cluster.vllm_bin
+
+    async def start(self, transport: Transport, directory: str, launch: NodeLaunch) -> NodeProcess:
+        secrets = self.recipe.secret_env()
+        values = {**launch.env, **{k: v for k, v in secrets.items() if k in launch.secret_env}}
+        await transport.write_file(f"{directory}/node.env", env_file_text(values, export=True))
+        argv = [self.vllm_bin(self.recipe.nodes[launch.rank]), *launch.argv[1:]]
+        script = 'cd "$1" && shift && . ./node.env && setsid nohup "$@" > vllm.log 2>&1 < /dev/null & echo $!'
+        result = await transport.run(["sh", "-c", script, "flashspark-start", directory, *argv])
+        if not result.ok or not result.stdout.strip().isdigit():
+            raise ClusterError(f"could not start {launch.name}: {result.stderr.strip()}", where=launch.name)
+        pid = int(result.stdout.strip())
+        return NodeProcess(
+            node=launch.name, rank=launch.rank, runtime="process", pid=pid, pgid=pid, log_path=f"{directory}/vllm.log"
+        )
+
+    async def alive(self, transport: Transport, process: NodeProcess) -> bool:
+        # dash's kill takes no "--": a negative number names the process group.
+        result = await transport.run(["sh", "-c", 'kill -0 "-$1" 2>/dev/null', "flashspark-alive", str(process.pgid)])
+        return result.ok
+
+    async def stop(self, transport: Transport, process: NodeProcess | None, *, grace_s: float) -> list[str]:
+        """TERM the group, KILL after grace_s (a headless follower ignored TERM here)."""
+        if process is None:
+            return []
+        script = (
+            'g="-$1"; kill -TERM "$g" 2>/dev/null; i=0; '
+            'while kill -0 "$g" 2>/dev/null && [ "$i" -lt "$2" ]; do sleep 0.2; i=$((i+1)); done; '
+            'kill -KILL "$g" 2>/dev/null; sleep 0.3; ! kill -0 "$g" 2>/dev/null'
+        )
+        result = await transport.run(
+            ["sh", "-c", script, "flashspark-stop", str(process.pgid), str(int(grace_s * 5))], timeout_s=grace_s + 30
+        )
+        return [] if result.ok else [f"process group {process.pgid}"]
+
+    def log_argv(self, process: NodeProcess, *, lines: int | None, follow: bool, since: str | None) -> list[str]:
+        # A log file has no timestamps of its own to filter on; --since is a compose feature.
+        start = "+1" if lines is None else str(lines)
+        return ["tail", "-n", start, *(["-F"] if follow else []), process.log_path]
+
+    async def describe(self, transport: Transport, process: NodeProcess) -> dict[str, object]:
+        running = await self.alive(transport, process)
+        members = await transport.run(["ps", "-o", "pid=,comm=", "-g", str(process.pgid)])
+        return {
+            "state": "running" if running else "exited",
+            "pid": process.pid,
+            "processes": [line.split(None, 1) for line in members.stdout.splitlines() if line.strip()],
+            "vllm_bin": self.vllm_bin(self.recipe.nodes[process.rank]),
+        }
+
+
+@dataclass
+class ComposeRuntime:
+    """docker compose under the deployment's fixed project name, found again by label."""
+
+    recipe: Recipe
+    kind: str = "compose"
+
+    @property
+    def project(self) -> str:
+        return project_name(self.recipe)
+
+    @property
+    def label(self) -> str:
+        return f"{LABEL_PREFIX}.deployment={self.recipe.cluster.name}"
+
+    def compose_argv(self, directory: str, *args: str) -> list[str]:
+        return ["docker", "compose", "-p", self.project, "-f", f"{directory}/{COMPOSE_FILE}", *args]
+
+    async def start(self, transport: Transport, directory: str, launch: NodeLaunch) -> NodeProcess:
+        if launch.compose is None:
+            raise ClusterError(f"the plan for {launch.name} has no compose file", where=launch.name)
+        secrets = {k: v for k, v in self.recipe.secret_env().items() if k in launch.secret_env}
+        await transport.write_file(f"{directory}/{SECRETS_ENV_FILE}", env_file_text(secrets, export=False))
+        await transport.write_file(f"{directory}/{COMPOSE_FILE}", compose_yaml(launch.compose), mode=0o644)
+        # --pull never: a node must run the image preflight verified, never a registry's newer one.
+        up = await transport.run(self.compose_argv(directory, "up", "-d", "--pull", "never"), timeout_s=300)
+        if not up.ok:
+            raise ClusterError(
+                f"docker compose up failed on {launch.name}: {up.stderr.strip()[-800:]}", where=launch.name
+            )
+        ps = await transport.run(self.compose_argv(directory, "ps", "-a", "-q"))
+        container = ps.stdout.strip().splitlines()[0] if ps.ok and ps.stdout.strip() else ""
+        if not container:
+            raise ClusterError(f"no container after compose up on {launch.name}", where=launch.name)
+        return NodeProcess(
+            node=launch.name,
+            rank=launch.rank,
+            runtime="compose",
+            container=container,
+            log_path=f"{directory}/{COMPOSE_FILE}",
+        )
+
+    async def alive(self, transport: Transport, process: NodeProcess) -> bool:
+        result = await transport.run(["docker", "inspect", "-f", "{{.State.Running}}", process.container or ""])
+        return result.ok and result.stdout.strip() == "true"
+
+    async def leftovers(self, transport: Transport) -> list[str]:
+        found = await transport.run(["docker", "ps", "-a", "-q", "--filter", f"label={self.label}"])
+        if not found.ok:
+            return [f"cannot list containers: {found.stderr.strip()[:200]}"]
+        return [f"container {c}" for c in found.stdout.split()]
+
+    async def stop(self, transport: Transport, process: NodeProcess | None, *, grace_s: float) -> list[str]:
+        """compose down under the project name, then remove anything left with our label."""
+        directory = process.log_path.rsplit("/", 1)[0] if process is not None else None
+        if directory is not None:
+            await transport.run(
+                self.compose_argv(directory, "down", "--timeout", str(int(grace_s)), "--remove-orphans"),
+                timeout_s=grace_s + 60,
+            )
+        left = await self.leftovers(transport)
+        ids = [item.split()[-1] for item in left if item.startswith("container ")]
+        if ids:
+            await transport.run(["docker", "rm", "-f", *ids], timeout_s=grace_s + 60)
+            left = await self.leftovers(transport)
+        return left
+
+    def log_argv(self, process: NodeProcess, *, lines: int | None, follow: bool, since: str | None) -> list[str]:
+        args = ["docker", "logs", "--tail", "all" if lines is None else str(lines)]
+        args += ["--follow"] if follow else []
+        args += ["--since", since] if since else []
+        # docker logs writes the container's stderr to its own stderr; vLLM logs there.
+        return ["sh", "-c", 'exec "$@" 2>&1', "flashspark-logs", *args, process.container or ""]
+
+    async def describe(self, transport: Transport, process: NodeProcess) -> dict[str, object]:
+        fmt = "{{.State.Status}} {{.Image}} {{.Config.Image}}"
+        result = await transport.run(["docker", "inspect", "-f", fmt, process.container or ""])
+        parts = result.stdout.split() if result.ok else []
+        return {
+            "state": parts[0] if parts else "missing",
+            "container": process.container,
+            "image_id": parts[1] if len(parts) > 1 else None,
+            "image": parts[2] if len(parts) > 2 else self.recipe.cluster.image,
+        }
+
+
+def runtime_for(recipe: Recipe) -> ProcessRuntime | ComposeRuntime:
+    return ComposeRuntime(recipe) if recipe.cluster.runtime == "compose" else ProcessRuntime(recipe)
+
+
+async def image_id(transport: Transport, image: str) -> str | None:
+    """The local image ID (sha256:...) of `image` on a node, or None when absent."""
+    result = await transport.run(["docker", "image", "inspect", "-f", "{{.Id}}", image])
+    return result.stdout.strip() if result.ok and result.stdout.strip() else None
