@@ -333,8 +333,8 @@ def model_build(name: str) -> None:
 
 
 def is_multi_node(recipe: Recipe) -> bool:
-    """More than one node, or one reached over SSH: the cluster lifecycle, not the local one."""
-    return len(recipe.nodes) > 1 or any(n.ssh != "local" for n in recipe.nodes) or recipe.cluster.runtime == "compose"
+    """The cluster lifecycle (several nodes, SSH or containers), not the local one."""
+    return recipe.is_cluster
 
 
 def local_recipe(config: Path | None, profile: str | None, sets: tuple[str, ...], local: bool) -> ResolvedRecipe:

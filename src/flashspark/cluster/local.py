@@ -71,11 +71,15 @@ def new_run_dir(recipe: Recipe, kind: str) -> Path:
 
 
 def running_state(recipe: Recipe) -> DeploymentState | None:
-    """The recorded deployment if any of its processes still lives; stale records are removed."""
+    """The recorded deployment if any of its processes still lives; stale records are removed.
+
+    Only a local deployment can be judged here; a cluster's record is returned as is
+    (remote.cluster_running asks the nodes).
+    """
     path = state_path(recipe)
     state = read_state(path)
-    if state is None:
-        return None
+    if state is None or recipe.is_cluster:
+        return state
     if any(pid_alive(node.pid) for node in state.nodes):
         return state
     path.unlink(missing_ok=True)

@@ -19,11 +19,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from flashspark.cluster.events import Events
-from flashspark.cluster.local import DownResult, new_run_dir, running_state
+from flashspark.cluster.local import DownResult, new_run_dir
 from flashspark.cluster.preflight import NodeCheck, preflight, transport_for
 from flashspark.cluster.processes import port_open
 from flashspark.cluster.readiness import ReadinessTarget, wait_until_ready
-from flashspark.cluster.runtimes import NodeRuntime, read_log, runtime_for
+from flashspark.cluster.runtimes import ComposeRuntime, NodeRuntime, read_log, runtime_for
 from flashspark.cluster.state import DeploymentState, NodeProcess, read_state, state_path, write_state
 from flashspark.cluster.transport import NodeUnreachable, Transport
 from flashspark.errors import AlreadyRunning, ClusterError, PhaseFailed
@@ -141,11 +141,11 @@ async def up_cluster(recipe: Recipe, *, events: Events) -> DeploymentState:
 
     Raises AlreadyRunning, PreflightFailed, PhaseFailed (with every node's log tail).
     """
-    existing = running_state(recipe)
-    if existing is not None:
+    running = await cluster_running(recipe)
+    if running is not None:
         raise AlreadyRunning(
-            f"deployment {existing.deployment!r} is already running",
-            where=existing.run_dir,
+            f"deployment {recipe.cluster.name!r} is already running ({running})",
+            where=recipe.cluster.name,
             fix="use it, or stop it first with `flashspark down`",
         )
     events.phase("preflight", "start")
@@ -220,6 +220,29 @@ async def up_cluster(recipe: Recipe, *, events: Events) -> DeploymentState:
         await asyncio.gather(*watch.tasks, return_exceptions=True)
         for stream in watch.streams:
             await stream.stop()
+
+
+async def cluster_running(recipe: Recipe) -> str | None:
+    """Why the deployment counts as running (an engine alive, a node unreachable, a labelled container),
+    or None; a record whose engines are all gone is removed."""
+    runtime = runtime_for(recipe)
+    state = read_state(state_path(recipe))
+    reasons = []
+    for rank, node in enumerate(recipe.nodes):
+        transport = transport_for(node)
+        process = next((p for p in state.nodes if p.rank == rank), None) if state is not None else None
+        try:
+            if process is not None and await runtime.alive(transport, process):
+                reasons.append(f"engine alive on {node.name}")
+            elif isinstance(runtime, ComposeRuntime) and await runtime.leftovers(transport):
+                reasons.append(f"labelled containers on {node.name}")
+        except NodeUnreachable:
+            if process is not None:
+                reasons.append(f"{node.name} unreachable, its engine may still run")
+    if not reasons:
+        state_path(recipe).unlink(missing_ok=True)
+        return None
+    return "; ".join(reasons)
 
 
 async def wait_rendezvous(watch: Watch, budget_s: float, world_size: int, events: Events) -> None:

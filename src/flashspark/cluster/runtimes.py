@@ -146,7 +146,10 @@ class ComposeRuntime:
         up = await transport.run(self.compose_argv(directory, "up", "-d", "--pull", "never"), timeout_s=300)
         if not up.ok:
             raise ClusterError(
-                f"docker compose up failed on {launch.name}: {up.stderr.strip()[-800:]}", where=launch.name
+                f"docker compose up failed on {launch.name}: {up.stderr.strip()[-800:]}",
+                where=launch.name,
+                fix=f"the compose file is {directory}/{COMPOSE_FILE} on that node; "
+                "check the image and the daemon's error above",
             )
         ps = await transport.run(self.compose_argv(directory, "ps", "-a", "-q"))
         container = ps.stdout.strip().splitlines()[0] if ps.ok and ps.stdout.strip() else ""

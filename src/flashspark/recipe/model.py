@@ -293,6 +293,11 @@ class Recipe(Frozen):
         return self.nodes[0]
 
     @property
+    def is_cluster(self) -> bool:
+        """More than one node, a node reached over SSH, or containers: the cluster lifecycle applies."""
+        return len(self.nodes) > 1 or any(n.ssh != "local" for n in self.nodes) or self.cluster.runtime == "compose"
+
+    @property
     def capture_size(self) -> int | None:
         """The CUDA-graph capture size this recipe renders (explicit or derived)."""
         if self.engine.max_cudagraph_capture_size is not None:

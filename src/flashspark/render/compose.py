@@ -57,11 +57,13 @@ def render_compose(
         "init": True,
         "restart": recipe.cluster.restart_policy,
         "stop_grace_period": "30s",
-        "ulimits": {"memlock": -1, "stack": 67108864},
+        "ulimits": {"stack": 67108864},
         "environment": {key: _escape(value) for key, value in env.items()},
         "labels": labels(recipe, node, rank),
     }
     if recipe.cluster.fabric == "roce":
+        # RDMA registers (pins) NCCL's buffers: unlimited locked memory, and the verbs devices.
+        service["ulimits"]["memlock"] = -1
         service["devices"] = ["/dev/infiniband:/dev/infiniband"]
         service["gpus"] = "all"
     if node.hf_cache:
