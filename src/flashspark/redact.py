@@ -14,7 +14,12 @@ MASK = "***"
 _SHAPES = [
     re.compile(r"\bhf_[A-Za-z0-9]{20,}\b"),
     re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{8,}"),
-    re.compile(r"(?i)\b([A-Z0-9_]*(?:TOKEN|API_KEY|SECRET|PASSWORD)[A-Z0-9_]*\s*[=:]\s*\"?)[^\s\",]+"),
+    # KEY=value and "key": "value" for secret-named keys: environment names in capitals
+    # (HF_TOKEN, VLLM_API_KEY) or whole lower-case words (api_key, token) - not "tokens=512".
+    re.compile(
+        r"(\b(?:[A-Z0-9_]*(?:TOKEN|API_KEY|SECRET|PASSWORD)[A-Z0-9_]*|api_key|hf_token|token|secret|password)\b"
+        r"\"?\s*[=:]\s*\"?)[^\s\",]+"
+    ),
 ]
 
 

@@ -38,24 +38,44 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def two_node_toml(cluster: NetnsCluster, path: Path, port: int) -> Path:
+API_KEY = "sk-planted-tp2-5d1e0b7a"
+HF_TOKEN = "hf_plantedTp2Token0123456789abcdefgh"
+
+
+def two_node_toml(
+    cluster: NetnsCluster, path: Path, port: int, *, worker_bin: str | None = None, rendezvous_s: int = 600
+) -> Path:
     head, worker = cluster.nodes
     nodes = "".join(
         f'[[nodes]]\nname = "{n.name}"\nssh = "root@{n.address}"\nssh_identity = "{cluster.client_key}"\n'
-        f'ssh_options = ["UserKnownHostsFile={cluster.known_hosts}"]\nvllm_host_ip = "{n.address}"\n'
-        f'socket_ifname = "eth0"\ncheckout_dir = "{path.parent}/deploy"\n'
+        f'ssh_options = ["UserKnownHostsFile={cluster.known_hosts}", "ConnectTimeout=3"]\n'
+        f'vllm_host_ip = "{n.address}"\nsocket_ifname = "eth0"\ncheckout_dir = "{path.parent}/deploy"\n'
         f'env = {{ VLLM_CPU_OMP_THREADS_BIND = "{i}", VLLM_CPU_KVCACHE_SPACE = "1" }}\n'
+        + (f'vllm_bin = "{worker_bin}"\n' if worker_bin and i == 1 else "")
         for i, n in enumerate((head, worker))
     )
     path.write_text(
         'profile = "local-cpu"\n[model]\nid = "local:tiny-random-llama"\nserved_name = "tiny-tp2"\n'
         '[speculative]\nmethod = "none"\n[engine]\nmax_model_len = 2048\nmax_num_seqs = 4\n'
         f'[parallel]\ntensor_parallel_size = 2\n[api]\nhost = "{head.address}"\nport = {port}\nexpose = true\n'
+        f'api_key = "{API_KEY}"\n'
         f'[cluster]\nname = "tp2"\nmaster_addr = "{head.address}"\nmaster_port = {free_port()}\n'
-        f'vllm_bin = "{ENGINE_DIR}/bin/flashspark-vllm"\n[lifecycle]\nport_timeout_s = 600\nstop_timeout_s = 10\n'
-        + nodes
+        f'hf_token = "{HF_TOKEN}"\nvllm_bin = "{ENGINE_DIR}/bin/flashspark-vllm"\n'
+        f"[lifecycle]\nport_timeout_s = 600\nstop_timeout_s = 10\nrendezvous_timeout_s = {rendezvous_s}\n" + nodes
     )
     return path
+
+
+def assert_no_secret_in(*roots: Path, allow: tuple[str, ...] = ()) -> set[str]:
+    """Every file under the roots is free of the planted secrets (the owner-only env files aside)."""
+    seen = set()
+    for root in roots:
+        for path in root.rglob("*"):
+            if path.is_file() and path.name not in allow:
+                text = path.read_text(errors="replace")
+                assert API_KEY not in text and HF_TOKEN not in text, path
+                seen.add(path.name)
+    return seen
 
 
 def test_tp2_across_two_nodes_serves_and_stops_clean(netns_cluster: NetnsCluster, tmp_path: Path) -> None:
@@ -65,6 +85,7 @@ def test_tp2_across_two_nodes_serves_and_stops_clean(netns_cluster: NetnsCluster
     port = free_port()
     toml = two_node_toml(netns_cluster, tmp_path / "tp2.toml", port)
     env = {**os.environ, "FLASHSPARK_HOME": str(tmp_path / "home")}
+    worker_link = netns_cluster.nodes[1].veth
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -76,9 +97,11 @@ def test_tp2_across_two_nodes_serves_and_stops_clean(netns_cluster: NetnsCluster
         assert up.returncode == 0, up.stderr[-3000:]
         state = json.loads(up.stdout)
         assert [n["node"] for n in state["nodes"]] == ["node1", "node2"]
+        # Progress streamed both nodes' log lines and the rendezvous phase while it booted.
+        assert "node2 |" in up.stderr and "node1 |" in up.stderr and "rendezvous" in up.stderr
 
         async def ask() -> tuple[list[dict[str, object]], object]:
-            async with OpenAIClient(state["base_url"]) as client:
+            async with OpenAIClient(state["base_url"], api_key=API_KEY) as client:
                 listed = await client.models()
                 reply = await client.stream_chat(
                     ChatRequest(messages=[{"role": "user", "content": "hello"}], max_tokens=16, temperature=0)
@@ -92,9 +115,36 @@ def test_tp2_across_two_nodes_serves_and_stops_clean(netns_cluster: NetnsCluster
             f"two-node TP 2: ready in {state['boot_s']} s; 16 tokens in {reply.e2e_s:.2f} s "  # type: ignore[attr-defined]
             f"(TTFT {reply.ttft_s:.2f} s)"
         )  # type: ignore[attr-defined]
+
+        # smoke through the deployment: a random model has no fixed phrase, so the first reply becomes
+        # the expectation and four concurrent requests must repeat it exactly (no garbling under load).
+        first = cli("smoke", "--json", "--expect", "-")
+        reference = json.loads(first.stdout)["requests"][0]["content"].strip()
+        smoke = cli("smoke", "--json", "-c", "4", "--expect", reference)
+        assert smoke.returncode == 0, smoke.stdout
+        assert json.loads(smoke.stdout)["passed"] == 4
+        print(f"smoke x4: {json.loads(smoke.stdout)['wall_s']:.2f} s")
+
+        status = json.loads(cli("status", "--json").stdout)
+        assert [(n["node"], n["state"]) for n in status["nodes"]] == [("node1", "running"), ("node2", "running")]
+        assert status["running"] and status["api"]["models"] == [{"id": "tiny-tp2", "max_model_len": 2048}]
+        logs = cli("logs", "--tail", "200")
+        assert "==> node1 <==" in logs.stdout and "==> node2 <==" in logs.stdout and "headless" in logs.stdout
+        captured = cli("capture", str(tmp_path / "capture"), "--json")
+        assert captured.returncode == 0, captured.stderr
+        assert {"node1/processes.txt", "node2/log.tail", "api/metrics.txt"} <= set(json.loads(captured.stdout)["files"])
         again = cli("up")
         assert again.returncode == 3 and "already running" in again.stderr
+
+        # down with the worker cut off: non-zero, the head cleaned, the worker named unreachable.
+        subprocess.run(["ip", "link", "set", worker_link, "down"], check=True)
+        partial = cli("down", "--json")
+        report = json.loads(partial.stdout)
+        print(f"down with node2 dead: exit {partial.returncode}; {report}")
+        assert partial.returncode == 5 and report["stopped"] == ["node1"] and list(report["unreachable"]) == ["node2"]
+        assert group_members(state["nodes"][0]["pgid"]) == []
     finally:
+        subprocess.run(["ip", "link", "set", worker_link, "up"], check=False)
         down = cli("down", "--json")
     assert down.returncode == 0, down.stdout + down.stderr
     assert set(json.loads(down.stdout)["stopped"]) == {"node1", "node2"}
@@ -107,6 +157,49 @@ def test_tp2_across_two_nodes_serves_and_stops_clean(netns_cluster: NetnsCluster
         "headless" in worker_log
         and "world_size=2" in worker_log + (tmp_path / "deploy" / "node1" / "vllm.log").read_text()
     )
+    # The planted secrets reached the engines (the key guarded the API above) but no file we wrote,
+    # except each node's owner-only env file.
+    rendered = cli("config", "render", "--out", str(tmp_path / "rendered"))
+    assert rendered.returncode == 0, rendered.stderr
+    assert oct((tmp_path / "deploy" / "node2" / "node.env").stat().st_mode & 0o777) == "0o600"
+    assert API_KEY in (tmp_path / "deploy" / "node1" / "node.env").read_text()
+    files = assert_no_secret_in(
+        tmp_path / "home", tmp_path / "capture", tmp_path / "rendered", tmp_path / "deploy", allow=("node.env",)
+    )
+    # the engine logs, their copies, the capture, the rendered plan and the state were all looked at
+    assert {"vllm.log", "log.tail", "processes.txt", "metrics.txt", "plan.json", "command.sh"} <= files, files
+    assert API_KEY not in up.stdout + up.stderr + logs.stdout
+
+
+def test_a_rendezvous_that_never_completes_times_out_and_stops_both(
+    netns_cluster: NetnsCluster, tmp_path: Path
+) -> None:
+    from flashspark.engine.install import ensure_vllm_wrapper, require_engine
+
+    ensure_vllm_wrapper(require_engine(Path(ENGINE_DIR)))
+    # The worker "starts" but never joins the head's process group (as behind a firewall).
+    silent = tmp_path / "silent-vllm"
+    silent.write_text("#!/bin/sh\necho 'worker up, never connecting'\nexec sleep 100000\n")
+    silent.chmod(0o755)
+    toml = two_node_toml(netns_cluster, tmp_path / "tp2.toml", free_port(), worker_bin=str(silent), rendezvous_s=45)
+    env = {**os.environ, "FLASHSPARK_HOME": str(tmp_path / "home")}
+    up = subprocess.run(
+        [FLASHSPARK, "up", "--json", "--env", str(toml)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+        check=False,
+    )
+    print(f"rendezvous never completes: exit {up.returncode}; {up.stdout.strip()[:400]}")
+    assert up.returncode == 5, up.stdout + up.stderr
+    error = json.loads(up.stdout)
+    assert error["error"] == "PhaseFailed" and "rendezvous" in error["message"] and "timed out" in error["message"]
+    run_dir = next((tmp_path / "home" / "runs").glob("*-tp2-up"))
+    failure = json.loads((run_dir / "failure.json").read_text())
+    assert failure["phase"] == "rendezvous" and failure["left_after_stop"] == {}
+    assert [group_members(pgid) for pgid in failure["process_groups"].values()] == [[], []]
+    assert "never connecting" in (run_dir / "rank1-node2.log.tail").read_text()
 
 
 def test_a_worker_dying_during_boot_stops_everything_and_keeps_both_logs(

@@ -361,7 +361,7 @@ def up_command(
     boot.json in the run directory.
     """
     resolved = local_recipe(config, profile, sets, local)
-    events = console.ConsoleEvents(show_logs=not quiet and not as_json)
+    events = console.ConsoleEvents(show_logs=not quiet)
     recipe = resolved.recipe
     if is_multi_node(recipe):
         started = time.monotonic()

@@ -28,6 +28,7 @@ from flashspark.cluster.state import DeploymentState, NodeProcess, read_state, s
 from flashspark.cluster.transport import NodeUnreachable, Transport
 from flashspark.errors import AlreadyRunning, ClusterError, PhaseFailed
 from flashspark.recipe.model import Recipe
+from flashspark.redact import redact
 from flashspark.render import probe_host, render_plan
 
 WATCH_S = 2.0
@@ -163,8 +164,10 @@ async def up_cluster(recipe: Recipe, *, events: Events) -> DeploymentState:
     watch = Watch()
     world_size = len(plan.nodes)
 
+    secrets = list(recipe.secret_env().values())
+
     def on_line(node: str, line: str) -> None:
-        events.log_line(node, line)
+        events.log_line(node, redact(line, secrets))
         if node == plan.head.name and RENDEZVOUS_DONE.search(line):
             watch.rendezvous.set()
 
