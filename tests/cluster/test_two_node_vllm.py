@@ -9,10 +9,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -235,3 +238,78 @@ def test_a_worker_dying_during_boot_stops_everything_and_keeps_both_logs(
     assert set(groups) == {"node1", "node2"}
     assert [group_members(pgid) for pgid in groups.values()] == [[], []]
     assert not (tmp_path / "home" / "state" / "tp2.json").exists()
+
+
+def read_json_document(stream: IO[str]) -> dict[str, object]:
+    """One indented JSON document from a process that keeps running after printing it."""
+    lines = []
+    for line in stream:
+        lines.append(line)
+        if line.rstrip() == "}":
+            return dict(json.loads("".join(lines)))
+    raise AssertionError("the process ended before printing its JSON: " + "".join(lines))
+
+
+def test_the_supervisor_restarts_a_deployment_whose_engine_died(netns_cluster: NetnsCluster, tmp_path: Path) -> None:
+    from flashspark.engine.install import ensure_vllm_wrapper, require_engine
+
+    ensure_vllm_wrapper(require_engine(Path(ENGINE_DIR)))
+    toml = two_node_toml(netns_cluster, tmp_path / "tp2.toml", free_port())
+    env = {**os.environ, "FLASHSPARK_HOME": str(tmp_path / "home")}
+    stderr = open(tmp_path / "supervisor.err", "w")  # noqa: SIM115 - closed below
+    supervisor = subprocess.Popen(
+        [FLASHSPARK, "up", "--supervise", "--max-restarts", "1", "--json", "--quiet", "--env", str(toml)],
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        text=True,
+        env=env,
+    )
+    state_file = tmp_path / "home" / "state" / "tp2.json"
+    new_groups: list[int] = []
+    try:
+        assert supervisor.stdout is not None
+        first = read_json_document(supervisor.stdout)
+        assert first["ok"] is True, first
+        nodes = first["nodes"]
+        assert isinstance(nodes, list)
+        old_groups = [n["pgid"] for n in nodes]
+        os.killpg(old_groups[1], signal.SIGKILL)  # the worker's engine dies (the recipe's exits 0; same effect)
+        journal = Path(str(first["run_dir"])) / "supervisor.jsonl"
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            events = (
+                [json.loads(line)["event"] for line in journal.read_text().splitlines()] if journal.exists() else []
+            )
+            if "restarted" in events or supervisor.poll() is not None:
+                break
+            time.sleep(2)
+        assert events[:4] == ["watching", "died", "stopped", "restarted"], (
+            events,
+            (tmp_path / "supervisor.err").read_text()[-2000:],
+        )
+        new_groups = [n["pgid"] for n in json.loads(state_file.read_text())["nodes"]]
+        assert set(new_groups).isdisjoint(old_groups)
+        assert [group_members(pgid) for pgid in old_groups] == [[], []]
+        died = json.loads(journal.read_text().splitlines()[1])
+        assert "node2" in died["reason"] and (Path(died["tails"]) / "rank1-node2.log.tail").exists()
+
+        async def ask() -> object:
+            async with OpenAIClient(str(first["base_url"]), api_key=API_KEY) as client:
+                return await client.stream_chat(
+                    ChatRequest(messages=[{"role": "user", "content": "again"}], max_tokens=8, temperature=0)
+                )
+
+        assert asyncio.run(ask()).ok  # type: ignore[attr-defined]
+        print(f"supervisor: restarted after the worker died; {journal.read_text().splitlines()[-1]}")
+    finally:
+        supervisor.send_signal(signal.SIGINT)  # stop watching; the deployment stays up for down
+        try:
+            supervisor.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            supervisor.kill()
+        stderr.close()
+        down = subprocess.run(
+            [FLASHSPARK, "down", "--json", "--env", str(toml)], capture_output=True, text=True, env=env, check=False
+        )
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert new_groups and all(group_members(pgid) == [] for pgid in new_groups)

@@ -27,6 +27,7 @@ def print_plain(text: str, *, err: bool = False) -> None:
 
 def print_json(payload: Any) -> None:
     sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
+    sys.stdout.flush()  # a supervising `up` keeps running after its first document
     sys.stdout.flush()
 
 

@@ -35,6 +35,7 @@ from flashspark.cluster.local import (
 )
 from flashspark.cluster.preflight import preflight
 from flashspark.cluster.remote import down_cluster, up_cluster
+from flashspark.cluster.supervisor import supervise
 from flashspark.engine import (
     LOCAL_MODELS,
     engine_dir,
@@ -347,10 +348,24 @@ def local_recipe(config: Path | None, profile: str | None, sets: tuple[str, ...]
 @recipe_options
 @click.option("--local", is_flag=True, help="Run the embedded default (local-cpu) on this machine.")
 @click.option("--quiet", is_flag=True, help="Do not stream the engine's log lines.")
+@click.option(
+    "--supervise",
+    "supervise_flag",
+    is_flag=True,
+    help="Cluster: stay in the foreground and restart the whole deployment when an engine dies.",
+)
+@click.option("--max-restarts", type=click.IntRange(min=0), default=3, show_default=True)
 @json_option
 @handle_errors
 def up_command(
-    config: Path | None, profile: str | None, sets: tuple[str, ...], local: bool, quiet: bool, as_json: bool
+    config: Path | None,
+    profile: str | None,
+    sets: tuple[str, ...],
+    local: bool,
+    quiet: bool,
+    supervise_flag: bool,
+    max_restarts: int,
+    as_json: bool,
 ) -> None:
     """Launch the deployment and wait until it serves; exit 3 if it is already running.
 
@@ -358,7 +373,9 @@ def up_command(
     Phases: engine and model ready -> process alive -> port open -> /health ->
     /v1/models lists the served model with its max_model_len. Boot evidence
     (KV cache size, maximum concurrency, init time, vLLM version) goes to
-    boot.json in the run directory.
+    boot.json in the run directory. Across nodes: preflight, workers first,
+    rendezvous, then the same phases on the head. --supervise then watches and
+    restarts (events in supervisor.jsonl; Ctrl-C stops watching, not serving).
     """
     resolved = local_recipe(config, profile, sets, local)
     events = console.ConsoleEvents(show_logs=not quiet)
@@ -382,7 +399,12 @@ def up_command(
                 f"{len(state.nodes)} nodes (ready in {cluster_payload['boot_s']} s); "
                 f"run directory {state.run_dir}"
             )
+        if supervise_flag:
+            console.print_plain("supervising: Ctrl-C stops watching and leaves the deployment serving", err=True)
+            aio.run(supervise(recipe, state, events=events, max_restarts=max_restarts))
         return
+    if supervise_flag:
+        raise click.UsageError("--supervise is for cluster recipes (several nodes, SSH or compose)")
     result = aio.run(up_local(recipe, events=events))
     payload = {
         "ok": True,

@@ -138,7 +138,9 @@ async def follow_cluster_logs(recipe: Recipe, *, since: str | None = None) -> As
         argv = transport_for(recipe.nodes[rank]).local_argv(
             runtime.log_argv(process, lines=0, follow=True, since=since)
         )
-        streams.append(await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE))
+        streams.append(
+            await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+        )
 
         async def pump(stream: asyncio.subprocess.Process, node: str) -> None:
             assert stream.stdout is not None
@@ -152,6 +154,8 @@ async def follow_cluster_logs(recipe: Recipe, *, since: str | None = None) -> As
     finally:
         for stream in streams:
             if stream.returncode is None:
+                if stream.stdin is not None:
+                    stream.stdin.close()  # the remote follower ends with its stdin
                 stream.kill()
 
 

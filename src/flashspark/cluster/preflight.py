@@ -13,11 +13,13 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
+from flashspark.cluster.gid import resolve_gid
 from flashspark.cluster.transport import LocalTransport, NodeUnreachable, SshTarget, SshTransport, Transport
 from flashspark.recipe.model import Node, Recipe
 from flashspark.render.plan import resolve_model_path
 
 IMAGE_CHECK = "image present"
+GID_CHECK = "RoCE GID index"
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,7 @@ class NodeCheck:
     ok: bool
     detail: str = ""
     fix: str = ""
+    value: str = ""  # what the check resolved, when the launch needs it (the GID index)
 
 
 def transport_for(node: Node, *, control_dir: str | None = None) -> Transport:
@@ -65,13 +68,14 @@ async def check_node(recipe: Recipe, rank: int, transport: Transport) -> list[No
     checks = [NodeCheck(name, "reachable", reached.ok, reached.stdout.strip() or reached.stderr.strip())]
 
     if recipe.cluster.runtime == "process":
-        found = await transport.run(["sh", "-c", 'command -v "$1"', "flashspark-check", recipe.cluster.vllm_bin])
+        vllm_bin = node.vllm_bin or recipe.cluster.vllm_bin
+        found = await transport.run(["sh", "-c", 'command -v "$1"', "flashspark-check", vllm_bin])
         checks.append(
             NodeCheck(
                 name,
                 "runtime",
                 found.ok,
-                found.stdout.strip() or f"{recipe.cluster.vllm_bin} not found",
+                found.stdout.strip() or f"{vllm_bin} not found",
                 "" if found.ok else "install vLLM on this node or set VLLM_BIN to its executable",
             )
         )
@@ -126,6 +130,9 @@ async def check_node(recipe: Recipe, rank: int, transport: Transport) -> list[No
             )
         )
 
+    if node.gid_index == "auto":
+        checks.append(await check_gid(node, transport))
+
     if node.vllm_host_ip:
         addresses = await transport.run(["ip", "-o", "addr", "show"])
         mine = any(f" {node.vllm_host_ip}/" in line for line in addresses.stdout.splitlines())
@@ -146,7 +153,40 @@ async def preflight(recipe: Recipe, *, control_dir: str | None = None) -> list[N
     transports = [transport_for(node, control_dir=control_dir) for node in recipe.nodes]
     per_node = await asyncio.gather(*(check_node(recipe, rank, t) for rank, t in enumerate(transports)))
     checks = [check for checks in per_node for check in checks]
-    return checks + same_image(checks)
+    return checks + same_image(checks) + gid_agreement(checks)
+
+
+async def check_gid(node: Node, transport: Transport) -> NodeCheck:
+    if not node.vllm_host_ip:
+        return NodeCheck(node.name, GID_CHECK, False, "no fabric IP", "set VLLM_HOST_IP (the RoCE address) for auto")
+    hcas = [h.strip() for h in (node.nccl_ib_hca or "").split(",") if h.strip()]
+    entry, detail = await resolve_gid(transport, node.vllm_host_ip, hcas)
+    if entry is None:
+        return NodeCheck(
+            node.name,
+            GID_CHECK,
+            False,
+            detail,
+            f"check that {node.vllm_host_ip} is configured on the RoCE port (`show_gids`), or set NCCL_IB_GID_INDEX",
+        )
+    return NodeCheck(node.name, GID_CHECK, True, detail, value=str(entry.index))
+
+
+def gid_agreement(checks: list[NodeCheck]) -> list[NodeCheck]:
+    """NCCL needs one GID index on every rank: refuse nodes that resolved different ones."""
+    found = {c.node: c.value for c in checks if c.check == GID_CHECK and c.ok}
+    if len(set(found.values())) <= 1:
+        return []
+    listing = ", ".join(f"{node}={index}" for node, index in sorted(found.items()))
+    return [
+        NodeCheck(
+            "all nodes",
+            "same RoCE GID index",
+            False,
+            listing,
+            "configure the fabric addresses in the same order on every node, or set NCCL_IB_GID_INDEX per node",
+        )
+    ]
 
 
 def same_image(checks: list[NodeCheck]) -> list[NodeCheck]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import json
 import re
 import time
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 
 from flashspark.cluster.events import Events
 from flashspark.cluster.local import DownResult, new_run_dir
-from flashspark.cluster.preflight import NodeCheck, preflight, transport_for
+from flashspark.cluster.preflight import GID_CHECK, NodeCheck, preflight, transport_for
 from flashspark.cluster.processes import port_open
 from flashspark.cluster.readiness import ReadinessTarget, wait_until_ready
 from flashspark.cluster.runtimes import ComposeRuntime, NodeRuntime, read_log, runtime_for
@@ -30,6 +31,8 @@ from flashspark.errors import AlreadyRunning, ClusterError, PhaseFailed
 from flashspark.recipe.model import Recipe
 from flashspark.redact import redact
 from flashspark.render import probe_host, render_plan
+from flashspark.render.compose import SERVICE
+from flashspark.render.plan import LaunchPlan
 
 WATCH_S = 2.0
 TAIL_LINES = 60
@@ -67,9 +70,10 @@ class LogStream:
     task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        # stdin stays open: closing it is how the remote follower learns to stop.
         self.process = await asyncio.create_subprocess_exec(
             *self.argv,
-            stdin=asyncio.subprocess.DEVNULL,
+            stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.DEVNULL,
         )
@@ -84,8 +88,13 @@ class LogStream:
 
     async def stop(self) -> None:
         if self.process is not None and self.process.returncode is None:
-            self.process.kill()
-            await self.process.wait()
+            if self.process.stdin is not None:
+                self.process.stdin.close()
+            try:
+                await asyncio.wait_for(self.process.wait(), timeout=5)
+            except TimeoutError:
+                self.process.kill()
+                await self.process.wait()
         if self.task is not None:
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -137,6 +146,24 @@ async def save_tails(
     return tails
 
 
+def resolve_pending(plan: LaunchPlan, checks: list[NodeCheck]) -> LaunchPlan:
+    """Fill the values the plan left to the node (NCCL_IB_GID_INDEX=auto) from what preflight resolved."""
+    gids = {c.node: c.value for c in checks if c.check == GID_CHECK and c.ok}
+    nodes = []
+    for launch in plan.nodes:
+        if launch.pending.get("NCCL_IB_GID_INDEX") == "auto" and launch.name in gids:
+            env = {**launch.env, "NCCL_IB_GID_INDEX": gids[launch.name]}
+            pending = {k: v for k, v in launch.pending.items() if k != "NCCL_IB_GID_INDEX"}
+            update: dict[str, object] = {"env": env, "pending": pending}
+            if launch.compose is not None:
+                compose = copy.deepcopy(launch.compose)
+                compose["services"][SERVICE]["environment"]["NCCL_IB_GID_INDEX"] = gids[launch.name]
+                update["compose"] = compose
+            launch = launch.model_copy(update=update)
+        nodes.append(launch)
+    return plan.model_copy(update={"nodes": nodes})
+
+
 async def up_cluster(recipe: Recipe, *, events: Events) -> DeploymentState:
     """Launch every node (workers first), wait for the rendezvous and the head, or clean up and raise.
 
@@ -150,12 +177,13 @@ async def up_cluster(recipe: Recipe, *, events: Events) -> DeploymentState:
             fix="use it, or stop it first with `flashspark down`",
         )
     events.phase("preflight", "start")
-    failed = [c for c in await preflight(recipe) if not c.ok]
+    checks = await preflight(recipe)
+    failed = [c for c in checks if not c.ok]
     if failed:
         events.phase("preflight", "fail", f"{len(failed)} check(s)")
         raise PreflightFailed(failed)
     events.phase("preflight", "ok")
-    plan = render_plan(recipe)
+    plan = resolve_pending(render_plan(recipe), checks)
     run_dir = new_run_dir(recipe, "up")
     (run_dir / "plan.json").write_text(plan.model_dump_json(indent=2))
     runtime = runtime_for(recipe)

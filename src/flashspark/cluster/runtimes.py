@@ -45,6 +45,17 @@ class NodeRuntime(Protocol):
     async def describe(self, transport: Transport, process: NodeProcess) -> dict[str, object]: ...
 
 
+def until_stdin_closes(argv: list[str]) -> list[str]:
+    """Run argv until our end of the connection goes away.
+
+    A remote `tail -F` outlives the ssh client that started it (nothing signals it
+    until it next writes), so the follower also reads its stdin: when we close the
+    pipe or ssh drops, `cat` ends and takes the follower with it.
+    """
+    script = '"$@" & follower=$!; cat >/dev/null; kill "$follower" 2>/dev/null; wait "$follower" 2>/dev/null'
+    return ["sh", "-c", script, "flashspark-follow", *argv]
+
+
 def env_file_text(values: dict[str, str], *, export: bool) -> str:
     # compose's env_file takes KEY=VALUE literally; the shell needs quoting.
     if export:
@@ -95,7 +106,10 @@ class ProcessRuntime:
         script = (
             'g="-$1"; kill -TERM "$g" 2>/dev/null; i=0; '
             'while kill -0 "$g" 2>/dev/null && [ "$i" -lt "$2" ]; do sleep 0.2; i=$((i+1)); done; '
-            'kill -KILL "$g" 2>/dev/null; sleep 0.3; ! kill -0 "$g" 2>/dev/null'
+            'kill -KILL "$g" 2>/dev/null; i=0; '
+            # killed processes linger until their parent (or init) reaps them: give it 5 s
+            'while kill -0 "$g" 2>/dev/null && [ "$i" -lt 25 ]; do sleep 0.2; i=$((i+1)); done; '
+            '! kill -0 "$g" 2>/dev/null'
         )
         result = await transport.run(
             ["sh", "-c", script, "flashspark-stop", str(process.pgid), str(int(grace_s * 5))], timeout_s=grace_s + 30
@@ -105,7 +119,9 @@ class ProcessRuntime:
     def log_argv(self, process: NodeProcess, *, lines: int | None, follow: bool, since: str | None) -> list[str]:
         # A log file has no timestamps of its own to filter on; --since is a compose feature.
         start = "+1" if lines is None else str(lines)
-        return ["tail", "-n", start, *(["-F"] if follow else []), process.log_path]
+        if follow:
+            return until_stdin_closes(["tail", "-n", start, "-F", process.log_path])
+        return ["tail", "-n", start, process.log_path]
 
     async def describe(self, transport: Transport, process: NodeProcess) -> dict[str, object]:
         running = await self.alive(transport, process)
@@ -193,7 +209,8 @@ class ComposeRuntime:
         args += ["--follow"] if follow else []
         args += ["--since", since] if since else []
         # docker logs writes the container's stderr to its own stderr; vLLM logs there.
-        return ["sh", "-c", 'exec "$@" 2>&1', "flashspark-logs", *args, process.container or ""]
+        argv = ["sh", "-c", 'exec "$@" 2>&1', "flashspark-logs", *args, process.container or ""]
+        return until_stdin_closes(argv) if follow else argv
 
     async def describe(self, transport: Transport, process: NodeProcess) -> dict[str, object]:
         fmt = "{{.State.Status}} {{.Image}} {{.Config.Image}}"

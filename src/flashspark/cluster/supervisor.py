@@ -1,0 +1,111 @@
+"""Keep a deployment serving: restart the whole deployment when an engine dies.
+
+The recipe's engine exits 0 when it dies, so Docker's restart policies never
+fire, and a lone node that restarts cannot rejoin the tensor-parallel group
+anyway. The supervisor watches every node's engine and the head's /health;
+when an engine is gone (or /health fails several checks in a row) it records
+why, keeps every node's log tail, stops every node (verified) and runs `up`
+again, up to a restart budget.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from flashspark.cluster.events import Events
+from flashspark.cluster.preflight import transport_for
+from flashspark.cluster.remote import down_cluster, save_tails, up_cluster
+from flashspark.cluster.runtimes import runtime_for
+from flashspark.cluster.state import DeploymentState
+from flashspark.errors import ClusterError
+from flashspark.recipe.model import Recipe
+
+
+@dataclass
+class SupervisorLog:
+    """supervisor.jsonl in the first run directory: one line per event, flushed at once."""
+
+    path: Path
+    events: list[dict[str, object]] = field(default_factory=list)
+
+    def write(self, kind: str, **details: object) -> None:
+        entry = {"t": round(time.time(), 3), "event": kind, **details}
+        self.events.append(entry)
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(entry) + "\n")
+
+
+async def first_death(recipe: Recipe, state: DeploymentState, *, check_s: float, health_failures: int) -> str:
+    """Block until the deployment stops serving; return why."""
+    runtime = runtime_for(recipe)
+    transports = {p.rank: transport_for(recipe.nodes[p.rank]) for p in state.nodes}
+    headers = {"Authorization": f"Bearer {recipe.api_key}"} if recipe.api_key else {}
+    failures = 0
+    async with httpx.AsyncClient(timeout=10.0, headers=headers) as http:
+        while True:
+            for process in state.nodes:
+                if not await runtime.alive(transports[process.rank], process):
+                    return f"the engine of {process.node} (rank {process.rank}) exited"
+            try:
+                healthy = (await http.get(state.base_url.removesuffix("/v1") + "/health")).status_code == 200
+            except httpx.HTTPError:
+                healthy = False
+            failures = 0 if healthy else failures + 1
+            if failures >= health_failures:
+                return f"/health failed {failures} checks in a row"
+            await asyncio.sleep(check_s)
+
+
+async def supervise(
+    recipe: Recipe,
+    state: DeploymentState,
+    *,
+    events: Events,
+    max_restarts: int = 3,
+    check_s: float = 5.0,
+    health_failures: int = 3,
+    backoff_s: float = 10.0,
+) -> None:
+    """Watch `state` (already up) and restart the deployment on death, forever or until the budget
+    is spent (raises ClusterError). Cancel it (Ctrl-C) to stop supervising; the deployment stays up."""
+    log = SupervisorLog(Path(state.run_dir) / "supervisor.jsonl")
+    log.write("watching", nodes=[p.node for p in state.nodes], run_dir=state.run_dir)
+    restarts = 0
+    while True:
+        reason = await first_death(recipe, state, check_s=check_s, health_failures=health_failures)
+        events.phase("supervisor", "fail", reason)
+        runtime = runtime_for(recipe)
+        transports = {p.rank: transport_for(recipe.nodes[p.rank]) for p in state.nodes}
+        tails_dir = Path(state.run_dir) / f"death-{restarts + 1}"
+        tails_dir.mkdir(exist_ok=True)
+        await save_tails(runtime, transports, {p.rank: p for p in state.nodes}, str(tails_dir))
+        log.write("died", reason=reason, tails=str(tails_dir))
+        down = await down_cluster(recipe, events=events)
+        log.write("stopped", clean=down.clean, stopped=down.stopped, unreachable=down.unreachable)
+        if restarts >= max_restarts:
+            log.write("gave up", restarts=restarts)
+            raise ClusterError(
+                f"the deployment died ({reason}) and the restart budget ({max_restarts}) is spent",
+                where=str(log.path),
+                fix="read the log tails in the run directory; raise --max-restarts only once the cause is known",
+            )
+        if not down.clean:
+            log.write("gave up", reason="down was not clean")
+            raise ClusterError(
+                f"the deployment died ({reason}) and could not be stopped cleanly, so it was not restarted",
+                where=str(log.path),
+                fix="run `flashspark down` and fix what it names, then `flashspark up` again",
+            )
+        restarts += 1
+        events.note(f"supervisor: restart {restarts}/{max_restarts} in {backoff_s:g} s ({reason})")
+        await asyncio.sleep(backoff_s)
+        started = time.monotonic()
+        state = await up_cluster(recipe, events=events)
+        log.write("restarted", restart=restarts, boot_s=round(time.monotonic() - started, 1), run_dir=state.run_dir)
+        events.phase("supervisor", "ok", f"restart {restarts} serving again")
