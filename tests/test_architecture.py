@@ -16,7 +16,7 @@ ALLOWED: dict[str, set[str]] = {
     "render": {"recipe"},
     "engine": {"recipe", "render"},
     "client": set(),
-    "cluster": {"recipe", "render", "engine", "client"},
+    "cluster": {"recipe", "render", "engine", "client", "provenance"},
     "gates": {"recipe", "render", "client"},
     "bench": {"recipe", "render", "client", "gates"},
     "report": {"recipe", "render", "client", "gates", "bench", "plan"},

@@ -9,6 +9,8 @@
     │   ├── PhaseFailed             a readiness phase failed or timed out
     │   └── NotRunning              a command needs a deployment and none runs
     ├── EngineError                 the local engine is missing or broken
+    ├── ProvenanceError             the image or model cache is not what the recipe says
+    │   └── PatchFailed             a patch stage's anchor no longer matches (fail closed)
     └── ClientError                 talking to an OpenAI-compatible server
         ├── HTTPStatusError         a non-2xx answer
         ├── StreamError             a malformed or truncated SSE stream
@@ -93,6 +95,14 @@ class RecipeInvalid(RecipeError):
 
     def describe(self) -> str:
         return "\n".join(p.describe() for p in self.problems if p.severity == "error")
+
+
+class ProvenanceError(FlashsparkError):
+    """The runtime image or the model cache is not what the recipe says (exit 4)."""
+
+
+class PatchFailed(ProvenanceError):
+    """A patch stage's anchor did not match: the image build stops (fail closed)."""
 
 
 class ClusterError(FlashsparkError):

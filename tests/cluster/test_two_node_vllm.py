@@ -307,6 +307,9 @@ def test_the_supervisor_restarts_a_deployment_whose_engine_died(netns_cluster: N
             supervisor.wait(timeout=60)
         except subprocess.TimeoutExpired:
             supervisor.kill()
+            supervisor.wait()
+        if supervisor.stdout is not None:
+            supervisor.stdout.close()
         stderr.close()
         down = subprocess.run(
             [FLASHSPARK, "down", "--json", "--env", str(toml)], capture_output=True, text=True, env=env, check=False

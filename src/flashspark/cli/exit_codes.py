@@ -19,6 +19,7 @@ from flashspark.errors import (
     ClusterError,
     EngineError,
     FlashsparkError,
+    ProvenanceError,
     RecipeError,
 )
 
@@ -40,7 +41,7 @@ def exit_code_for(error: BaseException) -> int:
         return CONFLICT
     if isinstance(error, ClusterError | EngineError):
         return CLUSTER
-    if isinstance(error, ClientError):
+    if isinstance(error, ClientError | ProvenanceError):
         return CHECK_FAILED
     if isinstance(error, FlashsparkError):
         return UNEXPECTED

@@ -254,6 +254,45 @@ class SizingFacts(Frozen):
     )
 
 
+class PatchStage(Frozen):
+    """An anchored text replacement in one vLLM file, applied when the image is built.
+
+    Fails closed: the anchor must occur exactly once, unless the replacement is
+    already there (then the stage is a no-op, so rebuilding is idempotent).
+    """
+
+    name: str
+    file: str = Field(description="Path relative to the vLLM package root, e.g. v1/core/sched/scheduler.py.")
+    anchor: str
+    replacement: str
+
+
+class PatchCheck(Frozen):
+    """A precise pattern that must be present in a file of the running vLLM (a guard condition,
+    not a bare identifier that also appears elsewhere)."""
+
+    name: str
+    file: str = Field(description="Path relative to the vLLM package root.")
+    pattern: str = Field(description="Python regular expression, searched with MULTILINE.")
+    count: int | None = Field(default=None, ge=1, description="Exact number of matches; None: at least one.")
+
+
+class ImageSettings(Frozen):
+    """How `flashspark image build` makes the runtime image and what `image verify` checks."""
+
+    base: str | None = Field(default=None, description="Base image (tag or ID) the overlay goes onto.")
+    overlay_dir: str | None = Field(
+        default=None, description="Folder of vLLM files laid out as in the package (FlashSpark ships none)."
+    )
+    vllm_root: str = Field(
+        default="/opt/env/lib/python3.12/site-packages/vllm",
+        description="Where the vLLM package lives inside the image.",
+    )
+    vllm_version: str | None = Field(default=None, description="The base image's vLLM version, for the manifest.")
+    patches: list[PatchStage] = Field(default_factory=list)
+    checks: list[PatchCheck] = Field(default_factory=list)
+
+
 class Paths(Frozen):
     """Where FlashSpark keeps models, run directories and state on this machine."""
 
@@ -282,6 +321,7 @@ class Recipe(Frozen):
     cluster: ClusterSettings = ClusterSettings()
     lifecycle: LifecycleSettings = LifecycleSettings()
     sizing: SizingFacts = SizingFacts()
+    image: ImageSettings = ImageSettings()
     nodes: list[Node] = Field(default_factory=list)
     env: dict[str, dict[str, str]] = Field(
         default_factory=dict, description="Environment groups (dspark, b12x, nccl, runtime, ...)."

@@ -1,0 +1,276 @@
+"""Build the runtime image once, put the identical image on every node, and prove it is the same.
+
+`build_image` fetches the base's copies of patched files, applies the patch
+stages (fail closed), writes the manifest, ships the build context to the
+build node and runs `docker build` there; other nodes get the image by
+`docker save | docker load` only when their image ID differs (or each node
+builds it). `verify_image` checks, per node, the image ID, the manifest baked
+into the image against its label, the sha256 of every file the manifest lists
+(in throwaway containers) and the declared patch checks. For the bare-metal
+`process` runtime, `verify_installation` runs the same file checks against
+the node's installed vLLM package.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import posixpath
+import tarfile
+from pathlib import Path
+from typing import Any
+
+from flashspark.cluster.preflight import transport_for
+from flashspark.cluster.remote import node_dir
+from flashspark.cluster.runtimes import image_id
+from flashspark.cluster.transport import NodeUnreachable, Transport
+from flashspark.errors import ProvenanceError
+from flashspark.provenance.image import (
+    MANIFEST_LABEL,
+    MANIFEST_PATH,
+    FileProblem,
+    ImageManifest,
+    build_context,
+    build_manifest,
+    compare_hashes,
+    parse_sha256sum,
+    patch_targets,
+    read_overlay,
+    run_check,
+)
+from flashspark.recipe.model import Recipe
+
+BUILD_TIMEOUT_S = 3600.0
+
+
+def tar_bytes(files: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for name, data in sorted(files.items()):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o644
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+async def read_in_image(transport: Transport, image: str, path: str) -> str | None:
+    """A text file's content inside an image (throwaway container), None when absent."""
+    result = await transport.run(["docker", "run", "--rm", "--entrypoint", "cat", image, path], timeout_s=300)
+    return result.stdout if result.ok else None
+
+
+async def copy_image(source: Transport, target: Transport, image: str) -> None:
+    """`docker save` on one node streamed into `docker load` on another (an OS pipe, no temp file)."""
+    read_end, write_end = os.pipe()
+    try:
+        save = await asyncio.create_subprocess_exec(
+            *source.local_argv(["docker", "save", image]), stdout=write_end, stderr=asyncio.subprocess.PIPE
+        )
+        load = await asyncio.create_subprocess_exec(
+            *target.local_argv(["docker", "load"]),
+            stdin=read_end,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    (_, save_err), (_, load_err) = await asyncio.gather(save.communicate(), load.communicate())
+    if save.returncode or load.returncode:
+        raise ProvenanceError(
+            f"copying {image} from {source.name} to {target.name} failed: "
+            f"{(save_err or load_err).decode(errors='replace').strip()[-400:]}",
+            where=target.name,
+            fix="check disk space on the target node and that docker runs there",
+        )
+
+
+async def build_image(recipe: Recipe, *, tag: str | None = None, on_each: bool = False) -> dict[str, Any]:
+    """Build on the head (or on every node) and make every node hold the identical image."""
+    settings = recipe.image
+    tag = tag or recipe.cluster.image
+    overlay = read_overlay(Path(settings.overlay_dir)) if settings.overlay_dir else {}
+    transports = [transport_for(node) for node in recipe.nodes]
+    head = transports[0]
+    base_id = await image_id(head, settings.base or "")
+    if base_id is None:
+        raise ProvenanceError(
+            f"base image {settings.base!r} is not on {recipe.nodes[0].name}",
+            key="image.base",
+            value=settings.base,
+            where=recipe.nodes[0].name,
+            fix="load or build the base image on the build node first",
+        )
+    base_files = {}
+    for target in patch_targets(settings, overlay):
+        text = await read_in_image(head, settings.base or "", posixpath.join(settings.vllm_root, target))
+        if text is not None:
+            base_files[target] = text.encode()
+    manifest, files = build_manifest(settings, tag=tag, overlay=overlay, base_files=base_files, base_id=base_id)
+    context = tar_bytes(build_context(manifest, files))
+    builders = list(enumerate(transports)) if on_each else [(0, head)]
+    rows: dict[str, dict[str, Any]] = {}
+    for rank, transport in builders:
+        folder = f"{node_dir(recipe, rank)}/image-build"
+        unpack = 'rm -rf "$1" && mkdir -p "$1" && tar -x -C "$1"'
+        unpacked = await transport.run(["sh", "-c", unpack, "flashspark-context", folder], stdin=context)
+        if not unpacked.ok:
+            raise ProvenanceError(f"cannot unpack the build context: {unpacked.stderr.strip()}", where=transport.name)
+        built = await transport.run(["docker", "build", "-t", tag, folder], timeout_s=BUILD_TIMEOUT_S)
+        if not built.ok:
+            raise ProvenanceError(
+                f"docker build failed on {transport.name}: {(built.stderr or built.stdout).strip()[-800:]}",
+                where=transport.name,
+                fix=f"the rendered Dockerfile is {folder}/Dockerfile on that node",
+            )
+        rows[recipe.nodes[rank].name] = {"action": "built", "image_id": await image_id(transport, tag)}
+    reference = rows[recipe.nodes[0].name]["image_id"]
+    if not on_each:
+        for rank, transport in list(enumerate(transports))[1:]:
+            current = await image_id(transport, tag)
+            if current == reference:
+                rows[recipe.nodes[rank].name] = {"action": "same image, not copied", "image_id": current}
+                continue
+            await copy_image(head, transport, tag)
+            rows[recipe.nodes[rank].name] = {"action": "copied", "image_id": await image_id(transport, tag)}
+    return {
+        "tag": tag,
+        "manifest_sha256": manifest.digest(),
+        "manifest": manifest.model_dump(mode="json"),
+        "nodes": rows,
+        "same_image_everywhere": len({r["image_id"] for r in rows.values()}) == 1,
+    }
+
+
+async def _hashes(transport: Transport, argv_prefix: list[str], root: str, paths: list[str]) -> dict[str, str]:
+    if not paths:
+        return {}
+    result = await transport.run([*argv_prefix, *(posixpath.join(root, p) for p in paths)], timeout_s=600)
+    return parse_sha256sum(result.stdout, root)  # missing files only print to stderr
+
+
+async def _verify_image_node(recipe: Recipe, rank: int, expected: ImageManifest | None) -> dict[str, Any]:
+    node = recipe.nodes[rank]
+    transport = transport_for(node)
+    tag = recipe.cluster.image
+    row: dict[str, Any] = {"node": node.name, "image_id": None, "manifest_sha256": None, "problems": []}
+    problems: list[str] = row["problems"]
+    try:
+        row["image_id"] = await image_id(transport, tag)
+        if row["image_id"] is None:
+            problems.append(f"{tag} is not on this node")
+            return row
+        label_fmt = f'{{{{index .Config.Labels "{MANIFEST_LABEL}"}}}}'
+        label = (await transport.run(["docker", "image", "inspect", "-f", label_fmt, tag])).stdout.strip()
+        baked_text = await read_in_image(transport, tag, MANIFEST_PATH)
+        if baked_text is None:
+            problems.append(f"{MANIFEST_PATH}: no manifest in the image (not built by `flashspark image build`)")
+            return row
+        baked = ImageManifest.model_validate_json(baked_text)
+        row["manifest_sha256"] = baked.digest()
+        if label != baked.digest():
+            problems.append(f"{MANIFEST_PATH}: manifest sha256 {baked.digest()[:12]} != label {label[:12] or 'none'}")
+        if expected is not None and expected.digest() != baked.digest():
+            problems.append(f"{MANIFEST_PATH}: the image's manifest is not the expected one")
+        manifest = expected or baked
+        paths = [e.path for e in manifest.entries]
+        observed = await _hashes(
+            transport, ["docker", "run", "--rm", "--entrypoint", "sha256sum", tag], manifest.vllm_root, paths
+        )
+        found: list[FileProblem] = compare_hashes(manifest, dict.fromkeys(paths) | observed)
+        for check in manifest.checks:
+            text = await read_in_image(transport, tag, manifest.destination(check.file))
+            problem = run_check(check, text)
+            if problem is not None:
+                found.append(problem)
+        problems += [f"{p.path}: {p.problem}" for p in found]
+    except NodeUnreachable as error:
+        problems.append(f"unreachable: {error.message}")
+    return row
+
+
+async def verify_image(recipe: Recipe, *, expected: ImageManifest | None = None) -> dict[str, Any]:
+    """Per node: image ID, manifest (file vs label), every file's sha256, the patch checks; plus one ID everywhere."""
+    rows = await asyncio.gather(*(_verify_image_node(recipe, r, expected) for r in range(len(recipe.nodes))))
+    ids = {r["image_id"] for r in rows}
+    report: dict[str, Any] = {"tag": recipe.cluster.image, "nodes": list(rows), "same_image_everywhere": len(ids) == 1}
+    if len(ids) != 1:
+        listing = ", ".join(f"{r['node']}={str(r['image_id'])[:19]}" for r in rows)
+        report["problems"] = [f"the nodes hold different images: {listing}"]
+    report["ok"] = report["same_image_everywhere"] and not any(r["problems"] for r in rows)
+    return report
+
+
+async def installed_vllm_root(transport: Transport, python: str) -> str | None:
+    """Where the node's Python finds the vllm package (found, not imported: importing takes seconds)."""
+    code = "import importlib.util as u; s = u.find_spec('vllm'); print(s.submodule_search_locations[0])"
+    result = await transport.run([python, "-c", code], timeout_s=120)
+    return result.stdout.strip() or None if result.ok else None
+
+
+async def verify_installation(
+    recipe: Recipe, manifest: ImageManifest, *, python: str | None = None
+) -> dict[str, Any]:
+    """The bare-metal runtime: the manifest's files and checks against each node's installed vLLM."""
+
+    async def one(rank: int) -> dict[str, Any]:
+        node = recipe.nodes[rank]
+        transport = transport_for(node)
+        interpreter = python or posixpath.join(posixpath.dirname(node.vllm_bin or recipe.cluster.vllm_bin), "python")
+        row: dict[str, Any] = {"node": node.name, "python": interpreter, "vllm_root": None, "problems": []}
+        try:
+            root = await installed_vllm_root(transport, interpreter)
+            if root is None:
+                row["problems"].append(f"{interpreter} cannot find the vllm package")
+                return row
+            row["vllm_root"] = root
+            paths = [e.path for e in manifest.entries]
+            observed = await _hashes(transport, ["sha256sum"], root, paths)
+            found = compare_hashes(manifest, dict.fromkeys(paths) | observed)
+            for check in manifest.checks:
+                text = await transport.run(["cat", posixpath.join(root, check.file)])
+                problem = run_check(check, text.stdout if text.ok else None)
+                if problem is not None:
+                    found.append(problem)
+            row["problems"] += [f"{p.path}: {p.problem}" for p in found]
+        except NodeUnreachable as error:
+            row["problems"].append(f"unreachable: {error.message}")
+        return row
+
+    rows = await asyncio.gather(*(one(r) for r in range(len(recipe.nodes))))
+    return {
+        "manifest_sha256": manifest.digest(),
+        "nodes": list(rows),
+        "ok": not any(r["problems"] for r in rows),
+    }
+
+
+def manifest_from_tree(recipe: Recipe, base_root: Path, *, tag: str | None = None) -> ImageManifest:
+    """The manifest an image build would write, with patched-base files read from a local vLLM tree."""
+    settings = recipe.image
+    overlay = read_overlay(Path(settings.overlay_dir)) if settings.overlay_dir else {}
+    base_files = {
+        target: (base_root / target).read_bytes()
+        for target in patch_targets(settings, overlay)
+        if (base_root / target).is_file()
+    }
+    manifest, _ = build_manifest(
+        settings.model_copy(update={"base": settings.base or f"local:{base_root}"}),
+        tag=tag or recipe.cluster.image,
+        overlay=overlay,
+        base_files=base_files,
+        base_id=None,
+    )
+    return manifest
+
+
+def load_manifest(path: Path) -> ImageManifest:
+    try:
+        return ImageManifest.model_validate(json.loads(path.read_text()))
+    except (OSError, ValueError) as exc:
+        raise ProvenanceError(
+            f"cannot read the manifest {path}: {exc}", where=str(path), fix="pass a manifest written by image build"
+        ) from exc
