@@ -197,7 +197,7 @@ def docker_nodes(netns_cluster: NetnsCluster, tmp_path_factory: pytest.TempPathF
     rootfs = build / "rootfs"
     (rootfs / "bin").mkdir(parents=True)
     shutil.copy(busybox, rootfs / "bin" / "busybox")
-    for applet in ("sh", "sleep", "httpd", "mkdir", "printf", "echo", "wget", "cat"):
+    for applet in ("sh", "sleep", "httpd", "mkdir", "printf", "echo", "wget", "cat", "sha256sum", "grep", "ls"):
         (rootfs / "bin" / applet).symlink_to("busybox")
     (rootfs / "usr" / "local" / "bin").mkdir(parents=True)
     stub = rootfs / "usr" / "local" / "bin" / "vllm"

@@ -557,3 +557,26 @@ def print_preflight(checks: Sequence[Any]) -> None:
     out.print(table)
     failed = [c for c in checks if not c.ok]
     out.print("[green]all nodes ready[/]" if not failed else f"[bold red]{len(failed)} check(s) failed[/]")
+
+
+def print_image_build(report: dict[str, Any]) -> None:
+    out.print(f"image {report['tag']}: manifest sha256 {report['manifest_sha256'][:16]}…")
+    for node, row in report["nodes"].items():
+        out.print(f"  {node}: {row['action']} ({str(row['image_id'])[:19]})")
+    verdict = "[green]the same image on every node[/]" if report["same_image_everywhere"] else "[red]images differ[/]"
+    out.print(f"  {verdict}; manifest and Dockerfile record in {report.get('run_dir')}")
+
+
+def print_image_verify(report: dict[str, Any]) -> None:
+    table = Table(title=f"image verify {report.get('tag', '(installed vLLM)')}")
+    for column in ("node", "image / vLLM root", "manifest", "result"):
+        table.add_column(column)
+    for row in report["nodes"]:
+        where = str(row.get("image_id") or row.get("vllm_root") or "")[:40]
+        manifest = str(row.get("manifest_sha256") or report.get("manifest_sha256") or "")[:12]
+        result = "[green]ok[/]" if not row["problems"] else "[red]" + _escape("; ".join(row["problems"])) + "[/]"
+        table.add_row(row["node"], where, manifest, result)
+    out.print(table)
+    for problem in report.get("problems", []):
+        err.print(f"[red]{_escape(problem)}[/]")
+    out.print("[green]verified[/]" if report["ok"] else "[bold red]verification FAILED[/]")

@@ -23,6 +23,7 @@ from flashspark.bench.results import ResultsWriter
 from flashspark.bench.runner import BenchOptions, CellPlan, rate_cells, run_bench, staggered_cells, static_cells
 from flashspark.cli import aio, console, exit_codes
 from flashspark.client import OpenAIClient
+from flashspark.cluster.images import build_image, load_manifest, manifest_from_tree, verify_image, verify_installation
 from flashspark.cluster.inspect import capture, diff_captures, follow_cluster_logs, read_cluster_logs, status_cluster
 from flashspark.cluster.local import (
     down_local,
@@ -1098,6 +1099,98 @@ def preflight_command(config: Path | None, profile: str | None, sets: tuple[str,
         console.print_preflight(checks)
     if not all(c.ok for c in checks):
         sys.exit(exit_codes.CLUSTER)
+
+
+@main.group("image")
+def image_group() -> None:
+    """The runtime image: build it once, the same on every node, and verify it."""
+
+
+@image_group.command("build")
+@recipe_options
+@click.option("--tag", default=None, help="Image tag (default: the recipe's cluster.image).")
+@click.option("--on-each", is_flag=True, help="Build on every node instead of copying from the head.")
+@json_option
+@handle_errors
+def image_build(
+    config: Path | None, profile: str | None, sets: tuple[str, ...], tag: str | None, on_each: bool, as_json: bool
+) -> None:
+    """Base image + overlay + fail-closed patch stages, with a manifest baked in as a file and a label.
+
+    \b
+    Built on the head; other nodes get it by `docker save | docker load` only
+    when their image ID differs (--on-each builds on every node). The manifest
+    and the rendered Dockerfile are kept in a run directory.
+    """
+    recipe = load_recipe(config, profile, sets).recipe
+    report = aio.run(build_image(recipe, tag=tag, on_each=on_each))
+    run_dir = new_run_dir(recipe, "image")
+    (run_dir / "image-manifest.json").write_text(json.dumps(report["manifest"], indent=2))
+    (run_dir / "image-build.json").write_text(json.dumps(report, indent=2))
+    report["run_dir"] = str(run_dir)
+    if as_json:
+        console.print_json(report)
+    else:
+        console.print_image_build(report)
+
+
+@image_group.command("manifest")
+@recipe_options
+@click.option(
+    "--base-root",
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    required=True,
+    help="An unpatched vLLM package folder, for the files the patch stages change.",
+)
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True)
+@handle_errors
+def image_manifest(config: Path | None, profile: str | None, sets: tuple[str, ...], base_root: Path, out: Path) -> None:
+    """Write the manifest a build would bake in (for checking a bare-metal vLLM with `image verify --manifest`)."""
+    recipe = load_recipe(config, profile, sets).recipe
+    manifest = manifest_from_tree(recipe, base_root)
+    write_atomic(out, json.dumps(manifest.model_dump(mode="json"), indent=2) + "\n")
+    console.print_plain(
+        f"{out}: {len(manifest.entries)} files, {len(manifest.checks)} checks, sha256 {manifest.digest()}"
+    )
+
+
+@image_group.command("verify")
+@recipe_options
+@click.option(
+    "--manifest",
+    "manifest_path",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    default=None,
+    help="Expected manifest (compose: default the one baked into each node's image; process: required).",
+)
+@click.option("--python", default=None, help="process runtime: the node's Python (default: beside VLLM_BIN).")
+@json_option
+@handle_errors
+def image_verify(
+    config: Path | None,
+    profile: str | None,
+    sets: tuple[str, ...],
+    manifest_path: Path | None,
+    python: str | None,
+    as_json: bool,
+) -> None:
+    """Per node: the same image, its manifest, every file's sha256, the patch checks. Exit 4 on any mismatch."""
+    recipe = load_recipe(config, profile, sets).recipe
+    expected = load_manifest(manifest_path) if manifest_path else None
+    if recipe.cluster.runtime == "process":
+        if expected is None:
+            raise click.UsageError(
+                "the process runtime has no image: pass --manifest (from image build or image manifest)"
+            )
+        report = aio.run(verify_installation(recipe, expected, python=python))
+    else:
+        report = aio.run(verify_image(recipe, expected=expected))
+    if as_json:
+        console.print_json(report)
+    else:
+        console.print_image_verify(report)
+    if not report["ok"]:
+        sys.exit(exit_codes.CHECK_FAILED)
 
 
 @main.group("model")

@@ -149,6 +149,12 @@ async def _hashes(transport: Transport, argv_prefix: list[str], root: str, paths
     if not paths:
         return {}
     result = await transport.run([*argv_prefix, *(posixpath.join(root, p) for p in paths)], timeout_s=600)
+    if result.returncode in (125, 126, 127):  # docker run / the shell could not start sha256sum at all
+        raise ProvenanceError(
+            f"cannot hash files on {transport.name}: {result.stderr.strip()[-300:]}",
+            where=transport.name,
+            fix="the image (or node) needs sha256sum (coreutils or busybox)",
+        )
     return parse_sha256sum(result.stdout, root)  # missing files only print to stderr
 
 
@@ -211,9 +217,7 @@ async def installed_vllm_root(transport: Transport, python: str) -> str | None:
     return result.stdout.strip() or None if result.ok else None
 
 
-async def verify_installation(
-    recipe: Recipe, manifest: ImageManifest, *, python: str | None = None
-) -> dict[str, Any]:
+async def verify_installation(recipe: Recipe, manifest: ImageManifest, *, python: str | None = None) -> dict[str, Any]:
     """The bare-metal runtime: the manifest's files and checks against each node's installed vLLM."""
 
     async def one(rank: int) -> dict[str, Any]:
