@@ -43,6 +43,12 @@ def test_an_anchor_that_no_longer_matches_fails_closed_naming_the_file() -> None
     assert failure.value.where == "v1/core/sched/scheduler.py" and failure.value.fix
 
 
+def test_a_replacement_seen_elsewhere_does_not_count_as_applied() -> None:
+    short = GUARD.model_copy(update={"anchor": "if request.never_there:", "replacement": "resize"})
+    with pytest.raises(PatchFailed, match="no longer matches"):
+        apply_patch(SCHEDULER + "resize(other)\n", short)
+
+
 def test_an_ambiguous_anchor_fails_closed_too() -> None:
     with pytest.raises(PatchFailed, match="matches 2 times"):
         apply_patch(SCHEDULER + SCHEDULER, GUARD)

@@ -78,8 +78,12 @@ def read_overlay(folder: Path) -> dict[str, bytes]:
 
 
 def apply_patch(text: str, stage: PatchStage) -> str:
-    """The stage applied to text; unchanged when already applied; PatchFailed when the anchor is gone."""
-    if stage.replacement in text and stage.anchor not in text:
+    """The stage applied to text; unchanged when already applied; PatchFailed when the anchor is gone.
+
+    "Already applied" means the anchor is gone and the replacement is there exactly
+    once: a short replacement that occurs anywhere else proves nothing.
+    """
+    if stage.anchor not in text and text.count(stage.replacement) == 1:
         return text
     found = text.count(stage.anchor)
     if found != 1:
