@@ -580,3 +580,16 @@ def print_image_verify(report: dict[str, Any]) -> None:
     for problem in report.get("problems", []):
         err.print(f"[red]{_escape(problem)}[/]")
     out.print("[green]verified[/]" if report["ok"] else "[bold red]verification FAILED[/]")
+
+
+def print_model_verify_nodes(report: dict[str, Any]) -> None:
+    out.print(f"model {report['model']} at {report['revision']}, per node:")
+    for row in report["nodes"]:
+        commit = (row["report"] or {}).get("commit") or "?"
+        if row["ok"]:
+            shards = len((row["report"] or {}).get("shards", []))
+            out.print(f"  [green]{row['node']}: ok[/] ({shards} shards, commit {str(commit)[:12]})")
+        else:
+            out.print(f"  [red]{row['node']}: " + _escape("; ".join(row["problems"])) + "[/]")
+    if not report["same_commit_everywhere"]:
+        err.print("[red]the nodes hold different commits[/]")

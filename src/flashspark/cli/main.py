@@ -34,6 +34,7 @@ from flashspark.cluster.local import (
     status_local,
     up_local,
 )
+from flashspark.cluster.models import verify_model_on_nodes
 from flashspark.cluster.preflight import preflight
 from flashspark.cluster.remote import down_cluster, up_cluster
 from flashspark.cluster.supervisor import supervise
@@ -1199,22 +1200,52 @@ def model_group() -> None:
 
 
 @model_group.command("verify")
+@recipe_options
 @click.option(
     "--hf-cache",
     type=click.Path(path_type=Path, file_okay=False),
-    required=True,
+    default=None,
     help="HF_HOME or its hub folder on this node.",
 )
 @click.option(
-    "--model", "model_id", required=True, help="Hugging Face repo id, e.g. deepseek-ai/DeepSeek-V4-Flash-DSpark."
+    "--model", "model_id", default=None, help="Hugging Face repo id, e.g. deepseek-ai/DeepSeek-V4-Flash-DSpark."
 )
-@click.option("--revision", default="main", show_default=True, help="A commit hash or a ref (main, a tag).")
+@click.option(
+    "--revision", default=None, help="A commit hash or a ref (main, a tag). Default: the recipe's, else main."
+)
 @click.option("--sha256", is_flag=True, help="Also hash every shard against its blob name (slow for 160 GB).")
+@click.option(
+    "--all-nodes", is_flag=True, help="Check every node of the cluster file, each in its own HF_CACHE, over SSH."
+)
 @json_option
 @handle_errors
-def model_verify(hf_cache: Path, model_id: str, revision: str, sha256: bool, as_json: bool) -> None:
+def model_verify(
+    config: Path | None,
+    profile: str | None,
+    sets: tuple[str, ...],
+    hf_cache: Path | None,
+    model_id: str | None,
+    revision: str | None,
+    sha256: bool,
+    all_nodes: bool,
+    as_json: bool,
+) -> None:
     """Every shard of the index present and complete at the pinned revision; exit 4 naming each bad one."""
-    report = verify_model_cache(hf_cache, model_id, revision=revision, sha256=sha256)
+    if all_nodes:
+        recipe = load_recipe(config, profile, sets).recipe
+        model = model_id or recipe.model.id
+        pinned = revision or recipe.model.revision or "main"
+        nodes_report = aio.run(verify_model_on_nodes(recipe, model=model, revision=pinned, sha256=sha256))
+        if as_json:
+            console.print_json(nodes_report)
+        else:
+            console.print_model_verify_nodes(nodes_report)
+        if not nodes_report["ok"]:
+            sys.exit(exit_codes.CHECK_FAILED)
+        return
+    if hf_cache is None or model_id is None:
+        raise click.UsageError("pass --hf-cache DIR and --model REPO_ID (or --all-nodes with a cluster file)")
+    report = verify_model_cache(hf_cache, model_id, revision=revision or "main", sha256=sha256)
     finish_check(report, as_json, lambda: console.print_model_verify(report))
 
 

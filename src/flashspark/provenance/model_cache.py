@@ -1,29 +1,19 @@
-"""Is the model really in this node's Hugging Face cache, whole, at the pinned revision?
+"""Is the model really in a node's Hugging Face cache, whole, at the pinned revision?
 
-The recipe checked only that shard names existed. Here every shard named in
-`model.safetensors.index.json` must be present and complete: a safetensors
-file declares its own length (8-byte header size + JSON header + the largest
-tensor end offset), so a truncated download is caught without the hub; with
-`sha256=True` each file's content must also hash to its blob name (the hub
-names LFS blobs by their sha256).
-
-Layout read: <cache>/hub/models--ORG--NAME/{refs/REF, snapshots/COMMIT/..., blobs/...}
-(`cache` may be HF_HOME or its `hub` folder).
+The recipe checked only that shard names existed. The checking itself lives in
+`cache_probe` (standard library only, so the same code runs on remote nodes);
+this module gives its verdict a typed shape.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import re
-import struct
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-INDEX = "model.safetensors.index.json"
-_COMMIT = re.compile(r"^[0-9a-f]{40}$")
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+from flashspark.provenance.scripts import cache_probe
+
+INDEX = cache_probe.INDEX
 
 
 class ShardCheck(BaseModel):
@@ -53,114 +43,11 @@ class ModelCacheReport(BaseModel):
         return [s for s in self.shards if s.status != "ok"]
 
 
-def hub_dir(cache: Path) -> Path:
-    return cache / "hub" if (cache / "hub").is_dir() else cache
-
-
-def repo_dir(cache: Path, model: str) -> Path:
-    return hub_dir(cache) / f"models--{model.replace('/', '--')}"
-
-
-def resolve_commit(repo: Path, revision: str) -> str | None:
-    """A commit hash as given, or the commit a ref (main, a tag) points at."""
-    if _COMMIT.match(revision):
-        return revision
-    ref = repo / "refs" / revision
-    return ref.read_text().strip() if ref.is_file() else None
-
-
-def expected_safetensors_size(path: Path) -> int:
-    """The length a complete safetensors file declares for itself."""
-    with open(path, "rb") as handle:
-        raw = handle.read(8)
-        if len(raw) < 8:
-            raise ValueError("shorter than the 8-byte header length")
-        (header_len,) = struct.unpack("<Q", raw)
-        if header_len > 100_000_000:
-            raise ValueError(f"implausible header length {header_len}")
-        header = handle.read(header_len)
-        if len(header) < header_len:
-            raise ValueError("header cut short")
-    tensors = json.loads(header)
-    ends = [int(t["data_offsets"][1]) for name, t in tensors.items() if name != "__metadata__"]
-    return 8 + int(header_len) + max(ends, default=0)
-
-
-def check_shard(snapshot: Path, name: str, *, sha256: bool) -> ShardCheck:
-    path = snapshot / name
-    if not path.exists():
-        return ShardCheck(name=name, status="missing", detail="not in the snapshot")
-    size = path.stat().st_size
-    try:
-        expected = expected_safetensors_size(path)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        return ShardCheck(name=name, status="unreadable", size=size, detail=str(exc))
-    if size < expected:
-        return ShardCheck(
-            name=name, status="truncated", size=size, expected_size=expected, detail=f"{size:,} of {expected:,} bytes"
-        )
-    if size > expected:
-        return ShardCheck(name=name, status="too_long", size=size, expected_size=expected)
-    if sha256:
-        blob = path.resolve().name
-        if _SHA256.match(blob):
-            digest = hashlib.sha256()
-            with open(path, "rb") as handle:
-                for block in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(block)
-            if digest.hexdigest() != blob:
-                return ShardCheck(
-                    name=name,
-                    status="hash_mismatch",
-                    size=size,
-                    detail=f"sha256 {digest.hexdigest()[:12]}… != blob {blob[:12]}…",
-                )
-    return ShardCheck(name=name, status="ok", size=size, expected_size=expected)
-
-
 def verify_model_cache(cache: Path, model: str, *, revision: str = "main", sha256: bool = False) -> ModelCacheReport:
-    """Check one node's cache; never raises for what it finds, only reports it."""
-    repo = repo_dir(cache, model)
+    """Check this machine's cache; never raises for what it finds, only reports it."""
+    return ModelCacheReport.model_validate(cache_probe.probe(cache, model, revision, sha256))
 
-    def fail(problem: str, commit: str | None = None, snapshot: str | None = None) -> ModelCacheReport:
-        return ModelCacheReport(
-            ok=False, model=model, revision=revision, commit=commit, snapshot=snapshot, problems=[problem]
-        )
 
-    if not repo.is_dir():
-        return fail(f"{model} is not in the cache at {hub_dir(cache)} (no {repo.name})")
-    commit = resolve_commit(repo, revision)
-    snapshots = repo / "snapshots"
-    have = sorted(p.name for p in snapshots.iterdir()) if snapshots.is_dir() else []
-    if commit is None:
-        return fail(
-            f"revision {revision!r} is not known to this cache (refs: "
-            f"{sorted(p.name for p in (repo / 'refs').glob('*')) or 'none'})"
-        )
-    snapshot = snapshots / commit
-    if not snapshot.is_dir():
-        return fail(
-            f"no snapshot for revision {revision} ({commit[:12]}); the cache has {[h[:12] for h in have] or 'none'}",
-            commit,
-        )
-    index = snapshot / INDEX
-    if index.exists():
-        try:
-            names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        except (OSError, ValueError, KeyError) as exc:
-            return fail(f"{INDEX} is unreadable: {exc}", commit, str(snapshot))
-    else:
-        names = sorted(p.name for p in snapshot.glob("*.safetensors"))
-        if not names:
-            return fail(f"no {INDEX} and no .safetensors files in the snapshot", commit, str(snapshot))
-    shards = [check_shard(snapshot, name, sha256=sha256) for name in names]
-    problems = [f"{s.name}: {s.status}" + (f" ({s.detail})" if s.detail else "") for s in shards if s.status != "ok"]
-    return ModelCacheReport(
-        ok=not problems,
-        model=model,
-        revision=revision,
-        commit=commit,
-        snapshot=str(snapshot),
-        problems=problems,
-        shards=shards,
-    )
+def probe_source() -> bytes:
+    """The probe's own source, to run on a node as `python3 - CACHE MODEL REVISION SHA256`."""
+    return Path(cache_probe.__file__).read_bytes()
