@@ -83,6 +83,12 @@ def test_compose_up_labels_status_capture_and_verified_down(docker_nodes: NetnsC
             assert labels["io.flashspark.node"] == node.name and labels["io.flashspark.rank"] == str(rank)
             assert labels["io.flashspark.role"] == ("head" if rank == 0 else "worker")
             assert labels["com.docker.compose.project"] == "ctest"
+        # The pin set: the image each node runs, recorded at boot and in every capture.
+        stub_id = docker(
+            docker_nodes.nodes[0].docker_dir, "image", "inspect", "-f", "{{.Id}}", STUB_IMAGE
+        ).stdout.strip()
+        boot = json.loads((Path(state["run_dir"]) / "boot.json").read_text())
+        assert boot["pins"]["image_id"] == stub_id and set(boot["pins"]["image_per_node"]) == {"node1", "node2"}
         deploy = tmp_path / "deploy"
         assert oct((deploy / "node2" / "secrets.env").stat().st_mode & 0o777) == "0o600"
         assert API_KEY not in (deploy / "node1" / "compose.yaml").read_text()
@@ -100,6 +106,7 @@ def test_compose_up_labels_status_capture_and_verified_down(docker_nodes: NetnsC
         captured = cli(toml, home, "capture", str(tmp_path / "cap"), "--json")
         assert captured.returncode == 0, captured.stderr
         files = json.loads(captured.stdout)["files"]
+        assert json.loads(captured.stdout)["pins"]["image_id"] == stub_id
         assert {"node1/inspect.json", "node2/inspect.json", "node1/log.tail", "api/api.json"} <= set(files)
         # docker inspect shows the container's environment: the env_file's secrets are in it.
         inspect_text = (tmp_path / "cap" / "node1" / "inspect.json").read_text()

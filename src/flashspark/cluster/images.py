@@ -24,7 +24,7 @@ from typing import Any
 
 from flashspark.cluster.preflight import transport_for
 from flashspark.cluster.remote import node_dir
-from flashspark.cluster.runtimes import image_id
+from flashspark.cluster.runtimes import image_id, image_labels
 from flashspark.cluster.transport import NodeUnreachable, Transport
 from flashspark.errors import ProvenanceError
 from flashspark.provenance.image import (
@@ -169,8 +169,7 @@ async def _verify_image_node(recipe: Recipe, rank: int, expected: ImageManifest 
         if row["image_id"] is None:
             problems.append(f"{tag} is not on this node")
             return row
-        label_fmt = f'{{{{index .Config.Labels "{MANIFEST_LABEL}"}}}}'
-        label = (await transport.run(["docker", "image", "inspect", "-f", label_fmt, tag])).stdout.strip()
+        label = (await image_labels(transport, tag))[1].get(MANIFEST_LABEL, "")
         baked_text = await read_in_image(transport, tag, MANIFEST_PATH)
         if baked_text is None:
             problems.append(f"{MANIFEST_PATH}: no manifest in the image (not built by `flashspark image build`)")

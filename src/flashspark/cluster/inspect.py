@@ -20,6 +20,7 @@ import httpx
 
 from flashspark.client.metrics import parse_metrics
 from flashspark.cluster.preflight import node_ports, transport_for
+from flashspark.cluster.remote import image_pins
 from flashspark.cluster.runtimes import ComposeRuntime, image_id, read_log, runtime_for
 from flashspark.cluster.state import NodeProcess, read_state, state_path
 from flashspark.cluster.transport import NodeUnreachable, Transport
@@ -210,6 +211,10 @@ async def capture(recipe: Recipe, out_dir: Path) -> dict[str, Any]:
     processes = _processes(recipe)
     per_node = await asyncio.gather(*(_capture_node(recipe, r, p) for r, p in processes.items()))
     api = await _api(recipe, _base_url(recipe))
+    try:
+        images = await image_pins(recipe, {r: transport_for(n) for r, n in enumerate(recipe.nodes)})
+    except NodeUnreachable:
+        images = {"image": recipe.cluster.image, "image_id": None}
     secrets = list(recipe.secret_env().values())
     out_dir.mkdir(parents=True, exist_ok=True)
     written: dict[str, str] = {}
@@ -236,9 +241,10 @@ async def capture(recipe: Recipe, out_dir: Path) -> dict[str, Any]:
         "taken_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "pins": {
             "vllm_version": api.get("version"),
-            "image": recipe.cluster.image if recipe.cluster.runtime == "compose" else None,
+            "runtime": recipe.cluster.runtime,
             "model": recipe.model.id,
             "model_revision": recipe.model.revision,
+            **images,
         },
         "files": written,
     }

@@ -19,15 +19,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from flashspark.bootlog import parse_boot_log
 from flashspark.cluster.events import Events
-from flashspark.cluster.local import DownResult, new_run_dir
+from flashspark.cluster.local import BOOT_SCHEMA_VERSION, DownResult, new_run_dir
 from flashspark.cluster.preflight import GID_CHECK, NodeCheck, preflight, transport_for
 from flashspark.cluster.processes import port_open
 from flashspark.cluster.readiness import ReadinessTarget, wait_until_ready
-from flashspark.cluster.runtimes import ComposeRuntime, NodeRuntime, read_log, runtime_for
+from flashspark.cluster.runtimes import ComposeRuntime, NodeRuntime, image_labels, read_log, runtime_for
 from flashspark.cluster.state import DeploymentState, NodeProcess, read_state, state_path, write_state
 from flashspark.cluster.transport import NodeUnreachable, Transport
 from flashspark.errors import AlreadyRunning, ClusterError, PhaseFailed
+from flashspark.provenance.image import MANIFEST_LABEL
 from flashspark.recipe.model import Recipe
 from flashspark.redact import redact
 from flashspark.render import probe_host, render_plan
@@ -228,7 +230,32 @@ async def up_cluster(recipe: Recipe, *, events: Events) -> DeploymentState:
         if world_size > 1:
             await wait_rendezvous(watch, recipe.lifecycle.rendezvous_timeout_s, world_size, events)
         target = ReadinessTarget.for_recipe(recipe, plan.api_base_url)
-        await wait_until_ready(target, alive=lambda: watch.dead, followers=[], events=events)
+        served = await wait_until_ready(target, alive=lambda: watch.dead, followers=[], events=events)
+        head = processes[0]
+        head_log = await read_log(runtime, transports[0], head, lines=20_000)
+        boot = parse_boot_log(head_log)
+        pins = {
+            "vllm_version": boot.vllm_version,
+            "runtime": recipe.cluster.runtime,
+            "model": recipe.model.id,
+            "model_revision": recipe.model.revision,
+            **await image_pins(recipe, transports),
+        }
+        (run_dir / "boot.json").write_text(
+            json.dumps(
+                {
+                    "schema_version": BOOT_SCHEMA_VERSION,
+                    "deployment": recipe.cluster.name,
+                    "profile": recipe.profile.name,
+                    "nodes": [p.node for p in state.nodes],
+                    "evidence": boot.model_dump(),
+                    "served_model": served,
+                    "pins": pins,
+                    "base_url": plan.api_base_url,
+                },
+                indent=2,
+            )
+        )
         return state
     except BaseException as error:
         tails = await save_tails(runtime, transports, processes, str(run_dir))
@@ -251,6 +278,24 @@ async def up_cluster(recipe: Recipe, *, events: Events) -> DeploymentState:
         await asyncio.gather(*watch.tasks, return_exceptions=True)
         for stream in watch.streams:
             await stream.stop()
+
+
+async def image_pins(recipe: Recipe, transports: dict[int, Transport]) -> dict[str, object]:
+    """compose: the image tag, each node's image ID and the manifest sha256 its label names."""
+    if recipe.cluster.runtime != "compose":
+        return {}
+    per_node: dict[str, dict[str, str | None]] = {}
+    for rank, transport in transports.items():
+        found, labels = await image_labels(transport, recipe.cluster.image)
+        per_node[recipe.nodes[rank].name] = {"image_id": found, "manifest_sha256": labels.get(MANIFEST_LABEL)}
+    ids = {v["image_id"] for v in per_node.values()}
+    manifests = {v["manifest_sha256"] for v in per_node.values()}
+    return {
+        "image": recipe.cluster.image,
+        "image_id": ids.pop() if len(ids) == 1 else None,
+        "image_manifest_sha256": manifests.pop() if len(manifests) == 1 else None,
+        "image_per_node": per_node,
+    }
 
 
 async def cluster_running(recipe: Recipe) -> str | None:

@@ -12,6 +12,7 @@ take their values as positional parameters ("$1"), never pasted in.
 
 from __future__ import annotations
 
+import json
 import shlex
 from dataclasses import dataclass
 from typing import Protocol
@@ -226,6 +227,20 @@ class ComposeRuntime:
 
 def runtime_for(recipe: Recipe) -> ProcessRuntime | ComposeRuntime:
     return ComposeRuntime(recipe) if recipe.cluster.runtime == "compose" else ProcessRuntime(recipe)
+
+
+async def image_labels(transport: Transport, image: str) -> tuple[str | None, dict[str, str]]:
+    """(image ID, labels) of `image` on a node; (None, {}) when absent. Labels via JSON: a Go
+    template's `index` fails outright on an image that has no labels at all."""
+    result = await transport.run(["docker", "image", "inspect", "-f", "{{.Id}} {{json .Config.Labels}}", image])
+    if not result.ok or not result.stdout.strip():
+        return None, {}
+    found, _, labels = result.stdout.strip().partition(" ")
+    try:
+        parsed = json.loads(labels) or {}
+    except ValueError:
+        parsed = {}
+    return found, {str(k): str(v) for k, v in parsed.items()}
 
 
 async def image_id(transport: Transport, image: str) -> str | None:
