@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from flashspark.cluster.transport import ssh_argv
 from tests.cluster.conftest import NetnsCluster
 from tests.provenance.test_model_verify import COMMIT, MODEL, build_cache
 
@@ -60,3 +61,74 @@ def test_each_node_is_checked_in_its_own_cache(netns_cluster: NetnsCluster, tmp_
         check=False,
     )
     assert human.returncode == 4 and "node1: ok" in human.stdout and "node2: model-00003" in human.stdout
+
+
+def prepare(toml: Path, home: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [FLASHSPARK, "model", "prepare", "--json", "--env", str(toml)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "FLASHSPARK_HOME": str(home)},
+        timeout=300,
+        check=False,
+    )
+
+
+def test_prepare_copies_the_heads_snapshot_only_where_it_is_missing(
+    netns_cluster: NetnsCluster, tmp_path: Path
+) -> None:
+    head_cache = build_cache(tmp_path / "node1-cache")
+    worker_cache = tmp_path / "node2-cache"
+    worker_cache.mkdir()
+    toml = caches_toml(netns_cluster, tmp_path, [head_cache, worker_cache])
+    first = prepare(toml, tmp_path / "home")
+    assert first.returncode == 0, first.stdout + first.stderr
+    actions = {row["node"]: row["action"] for row in json.loads(first.stdout)["nodes"]}
+    assert actions["node1"] == "complete, not downloaded" and actions["node2"].startswith("copied")
+    # the worker now holds the same blobs and snapshot links, checked by shard length and by sha256
+    snapshot = worker_cache / "hub" / f"models--{MODEL.replace('/', '--')}" / "snapshots" / COMMIT
+    assert all(p.is_symlink() for p in snapshot.glob("*.safetensors"))
+    verified = subprocess.run(
+        [
+            FLASHSPARK,
+            "model",
+            "verify",
+            "--hf-cache",
+            str(worker_cache),
+            "--model",
+            MODEL,
+            "--revision",
+            COMMIT,
+            "--sha256",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert verified.returncode == 0, verified.stdout
+    second = prepare(toml, tmp_path / "home")
+    assert json.loads(second.stdout)["nodes"][1]["action"] == "complete, not copied"
+
+
+def test_prepare_refuses_a_worker_without_room_and_copies_nothing(netns_cluster: NetnsCluster, tmp_path: Path) -> None:
+    head_cache = build_cache(tmp_path / "node1-cache", shards=3)
+    big = head_cache / "hub" / f"models--{MODEL.replace('/', '--')}" / "blobs" / "padding"
+    big.write_bytes(b"\0" * 600_000)  # the folder to copy is now ~600 KB
+    small = tmp_path / "node2-cache"
+    small.mkdir()
+    worker = netns_cluster.nodes[1]
+
+    def on_worker(*argv: str) -> subprocess.CompletedProcess[str]:
+        # node2's sshd has its own mount namespace (ip netns exec): mount and look there
+        return subprocess.run(ssh_argv(worker.target, list(argv)), capture_output=True, text=True, check=False)
+
+    assert on_worker("mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(small)).returncode == 0
+    try:
+        toml = caches_toml(netns_cluster, tmp_path, [head_cache, small])
+        result = prepare(toml, tmp_path / "home")
+        assert result.returncode == 4, result.stdout + result.stderr
+        error = json.loads(result.stdout)
+        assert error["where"] == "node2" and "bytes free" in error["message"] and "nothing was copied" in error["fix"]
+        assert on_worker("find", str(small), "-type", "f").stdout == ""
+    finally:
+        on_worker("umount", str(small))

@@ -34,6 +34,7 @@ from flashspark.cluster.local import (
     status_local,
     up_local,
 )
+from flashspark.cluster.model_prepare import prepare_model
 from flashspark.cluster.models import verify_model_on_nodes
 from flashspark.cluster.preflight import preflight
 from flashspark.cluster.remote import down_cluster, up_cluster
@@ -1197,6 +1198,43 @@ def image_verify(
 @main.group("model")
 def model_group() -> None:
     """The model's weights in a node's Hugging Face cache."""
+
+
+@model_group.command("prepare")
+@recipe_options
+@click.option("--revision", default=None, help="Default: the recipe's pinned revision (a commit), else main.")
+@click.option(
+    "--python", default="python3", show_default=True, help="The head's interpreter with huggingface_hub (download)."
+)
+@click.option("--workers", type=click.IntRange(min=1), default=8, show_default=True, help="Parallel downloads.")
+@json_option
+@handle_errors
+def model_prepare(
+    config: Path | None,
+    profile: str | None,
+    sets: tuple[str, ...],
+    revision: str | None,
+    python: str,
+    workers: int,
+    as_json: bool,
+) -> None:
+    """The pinned snapshot in every node's HF_CACHE: the head downloads (only if incomplete), workers copy.
+
+    \b
+    Workers already complete at the head's commit are left alone; the others
+    get the model's cache folder from the head after a disk-space check. Every
+    node is verified at the end (exit 4 when one is not complete).
+    """
+    recipe = load_recipe(config, profile, sets).recipe
+    report = aio.run(prepare_model(recipe, revision=revision, python=python, workers=workers))
+    if as_json:
+        console.print_json(report)
+    else:
+        for row in report["nodes"]:
+            status = "ok" if row["ok"] else "; ".join(row["problems"])
+            console.print_plain(f"{row['node']}: {row['action']} -> {status}")
+    if not report["ok"]:
+        sys.exit(exit_codes.CHECK_FAILED)
 
 
 @model_group.command("verify")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from flashspark.provenance.scripts import cache_probe
+from flashspark.provenance.scripts import cache_probe, hub_download
 
 INDEX = cache_probe.INDEX
 
@@ -51,3 +51,8 @@ def verify_model_cache(cache: Path, model: str, *, revision: str = "main", sha25
 def probe_source() -> bytes:
     """The probe's own source, to run on a node as `python3 - CACHE MODEL REVISION SHA256`."""
     return Path(cache_probe.__file__).read_bytes()
+
+
+def download_source() -> bytes:
+    """The download script's source, to run on a node as `python - MODEL REVISION CACHE WORKERS`."""
+    return Path(hub_download.__file__).read_bytes()
