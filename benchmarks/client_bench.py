@@ -12,11 +12,12 @@ pinned to CPU 0, at several stream counts. Printed per client and level:
 
     python benchmarks/client_bench.py [--streams 1,16,64,256] [--tokens 256]
 
-Peers: `vllm bench serve` from the engine venv. GuideLLM (`--peers
-flashspark,vllm,guidellm`, from ~/.cache/flashspark/guidellm-venv) is not
-working yet: 0.8 replaced the `benchmark` command with a `kind=...` option
-syntax, and 0.4 (which has it, with transformers<4.47) rejects the synthetic
-data spec used here.
+Peers: `vllm bench serve` from the engine venv, and GuideLLM 0.4 from its own
+venv (~/.cache/flashspark/guidellm-venv: `pip install guidellm==0.4.0
+'transformers<4.47'`). GuideLLM's transformers cannot read the tokenizer_config
+that transformers 5 wrote for SmolLM2 ("TokenizersBackend"), so it gets a copy
+of the tokenizer whose config names PreTrainedTokenizerFast; the tokens are the
+same.
 A number printed here is a measurement of this run on this machine only.
 """
 
@@ -203,11 +204,24 @@ def bench_vllm(port: int, streams: int, requests: int, tokens: int) -> dict[str,
     }
 
 
+def compat_tokenizer(folder: Path) -> Path:
+    """SmolLM2's tokenizer with a config transformers 4.46 can read (see the module docstring)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("tokenizer.json", "config.json"):
+        (folder / name).write_bytes((TOKENIZER / name).read_bytes())
+    config = json.loads((TOKENIZER / "tokenizer_config.json").read_text())
+    config["tokenizer_class"] = "PreTrainedTokenizerFast"
+    config.pop("backend", None)
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    return folder
+
+
 def bench_guidellm(port: int, streams: int, requests: int, tokens: int) -> dict[str, Any]:
     if not GUIDELLM.exists():
         return {"client": "guidellm", "error": f"not installed at {GUIDELLM}"}
     fetch_log(port)
     with tempfile.TemporaryDirectory() as tmp:
+        processor = compat_tokenizer(Path(tmp) / "tokenizer")
         argv = [
             str(GUIDELLM),
             "benchmark",
@@ -223,7 +237,7 @@ def bench_guidellm(port: int, streams: int, requests: int, tokens: int) -> dict[
             "--data",
             f"prompt_tokens=8,output_tokens={tokens}",
             "--processor",
-            str(TOKENIZER),
+            str(processor),
             "--output-path",
             f"{tmp}/g.json",
             "--disable-console-outputs",
@@ -233,15 +247,17 @@ def bench_guidellm(port: int, streams: int, requests: int, tokens: int) -> dict[
             return {"client": "guidellm", "error": (result.stdout + result.stderr)[-800:]}
         data = json.loads(Path(f"{tmp}/g.json").read_text())
     server = server_ttft_ms(fetch_log(port))
-    metrics = data["benchmarks"][0]["metrics"]
+    benchmark = data["benchmarks"][0]
+    metrics = benchmark["metrics"]
     ttft = metrics["time_to_first_token_ms"]["successful"]
     return {
         "client": "guidellm",
-        "tok_s": metrics["output_tokens_per_second"]["successful"]["mean"],
+        # its own aggregate: successful output tokens over its benchmark duration
+        "tok_s": metrics["output_token_count"]["successful"]["total_sum"] / benchmark["duration"],
         "cpu_us_per_token": None,
         "late_mean_ms": ttft["mean"] - statistics.fmean(server),
         "late_p99_ms": ttft["percentiles"]["p99"] - pct(server, 99),
-        "failed": data["benchmarks"][0]["request_totals"].get("errored", 0),
+        "failed": metrics["request_totals"].get("errored", 0),
         "matched": "by distribution",
         "process_cpu_s_incl_startup": cpu,
         "process_wall_s": wall,

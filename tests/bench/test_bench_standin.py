@@ -141,3 +141,30 @@ def test_a_killed_run_keeps_the_requests_that_finished(tmp_path: Path) -> None:
     assert 3 <= len(finished) < 8
     assert all(r["error"] is None and r["output_tokens"] == 2 for r in finished)
     assert not (out / "results.json").exists()  # the cell never finished; the requests are still there
+
+
+async def test_a_cell_split_over_client_processes_keeps_every_request_and_its_timing(tmp_path: Path) -> None:
+    with StandIn() as server:
+        server.responder = lambda body: spec_stream()
+        async with OpenAIClient(server.url) as client:
+            writer = ResultsWriter(
+                tmp_path,
+                meta={
+                    "shape": "static",
+                    "base_url": server.url,
+                    "options": {},
+                    "pins": {},
+                    "boot": None,
+                    "recipe": None,
+                },
+            )
+            options = BenchOptions(warmup_requests=0, processes=2)
+            [summary] = await run_bench(client, static_cells((4,), rounds=1), options=options, writer=writer)
+    records = read_requests(tmp_path)
+    assert sorted(r["index"] for r in records) == [0, 1, 2, 3]  # each request once, from both processes
+    assert all(r["error"] is None and r["output_tokens"] == 12 for r in records)
+    assert all(r["ttft_s"] == pytest.approx(0.2, abs=0.1) for r in records)
+    assert summary["completed"] == 4 and summary["output_throughput"] > 0
+    # released together from one common start: the four ~0.5 s requests overlap instead of queueing
+    starts = sorted(r["started_at"] for r in records)
+    assert starts[-1] - starts[0] < 0.25

@@ -23,6 +23,7 @@ from typing import Any
 from flashspark.bench.prompts import CATEGORIES, bench_messages
 from flashspark.bench.records import RequestRecord, cell_statistics, record_from
 from flashspark.bench.results import ResultsWriter
+from flashspark.bench.workers import Share, run_in_processes, share_cap, split
 from flashspark.client import ChatRequest, OpenAIClient, parse_metrics
 from flashspark.client.metrics import GENERATION_TOKENS, KV_USAGE, PREEMPTIONS, MetricsSnapshot
 from flashspark.errors import ClientError
@@ -40,6 +41,7 @@ class BenchOptions:
     rounds: int = 1
     ignore_eos: bool = True
     extra_body: dict[str, Any] = field(default_factory=dict)
+    processes: int = 1  # client processes per cell (bench/workers.py)
 
 
 @dataclass
@@ -155,8 +157,12 @@ async def run_cell(
         on_record(record)
 
     async with MetricsSampler(client) as sampler:
-        await asyncio.gather(*(one(i, delay) for i, delay in enumerate(cell.arrivals_s)))
-    duration = time.perf_counter() - started
+        if options.processes > 1:
+            shares = shares_for(client, cell, model=model, options=options, run=run)
+            records, duration = await run_in_processes(shares, on_record=on_record)
+        else:
+            await asyncio.gather(*(one(i, delay) for i, delay in enumerate(cell.arrivals_s)))
+            duration = time.perf_counter() - started
     after = await _snapshot(client)
     summary: dict[str, Any] = {
         "cell": cell.name,
@@ -173,6 +179,29 @@ async def run_cell(
     }
     summary.update(server_side(before, after, duration, sampler.kv_peak))
     return summary
+
+
+def shares_for(client: OpenAIClient, cell: CellPlan, *, model: str, options: BenchOptions, run: str) -> list[Share]:
+    """The cell's schedule split round-robin over the client processes, requests built here."""
+    parts = split(list(enumerate(cell.arrivals_s)), options.processes)
+    shares = []
+    for part in parts:
+        items = []
+        for index, delay in part:
+            category = options.categories[index % len(options.categories)]
+            request = request_for(category, model=model, options=options, run=f"{run}{cell.name}", index=index)
+            items.append((index, delay, category, request.model_dump()))
+        shares.append(
+            Share(
+                base_url=client.api,
+                api_key=client.api_key,
+                timeouts=client.timeouts.model_dump(),
+                cell=cell.name,
+                cap=share_cap(cell.concurrency_cap, len(parts)),
+                items=items,
+            )
+        )
+    return shares
 
 
 def server_side(

@@ -930,6 +930,13 @@ bench_options = [
     click.option("--warmup", type=int, default=2, show_default=True, help="Warm-up requests per category per cell."),
     click.option("--no-ignore-eos", is_flag=True, help="Let requests stop at EOS (default: ignore_eos, fixed length)."),
     click.option(
+        "--processes",
+        type=click.IntRange(1, 64),
+        default=1,
+        show_default=True,
+        help="Client processes per cell (past one client core; requests split round-robin).",
+    ),
+    click.option(
         "--out",
         type=click.Path(path_type=Path, file_okay=False),
         default=None,
@@ -959,6 +966,7 @@ def run_bench_command(
     max_tokens: int,
     warmup: int,
     no_ignore_eos: bool,
+    processes: int,
     out: Path | None,
 ) -> None:
     """What every `bench` shape shares: target, options, run directory, progress, exit status."""
@@ -971,6 +979,7 @@ def run_bench_command(
         warmup_requests=warmup,
         rounds=rounds,
         ignore_eos=not no_ignore_eos,
+        processes=processes,
     )
     pins = boot_pins(paths_recipe) if base_url is None else {}
     boot = json.loads(Path(pins["boot_json"]).read_text()) if pins.get("boot_json") else None

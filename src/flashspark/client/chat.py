@@ -177,6 +177,7 @@ class OpenAIClient:
         max_connections: int = 256,
     ) -> None:
         self.root, self.api = normalize_base_url(base_url)
+        self.api_key = api_key
         self.timeouts = timeouts or Timeouts()
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._max_connections = max_connections
