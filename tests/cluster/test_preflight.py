@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -137,3 +138,48 @@ def test_a_busy_api_port_on_the_head_is_named(netns_cluster: NetnsCluster, tmp_p
 def test_a_missing_runtime_fails_on_every_node(netns_cluster: NetnsCluster, tmp_path: Path) -> None:
     code, report = preflight(cluster_toml(netns_cluster, tmp_path / "c.toml", vllm_bin="/opt/nowhere/vllm"))
     assert code == 5 and failed(report) == [("node1", "runtime"), ("node2", "runtime")]
+
+
+@pytest.mark.parametrize("fault", ["worker unreachable", "api port busy"])
+def test_up_refused_by_preflight_starts_nothing_anywhere(
+    netns_cluster: NetnsCluster, tmp_path: Path, fault: str
+) -> None:
+    head = netns_cluster.nodes[0]
+    squatter = None
+    if fault == "worker unreachable":
+        toml = cluster_toml(netns_cluster, tmp_path / "c.toml", worker_host=f"{netns_cluster.subnet}.99")
+    else:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        squatter = subprocess.Popen(
+            [
+                "ip",
+                "netns",
+                "exec",
+                head.namespace,
+                sys.executable,
+                "-c",
+                f"import socket,time; s=socket.socket(); s.bind(('0.0.0.0', {port})); s.listen();"
+                " print('up', flush=True); time.sleep(60)",
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert squatter.stdout is not None and squatter.stdout.readline().strip() == "up"
+        toml = cluster_toml(netns_cluster, tmp_path / "c.toml", api_port=port)
+    env = {**os.environ, "FLASHSPARK_MODELS_DIR": MODELS_DIR, "FLASHSPARK_HOME": str(tmp_path / "home")}
+    try:
+        up = subprocess.run(
+            [FLASHSPARK, "up", "--env", str(toml)], capture_output=True, text=True, env=env, timeout=120, check=False
+        )
+    finally:
+        if squatter is not None:
+            squatter.kill()
+            squatter.wait()
+            assert squatter.stdout is not None
+            squatter.stdout.close()
+    print(f"up with {fault}: exit {up.returncode}\n{up.stderr.strip()}")
+    assert up.returncode == 5 and "preflight failed" in up.stderr and "nothing was started" in up.stderr
+    assert not (tmp_path / "home" / "state" / "netns.json").exists()
+    assert not list((tmp_path / "home").glob("runs/*"))  # not even a run directory
