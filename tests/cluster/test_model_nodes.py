@@ -132,3 +132,23 @@ def test_prepare_refuses_a_worker_without_room_and_copies_nothing(netns_cluster:
         assert on_worker("find", str(small), "-type", "f").stdout == ""
     finally:
         on_worker("umount", str(small))
+
+
+def test_preflight_checks_each_nodes_snapshot(netns_cluster: NetnsCluster, tmp_path: Path) -> None:
+    good, bad = build_cache(tmp_path / "node1-cache"), build_cache(tmp_path / "node2-cache")
+    blob = next((bad / "hub").rglob("snapshots/*/model-00001-of-00003.safetensors")).resolve()
+    blob.write_bytes(blob.read_bytes()[:-100])  # a truncated download
+    toml = caches_toml(netns_cluster, tmp_path, [good, bad])
+    result = subprocess.run(
+        [FLASHSPARK, "preflight", "--json", "--env", str(toml)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "FLASHSPARK_HOME": str(tmp_path / "home")},
+        timeout=120,
+        check=False,
+    )
+    checks = {(c["node"], c["check"]): c for c in json.loads(result.stdout)["checks"]}
+    assert checks[("node1", "model snapshot")]["ok"]
+    bad_check = checks[("node2", "model snapshot")]
+    assert not bad_check["ok"] and "model-00001-of-00003.safetensors: truncated" in bad_check["detail"]
+    assert "model prepare" in bad_check["fix"] and result.returncode == 5

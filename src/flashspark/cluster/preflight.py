@@ -11,10 +11,12 @@ node gets no further checks.
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import dataclass
 
 from flashspark.cluster.gid import resolve_gid
 from flashspark.cluster.transport import LocalTransport, NodeUnreachable, SshTarget, SshTransport, Transport
+from flashspark.provenance.model_cache import ModelCacheReport, probe_source
 from flashspark.recipe.model import Node, Recipe
 from flashspark.render.plan import resolve_model_path
 
@@ -105,6 +107,8 @@ async def check_node(recipe: Recipe, rank: int, transport: Transport) -> list[No
             )
 
     model = resolve_model_path(recipe)
+    if not model.startswith("/") and node.hf_cache:
+        checks.append(await check_snapshot(recipe, node, transport))
     if model.startswith("/"):
         model_found = await transport.run(["test", "-f", f"{model}/config.json"])
         checks.append(
@@ -154,6 +158,24 @@ async def preflight(recipe: Recipe, *, control_dir: str | None = None) -> list[N
     per_node = await asyncio.gather(*(check_node(recipe, rank, t) for rank, t in enumerate(transports)))
     checks = [check for checks in per_node for check in checks]
     return checks + same_image(checks) + gid_agreement(checks)
+
+
+async def check_snapshot(recipe: Recipe, node: Node, transport: Transport) -> NodeCheck:
+    """The pinned snapshot in this node's HF cache, every shard complete (the `model verify` probe)."""
+    revision = recipe.model.revision or "main"
+    argv = ["python3", "-", node.hf_cache or "", recipe.model.id, revision, "0"]
+    result = await transport.run(argv, stdin=probe_source(), timeout_s=300)
+    try:
+        report = ModelCacheReport.model_validate(json.loads(result.stdout))
+    except ValueError:
+        return NodeCheck(
+            node.name, "model snapshot", False, result.stderr.strip()[-200:], "install python3 on the node"
+        )
+    detail = f"{recipe.model.id}@{(report.commit or revision)[:12]}: " + (
+        f"{len(report.shards)} shards complete" if report.ok else "; ".join(report.problems[:3])
+    )
+    fix = "" if report.ok else "run `flashspark model prepare` (or copy a verified cache to this node)"
+    return NodeCheck(node.name, "model snapshot", report.ok, detail, fix)
 
 
 async def check_gid(node: Node, transport: Transport) -> NodeCheck:
