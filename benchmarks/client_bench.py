@@ -18,6 +18,10 @@ venv (~/.cache/flashspark/guidellm-venv: `pip install guidellm==0.4.0
 that transformers 5 wrote for SmolLM2 ("TokenizersBackend"), so it gets a copy
 of the tokenizer whose config names PreTrainedTokenizerFast; the tokens are the
 same.
+FlashSpark's driver opens its keep-alive connections with one tiny request per
+stream before the measured run (CLIENT_BENCH_PREWARM=0 turns it off), as a
+load generator should: TCP set-up is then not timed as first-token latency.
+vllm bench serve sends its own single warm-up request; GuideLLM runs as is.
 A number printed here is a measurement of this run on this machine only.
 """
 
@@ -67,6 +71,11 @@ async def drive(url: str, streams: int, requests: int, tokens: int) -> dict[str,
     results = []
     async with OpenAIClient(url, max_connections=streams) as client:
         request = ChatRequest(model="token-server", messages=[{"role": "user", "content": "go"}], max_tokens=tokens)
+        if os.environ.get("CLIENT_BENCH_PREWARM", "1") == "1":
+            # As `flashspark bench` warms up at the cell's concurrency: the keep-alive connections
+            # exist before the measured burst, so TCP set-up is not timed as first-token latency.
+            warm = ChatRequest(model="token-server", messages=[{"role": "user", "content": "warm"}], max_tokens=1)
+            await asyncio.gather(*(client.stream_chat(warm) for _ in range(streams)))
 
         async def one() -> None:
             async with semaphore:
