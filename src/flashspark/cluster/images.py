@@ -30,15 +30,20 @@ from flashspark.errors import ProvenanceError
 from flashspark.provenance.image import (
     MANIFEST_LABEL,
     MANIFEST_PATH,
+    VERSION_FILE,
     FileProblem,
     ImageManifest,
     build_context,
     build_manifest,
     compare_hashes,
+    docker_build_argv,
     parse_sha256sum,
     patch_targets,
+    read_in_image_argv,
     read_overlay,
     run_check,
+    sha256_in_image_argv,
+    vllm_version_from,
 )
 from flashspark.recipe.model import Recipe
 
@@ -58,7 +63,7 @@ def tar_bytes(files: dict[str, bytes]) -> bytes:
 
 async def read_in_image(transport: Transport, image: str, path: str) -> str | None:
     """A text file's content inside an image (throwaway container), None when absent."""
-    result = await transport.run(["docker", "run", "--rm", "--entrypoint", "cat", image, path], timeout_s=300)
+    result = await transport.run(read_in_image_argv(image, path), timeout_s=300)
     return result.stdout if result.ok else None
 
 
@@ -104,6 +109,9 @@ async def build_image(recipe: Recipe, *, tag: str | None = None, on_each: bool =
             where=recipe.nodes[0].name,
             fix="load or build the base image on the build node first",
         )
+    if settings.vllm_version is None:
+        detected = await read_in_image(head, settings.base or "", posixpath.join(settings.vllm_root, VERSION_FILE))
+        settings = settings.model_copy(update={"vllm_version": vllm_version_from(detected)})
     base_files = {}
     for target in patch_targets(settings, overlay):
         text = await read_in_image(head, settings.base or "", posixpath.join(settings.vllm_root, target))
@@ -119,7 +127,7 @@ async def build_image(recipe: Recipe, *, tag: str | None = None, on_each: bool =
         unpacked = await transport.run(["sh", "-c", unpack, "flashspark-context", folder], stdin=context)
         if not unpacked.ok:
             raise ProvenanceError(f"cannot unpack the build context: {unpacked.stderr.strip()}", where=transport.name)
-        built = await transport.run(["docker", "build", "-t", tag, folder], timeout_s=BUILD_TIMEOUT_S)
+        built = await transport.run(docker_build_argv(tag, folder), timeout_s=BUILD_TIMEOUT_S)
         if not built.ok:
             raise ProvenanceError(
                 f"docker build failed on {transport.name}: {(built.stderr or built.stdout).strip()[-800:]}",
@@ -145,10 +153,12 @@ async def build_image(recipe: Recipe, *, tag: str | None = None, on_each: bool =
     }
 
 
-async def _hashes(transport: Transport, argv_prefix: list[str], root: str, paths: list[str]) -> dict[str, str]:
-    if not paths:
-        return {}
-    result = await transport.run([*argv_prefix, *(posixpath.join(root, p) for p in paths)], timeout_s=600)
+async def _hashes(transport: Transport, argv: list[str], root: str) -> dict[str, str]:
+    """Run a sha256sum argv (its file arguments under root) and read the hashes back by relative path."""
+    prefix = root.rstrip("/") + "/"
+    if not any(arg.startswith(prefix) for arg in argv):
+        return {}  # nothing to hash (sha256sum alone would read stdin)
+    result = await transport.run(argv, timeout_s=600)
     if result.returncode in (125, 126, 127):  # docker run / the shell could not start sha256sum at all
         raise ProvenanceError(
             f"cannot hash files on {transport.name}: {result.stderr.strip()[-300:]}",
@@ -182,9 +192,7 @@ async def _verify_image_node(recipe: Recipe, rank: int, expected: ImageManifest 
             problems.append(f"{MANIFEST_PATH}: the image's manifest is not the expected one")
         manifest = expected or baked
         paths = [e.path for e in manifest.entries]
-        observed = await _hashes(
-            transport, ["docker", "run", "--rm", "--entrypoint", "sha256sum", tag], manifest.vllm_root, paths
-        )
+        observed = await _hashes(transport, sha256_in_image_argv(tag, manifest), manifest.vllm_root)
         found: list[FileProblem] = compare_hashes(manifest, dict.fromkeys(paths) | observed)
         for check in manifest.checks:
             text = await read_in_image(transport, tag, manifest.destination(check.file))
@@ -231,7 +239,8 @@ async def verify_installation(recipe: Recipe, manifest: ImageManifest, *, python
                 return row
             row["vllm_root"] = root
             paths = [e.path for e in manifest.entries]
-            observed = await _hashes(transport, ["sha256sum"], root, paths)
+            argv = ["sha256sum", *(posixpath.join(root, p) for p in paths)]
+            observed = await _hashes(transport, argv, root)
             found = compare_hashes(manifest, dict.fromkeys(paths) | observed)
             for check in manifest.checks:
                 text = await transport.run(["cat", posixpath.join(root, check.file)])
@@ -260,8 +269,11 @@ def manifest_from_tree(recipe: Recipe, base_root: Path, *, tag: str | None = Non
         for target in patch_targets(settings, overlay)
         if (base_root / target).is_file()
     }
+    version = settings.vllm_version
+    if version is None and (base_root / VERSION_FILE).is_file():
+        version = vllm_version_from((base_root / VERSION_FILE).read_text())
     manifest, _ = build_manifest(
-        settings.model_copy(update={"base": settings.base or f"local:{base_root}"}),
+        settings.model_copy(update={"base": settings.base or f"local:{base_root}", "vllm_version": version}),
         tag=tag or recipe.cluster.image,
         overlay=overlay,
         base_files=base_files,

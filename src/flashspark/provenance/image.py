@@ -209,6 +209,34 @@ def run_check(check: PatchCheck, text: str | None) -> FileProblem | None:
     return FileProblem(path=check.file, problem=f"check {check.name!r}: pattern found {found} times, wanted {wanted}")
 
 
+VERSION_FILE = "_version.py"
+_VERSION = re.compile(r"""^__version__\s*=\s*(?:version\s*=\s*)?['"]([^'"]+)['"]""", re.MULTILINE)
+
+
+def vllm_version_from(version_file: str | None) -> str | None:
+    """vLLM's version from its generated `vllm/_version.py` (read in the image or the tree, never imported)."""
+    if not version_file:
+        return None
+    match = _VERSION.search(version_file)
+    return match.group(1) if match else None
+
+
+def docker_build_argv(tag: str, folder: str) -> list[str]:
+    """The build on the build node: the rendered context folder, nothing pulled (the base is local)."""
+    return ["docker", "build", "--pull=false", "-t", tag, folder]
+
+
+def read_in_image_argv(image: str, path: str) -> list[str]:
+    """A file's content from a throwaway container: no entrypoint of the image runs."""
+    return ["docker", "run", "--rm", "--network", "none", "--entrypoint", "cat", image, path]
+
+
+def sha256_in_image_argv(image: str, manifest: ImageManifest) -> list[str]:
+    """sha256 of every file the manifest lists, in one throwaway container."""
+    paths = [manifest.destination(entry.path) for entry in manifest.entries]
+    return ["docker", "run", "--rm", "--network", "none", "--entrypoint", "sha256sum", image, *paths]
+
+
 def parse_sha256sum(text: str, root: str) -> dict[str, str]:
     """`sha256sum` output (hash, two spaces, absolute path) as path-relative-to-root -> hash."""
     found = {}
