@@ -69,15 +69,22 @@ async def _run_share(share: Share, start_wall: float, out: Any) -> None:
 
 def worker_main(share: Share, out: Any, go: Any, start: Any) -> None:
     """Entry point of a worker process (spawned: no event loop or sockets inherited)."""
+    from flashspark.bench.runner import quiet_gc
+
     out.put(READY)
     go.wait()
+    with quiet_gc():
+        _run(share, out, start)
+    out.put(DONE)
+
+
+def _run(share: Share, out: Any, start: Any) -> None:
     try:
         import uvloop
 
         uvloop.run(_run_share(share, start.value, out))
     except ImportError:
         asyncio.run(_run_share(share, start.value, out))
-    out.put(DONE)
 
 
 async def run_in_processes(
