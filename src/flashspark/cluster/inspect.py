@@ -132,32 +132,39 @@ async def follow_cluster_logs(recipe: Recipe, *, since: str | None = None) -> As
     runtime = runtime_for(recipe)
     secrets = list(recipe.secret_env().values())
     queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
-    streams = []
+    streams: list[asyncio.subprocess.Process] = []
+    pumps: list[asyncio.Task[None]] = []
+
+    async def pump(stream: asyncio.subprocess.Process, node: str) -> None:
+        assert stream.stdout is not None
+        async for raw in stream.stdout:
+            await queue.put((node, redact(raw.decode(errors="replace").rstrip("\n"), secrets)))
+
     for rank, process in _processes(recipe).items():
         if process is None:
             continue
         argv = transport_for(recipe.nodes[rank]).local_argv(
             runtime.log_argv(process, lines=0, follow=True, since=since)
         )
-        streams.append(
-            await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+        # stdin stays open: closing it is how the remote follower learns to stop
+        stream = await asyncio.create_subprocess_exec(
+            *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
         )
-
-        async def pump(stream: asyncio.subprocess.Process, node: str) -> None:
-            assert stream.stdout is not None
-            async for raw in stream.stdout:
-                await queue.put((node, redact(raw.decode(errors="replace").rstrip("\n"), secrets)))
-
-        asyncio.get_running_loop().create_task(pump(streams[-1], process.node))
+        streams.append(stream)
+        pumps.append(asyncio.create_task(pump(stream, process.node)))
     try:
         while True:
             yield await queue.get()
     finally:
+        for task in pumps:
+            task.cancel()
+        await asyncio.gather(*pumps, return_exceptions=True)
         for stream in streams:
             if stream.returncode is None:
                 if stream.stdin is not None:
                     stream.stdin.close()  # the remote follower ends with its stdin
                 stream.kill()
+            await stream.wait()
 
 
 # --- capture -----------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from flashspark.bootlog import parse_boot_log
 from flashspark.cluster.events import Events
@@ -136,8 +137,7 @@ async def stop_nodes(
 async def save_tails(
     runtime: NodeRuntime, transports: dict[int, Transport], processes: dict[int, NodeProcess], run_dir: str
 ) -> dict[str, str]:
-    from pathlib import Path
-
+    """Every node's log tail, kept in the run directory (the record of why a deployment stopped)."""
     tails: dict[str, str] = {}
     for rank, process in processes.items():
         try:
