@@ -24,7 +24,7 @@ from typing import Any
 from flashspark.bench.prompts import CATEGORIES, bench_messages
 from flashspark.bench.records import RequestRecord, cell_statistics, record_from
 from flashspark.bench.results import ResultsWriter
-from flashspark.bench.workers import Share, run_in_processes, share_cap, split
+from flashspark.bench.workers import Share, run_in_processes, send, share_cap, split
 from flashspark.client import ChatRequest, OpenAIClient, parse_metrics
 from flashspark.client.metrics import GENERATION_TOKENS, KV_USAGE, PREEMPTIONS, MetricsSnapshot
 from flashspark.errors import ClientError
@@ -169,11 +169,7 @@ async def run_cell(
         await asyncio.sleep(max(0.0, delay - (time.perf_counter() - started)))
         category = options.categories[index % len(options.categories)]
         request = request_for(category, model=model, options=options, run=f"{run}{cell.name}", index=index)
-        if semaphore is None:
-            result = await client.stream_chat(request)
-        else:
-            async with semaphore:
-                result = await client.stream_chat(request)
+        result = await send(client, request, semaphore)
         record = record_from(result, cell=cell.name, category=category, index=index)
         records.append(record)
         on_record(record)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from flashspark.bench.records import RequestRecord, record_from
-from flashspark.client import ChatRequest, OpenAIClient, Timeouts
+from flashspark.client import ChatRequest, ChatResult, OpenAIClient, Timeouts
 
 READY, DONE = "ready", "done"
 START_MARGIN_S = 0.2
@@ -37,6 +37,14 @@ class Share:
     cell: str
     cap: int | None
     items: list[tuple[int, float, str, dict[str, Any]]]
+
+
+async def send(client: OpenAIClient, request: ChatRequest, semaphore: asyncio.Semaphore | None) -> ChatResult:
+    """One request, inside the cell's concurrency cap when it has one."""
+    if semaphore is None:
+        return await client.stream_chat(request)
+    async with semaphore:
+        return await client.stream_chat(request)
 
 
 def split(indices: list[tuple[int, float]], processes: int) -> list[list[tuple[int, float]]]:
@@ -55,12 +63,7 @@ async def _run_share(share: Share, start_wall: float, out: Any) -> None:
 
         async def one(index: int, delay: float, category: str, body: dict[str, Any]) -> None:
             await asyncio.sleep(max(0.0, start_wall + delay - time.time()))
-            request = ChatRequest.model_validate(body)
-            if semaphore is None:
-                result = await client.stream_chat(request)
-            else:
-                async with semaphore:
-                    result = await client.stream_chat(request)
+            result = await send(client, ChatRequest.model_validate(body), semaphore)
             record = record_from(result, cell=share.cell, category=category, index=index)
             out.put(record.model_dump(mode="json"))
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import os
 import posixpath
 import tarfile
 from pathlib import Path
@@ -25,7 +24,7 @@ from typing import Any
 from flashspark.cluster.preflight import transport_for
 from flashspark.cluster.remote import node_dir
 from flashspark.cluster.runtimes import image_id, image_labels
-from flashspark.cluster.transport import NodeUnreachable, Transport
+from flashspark.cluster.transport import NodeUnreachable, Transport, pipe_between
 from flashspark.errors import ProvenanceError
 from flashspark.provenance.image import (
     MANIFEST_LABEL,
@@ -68,26 +67,11 @@ async def read_in_image(transport: Transport, image: str, path: str) -> str | No
 
 
 async def copy_image(source: Transport, target: Transport, image: str) -> None:
-    """`docker save` on one node streamed into `docker load` on another (an OS pipe, no temp file)."""
-    read_end, write_end = os.pipe()
-    try:
-        save = await asyncio.create_subprocess_exec(
-            *source.local_argv(["docker", "save", image]), stdout=write_end, stderr=asyncio.subprocess.PIPE
-        )
-        load = await asyncio.create_subprocess_exec(
-            *target.local_argv(["docker", "load"]),
-            stdin=read_end,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-    finally:
-        os.close(read_end)
-        os.close(write_end)
-    (_, save_err), (_, load_err) = await asyncio.gather(save.communicate(), load.communicate())
-    if save.returncode or load.returncode:
+    """`docker save` on one node streamed into `docker load` on another."""
+    failed = await pipe_between(source, ["docker", "save", image], target, ["docker", "load"])
+    if failed is not None:
         raise ProvenanceError(
-            f"copying {image} from {source.name} to {target.name} failed: "
-            f"{(save_err or load_err).decode(errors='replace').strip()[-400:]}",
+            f"copying {image} from {source.name} to {target.name} failed: {failed}",
             where=target.name,
             fix="check disk space on the target node and that docker runs there",
         )

@@ -16,10 +16,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from flashspark.client.metrics import parse_metrics
 from flashspark.cluster.preflight import node_ports, transport_for
+from flashspark.cluster.readiness import probe_api
 from flashspark.cluster.remote import image_pins
 from flashspark.cluster.runtimes import ComposeRuntime, image_id, read_log, runtime_for
 from flashspark.cluster.state import NodeProcess, read_state, state_path
@@ -35,25 +34,6 @@ def _processes(recipe: Recipe) -> dict[int, NodeProcess | None]:
     state = read_state(state_path(recipe))
     known = {p.rank: p for p in state.nodes} if state is not None else {}
     return {rank: known.get(rank) for rank in range(len(recipe.nodes))}
-
-
-async def _api(recipe: Recipe, base_url: str) -> dict[str, Any]:
-    """Health, the served models, the version and the raw metrics of the head's API."""
-    root = base_url.removesuffix("/v1")
-    headers = {"Authorization": f"Bearer {recipe.api_key}"} if recipe.api_key else {}
-    found: dict[str, Any] = {"base_url": base_url, "health": None, "models": [], "version": None, "metrics": None}
-    async with httpx.AsyncClient(timeout=5.0, headers=headers) as http:
-        try:
-            found["health"] = (await http.get(f"{root}/health")).status_code
-            listed = (await http.get(f"{base_url}/models")).json().get("data", [])
-            found["models"] = [{"id": m.get("id"), "max_model_len": m.get("max_model_len")} for m in listed]
-            version = await http.get(f"{root}/version")
-            found["version"] = version.json().get("version") if version.status_code == 200 else None
-            metrics = await http.get(f"{root}/metrics")
-            found["metrics"] = metrics.text if metrics.status_code == 200 else None
-        except (httpx.HTTPError, ValueError) as exc:
-            found["error"] = str(exc)
-    return found
 
 
 def _base_url(recipe: Recipe) -> str:
@@ -91,8 +71,7 @@ async def status_cluster(recipe: Recipe) -> dict[str, Any]:
     """Per node: reachable, runtime state, image, ports; for the head's API: health and served model."""
     processes = _processes(recipe)
     nodes = await asyncio.gather(*(_node_status(recipe, r, p) for r, p in processes.items()))
-    api = await _api(recipe, _base_url(recipe))
-    api.pop("metrics", None)
+    api = await probe_api(_base_url(recipe), recipe.api_key)
     serving = any(m["id"] == recipe.model.served_name for m in api["models"])
     report: dict[str, Any] = {
         "deployment": recipe.cluster.name,
@@ -217,7 +196,7 @@ async def capture(recipe: Recipe, out_dir: Path) -> dict[str, Any]:
     """Write the evidence bundle into out_dir (one folder per node, `api/`, capture.json); return the index."""
     processes = _processes(recipe)
     per_node = await asyncio.gather(*(_capture_node(recipe, r, p) for r, p in processes.items()))
-    api = await _api(recipe, _base_url(recipe))
+    api = await probe_api(_base_url(recipe), recipe.api_key, metrics=True)
     try:
         images = await image_pins(recipe, {r: transport_for(n) for r, n in enumerate(recipe.nodes)})
     except NodeUnreachable:

@@ -18,12 +18,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from flashspark.bootlog import BootEvidence, parse_boot_log
 from flashspark.cluster.events import Events
 from flashspark.cluster.processes import pid_alive, port_bindable, port_open, spawn_detached, stop_group
-from flashspark.cluster.readiness import LogFollower, ReadinessTarget, tail, wait_until_ready
+from flashspark.cluster.readiness import LogFollower, ReadinessTarget, probe_api, tail, wait_until_ready
 from flashspark.cluster.state import DeploymentState, NodeProcess, read_state, state_path, write_state
 from flashspark.engine import Engine, engine_dir, ensure_local_model, install_engine
 from flashspark.errors import AlreadyRunning, NotRunning, PhaseFailed, PortBusy, RecipeError
@@ -246,15 +244,8 @@ async def status_local(recipe: Recipe) -> dict[str, Any]:
     report["health"] = None
     report["models"] = []
     if report["port_open"]:
-        root = state.base_url.removesuffix("/v1")
-        headers = {"Authorization": f"Bearer {recipe.api_key}"} if recipe.api_key else {}
-        async with httpx.AsyncClient(timeout=5.0, headers=headers) as http:
-            try:
-                report["health"] = (await http.get(f"{root}/health")).status_code
-                listed = (await http.get(f"{state.base_url}/models")).json().get("data", [])
-                report["models"] = [{"id": m.get("id"), "max_model_len": m.get("max_model_len")} for m in listed]
-            except (httpx.HTTPError, ValueError) as exc:
-                report["error"] = str(exc)
+        api = await probe_api(state.base_url, recipe.api_key)
+        report.update({key: api[key] for key in ("health", "models", "error") if key in api})
     report["running"] = all(n["alive"] for n in report["nodes"]) and report["health"] == 200
     return report
 

@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import posixpath
 from typing import Any
 
+from flashspark.cluster.node_cache import probe_cache
 from flashspark.cluster.preflight import transport_for
-from flashspark.cluster.transport import Transport
+from flashspark.cluster.transport import Transport, pipe_between
 from flashspark.errors import ProvenanceError, RecipeError
-from flashspark.provenance.model_cache import ModelCacheReport, download_source, probe_source
+from flashspark.provenance.model_cache import ModelCacheReport, download_source
 from flashspark.recipe.model import Recipe
 
 
@@ -29,11 +29,7 @@ def repo_folder(cache: str, model: str) -> str:
 
 
 async def probe(transport: Transport, cache: str, model: str, revision: str) -> ModelCacheReport | None:
-    result = await transport.run(["python3", "-", cache, model, revision, "0"], stdin=probe_source(), timeout_s=300)
-    try:
-        return ModelCacheReport.model_validate(json.loads(result.stdout))
-    except ValueError:
-        return None
+    return (await probe_cache(transport, cache, model, revision))[0]
 
 
 async def free_bytes(transport: Transport, folder: str) -> int | None:
@@ -51,29 +47,13 @@ async def used_bytes(transport: Transport, folder: str) -> int | None:
 
 
 async def stream_folder(source: Transport, target: Transport, folder: str, parent_dir: str) -> None:
-    """tar on the source node piped into tar on the target (an OS pipe, no temp file)."""
-    read_end, write_end = os.pipe()
+    """tar on the source node piped into tar on the target: blobs and snapshot symlinks as they are."""
     parent, name = posixpath.split(folder.rstrip("/"))
-    try:
-        pack = await asyncio.create_subprocess_exec(
-            *source.local_argv(["tar", "-C", parent, "-cf", "-", name]),
-            stdout=write_end,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        unpack = await asyncio.create_subprocess_exec(
-            *target.local_argv(["sh", "-c", 'mkdir -p "$1" && tar -C "$1" -xf -', "flashspark-unpack", parent_dir]),
-            stdin=read_end,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-    finally:
-        os.close(read_end)
-        os.close(write_end)
-    (_, pack_err), (_, unpack_err) = await asyncio.gather(pack.communicate(), unpack.communicate())
-    if pack.returncode or unpack.returncode:
+    unpack = ["sh", "-c", 'mkdir -p "$1" && tar -C "$1" -xf -', "flashspark-unpack", parent_dir]
+    failed = await pipe_between(source, ["tar", "-C", parent, "-cf", "-", name], target, unpack)
+    if failed is not None:
         raise ProvenanceError(
-            f"copying {folder} from {source.name} to {target.name} failed: "
-            f"{(pack_err or unpack_err).decode(errors='replace').strip()[-400:]}",
+            f"copying {folder} from {source.name} to {target.name} failed: {failed}",
             where=target.name,
             fix="check free space and permissions of that node's HF cache",
         )

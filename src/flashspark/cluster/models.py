@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
+from flashspark.cluster.node_cache import probe_cache
 from flashspark.cluster.preflight import transport_for
 from flashspark.cluster.transport import NodeUnreachable
 from flashspark.errors import RecipeError
-from flashspark.provenance.model_cache import ModelCacheReport, probe_source
 from flashspark.recipe.model import Recipe
 
 
@@ -24,21 +23,17 @@ async def verify_model_on_nodes(
             key="HF_CACHE",
             fix="set HF_CACHE (or the node's hf_cache) to the host folder that holds the hub cache",
         )
-    source = probe_source()
 
     async def one(rank: int) -> dict[str, Any]:
         node = recipe.nodes[rank]
-        transport = transport_for(node)
-        argv = [python, "-", node.hf_cache or "", model, revision, "1" if sha256 else "0"]
         try:
-            result = await transport.run(argv, stdin=source, timeout_s=3600 if sha256 else 300)
+            report, why = await probe_cache(
+                transport_for(node), node.hf_cache or "", model, revision, sha256=sha256, python=python
+            )
         except NodeUnreachable as error:
             return {"node": node.name, "ok": False, "problems": [f"unreachable: {error.message}"], "report": None}
-        try:
-            report = ModelCacheReport.model_validate(json.loads(result.stdout))
-        except ValueError:
-            problem = f"the probe did not run with {python}: {result.stderr.strip()[-300:]}"
-            return {"node": node.name, "ok": False, "problems": [problem], "report": None}
+        if report is None:
+            return {"node": node.name, "ok": False, "problems": [why], "report": None}
         return {"node": node.name, "ok": report.ok, "problems": report.problems, "report": report.model_dump()}
 
     rows = await asyncio.gather(*(one(r) for r in range(len(recipe.nodes))))

@@ -11,12 +11,11 @@ node gets no further checks.
 from __future__ import annotations
 
 import asyncio
-import json
 from dataclasses import dataclass
 
 from flashspark.cluster.gid import resolve_gid
+from flashspark.cluster.node_cache import probe_cache
 from flashspark.cluster.transport import LocalTransport, NodeUnreachable, SshTarget, SshTransport, Transport
-from flashspark.provenance.model_cache import ModelCacheReport, probe_source
 from flashspark.recipe.model import Node, Recipe
 from flashspark.render.plan import resolve_model_path
 
@@ -103,6 +102,7 @@ async def check_node(recipe: Recipe, rank: int, transport: Transport) -> list[No
                     present,
                     inspected.stdout.strip() if present else f"{image} not on this node",
                     "" if present else f"build or load {image} on this node (FlashSpark never pulls at launch)",
+                    value=inspected.stdout.strip() if present else "",
                 )
             )
 
@@ -163,14 +163,9 @@ async def preflight(recipe: Recipe, *, control_dir: str | None = None) -> list[N
 async def check_snapshot(recipe: Recipe, node: Node, transport: Transport) -> NodeCheck:
     """The pinned snapshot in this node's HF cache, every shard complete (the `model verify` probe)."""
     revision = recipe.model.revision or "main"
-    argv = ["python3", "-", node.hf_cache or "", recipe.model.id, revision, "0"]
-    result = await transport.run(argv, stdin=probe_source(), timeout_s=300)
-    try:
-        report = ModelCacheReport.model_validate(json.loads(result.stdout))
-    except ValueError:
-        return NodeCheck(
-            node.name, "model snapshot", False, result.stderr.strip()[-200:], "install python3 on the node"
-        )
+    report, why = await probe_cache(transport, node.hf_cache or "", recipe.model.id, revision)
+    if report is None:
+        return NodeCheck(node.name, "model snapshot", False, why, "install python3 on the node")
     detail = f"{recipe.model.id}@{(report.commit or revision)[:12]}: " + (
         f"{len(report.shards)} shards complete" if report.ok else "; ".join(report.problems[:3])
     )
@@ -194,35 +189,27 @@ async def check_gid(node: Node, transport: Transport) -> NodeCheck:
     return NodeCheck(node.name, GID_CHECK, True, detail, value=str(entry.index))
 
 
-def gid_agreement(checks: list[NodeCheck]) -> list[NodeCheck]:
-    """NCCL needs one GID index on every rank: refuse nodes that resolved different ones."""
-    found = {c.node: c.value for c in checks if c.check == GID_CHECK and c.ok}
+def disagreement(checks: list[NodeCheck], check: str, title: str, fix: str, *, width: int = 19) -> list[NodeCheck]:
+    """One cross-node check: the value every node resolved for `check` must be the same."""
+    found = {c.node: c.value for c in checks if c.check == check and c.ok}
     if len(set(found.values())) <= 1:
         return []
-    listing = ", ".join(f"{node}={index}" for node, index in sorted(found.items()))
-    return [
-        NodeCheck(
-            "all nodes",
-            "same RoCE GID index",
-            False,
-            listing,
-            "configure the fabric addresses in the same order on every node, or set NCCL_IB_GID_INDEX per node",
-        )
-    ]
+    listing = ", ".join(f"{node}={value[:width]}" for node, value in sorted(found.items()))
+    return [NodeCheck("all nodes", title, False, listing, fix)]
+
+
+def gid_agreement(checks: list[NodeCheck]) -> list[NodeCheck]:
+    """NCCL needs one GID index on every rank: refuse nodes that resolved different ones."""
+    return disagreement(
+        checks,
+        GID_CHECK,
+        "same RoCE GID index",
+        "configure the fabric addresses in the same order on every node, or set NCCL_IB_GID_INDEX per node",
+    )
 
 
 def same_image(checks: list[NodeCheck]) -> list[NodeCheck]:
-    """One cross-node check: every node holds the same image ID (a worker on another build diverges)."""
-    ids = {c.node: c.detail for c in checks if c.check == IMAGE_CHECK and c.ok}
-    if len(ids) < 2 or len(set(ids.values())) == 1:
-        return []
-    listing = ", ".join(f"{node}={image[:19]}" for node, image in sorted(ids.items()))
-    return [
-        NodeCheck(
-            "all nodes",
-            "same image",
-            False,
-            listing,
-            "load the head's image on every node (docker save | ssh worker docker load)",
-        )
-    ]
+    """Every node holds the same image ID (a worker on another build diverges)."""
+    return disagreement(
+        checks, IMAGE_CHECK, "same image", "load the head's image on every node (docker save | ssh worker docker load)"
+    )

@@ -190,3 +190,23 @@ async def wait_until_ready(
 def _host_port(root: str) -> tuple[str, int]:
     url = httpx.URL(root)
     return url.host, url.port or (443 if url.scheme == "https" else 80)
+
+
+async def probe_api(base_url: str, api_key: str | None, *, metrics: bool = False) -> dict[str, Any]:
+    """What a running server says now: /health status, served models, version (and raw /metrics)."""
+    root = base_url.removesuffix("/v1")
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    found: dict[str, Any] = {"base_url": base_url, "health": None, "models": [], "version": None}
+    async with httpx.AsyncClient(timeout=5.0, headers=headers) as http:
+        try:
+            found["health"] = (await http.get(f"{root}/health")).status_code
+            listed = (await http.get(f"{base_url}/models")).json().get("data", [])
+            found["models"] = [{"id": m.get("id"), "max_model_len": m.get("max_model_len")} for m in listed]
+            version = await http.get(f"{root}/version")
+            found["version"] = version.json().get("version") if version.status_code == 200 else None
+            if metrics:
+                answer = await http.get(f"{root}/metrics")
+                found["metrics"] = answer.text if answer.status_code == 200 else None
+        except (httpx.HTTPError, ValueError) as exc:
+            found["error"] = str(exc)
+    return found

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import shlex
 import time
 from dataclasses import dataclass, field
@@ -123,6 +124,31 @@ async def run_argv(argv: list[str], *, stdin: bytes | None, timeout_s: float) ->
         err.decode(errors="replace"),
         time.monotonic() - started,
     )
+
+
+async def pipe_between(
+    source: Transport, source_argv: list[str], target: Transport, target_argv: list[str]
+) -> str | None:
+    """source_argv's stdout on one node streamed into target_argv's stdin on another, through an OS
+    pipe here (no temp file, no node-to-node ssh trust). None when both ended well, else their stderr."""
+    read_end, write_end = os.pipe()
+    try:
+        producer = await asyncio.create_subprocess_exec(
+            *source.local_argv(source_argv), stdout=write_end, stderr=asyncio.subprocess.PIPE
+        )
+        consumer = await asyncio.create_subprocess_exec(
+            *target.local_argv(target_argv),
+            stdin=read_end,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    (_, produced_err), (_, consumed_err) = await asyncio.gather(producer.communicate(), consumer.communicate())
+    if not producer.returncode and not consumer.returncode:
+        return None
+    return (produced_err or consumed_err).decode(errors="replace").strip()[-400:]
 
 
 def _atomic_write_argv(path: str, mode: int) -> list[str]:

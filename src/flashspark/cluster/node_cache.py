@@ -1,0 +1,21 @@
+"""The model-cache probe run on a node: the one way preflight, `model verify --all-nodes` and
+`model prepare` look into a node's HF cache (the stdlib-only probe, sent to `python3 -`)."""
+
+from __future__ import annotations
+
+import json
+
+from flashspark.cluster.transport import Transport
+from flashspark.provenance.model_cache import ModelCacheReport, probe_source
+
+
+async def probe_cache(
+    transport: Transport, cache: str, model: str, revision: str, *, sha256: bool = False, python: str = "python3"
+) -> tuple[ModelCacheReport | None, str]:
+    """(the node's report, "") or (None, why the probe did not run there)."""
+    argv = [python, "-", cache, model, revision, "1" if sha256 else "0"]
+    result = await transport.run(argv, stdin=probe_source(), timeout_s=3600 if sha256 else 300)
+    try:
+        return ModelCacheReport.model_validate(json.loads(result.stdout)), ""
+    except ValueError:
+        return None, f"the probe did not run with {python}: {result.stderr.strip()[-300:]}"
