@@ -22,6 +22,12 @@ from tests.standin import Reply, StandIn, stream_reply
 FLASHSPARK = str(Path(sys.executable).parent / "flashspark")
 
 
+def static_writer(folder: Path, url: str) -> ResultsWriter:
+    """A results writer for a static run against the stand-in (no recipe, no pins)."""
+    meta = {"shape": "static", "base_url": url, "options": {}, "pins": {}, "boot": None, "recipe": None}
+    return ResultsWriter(folder, meta=meta)
+
+
 def spec_stream() -> Reply:
     # 12 tokens in 4 chunks of 1, 5, 3, 3 tokens, 0.1 s apart, after a 0.2 s first token.
     return stream_reply([(0.2, "a"), (0.1, "bbbbb"), (0.1, "ccc"), (0.1, "ddd")], completion_tokens=12)
@@ -63,17 +69,7 @@ async def test_a_static_and_staggered_run_writes_results_and_a_report(tmp_path: 
     with StandIn() as server:
         server.responder = lambda body: spec_stream()
         async with OpenAIClient(server.url) as client:
-            writer = ResultsWriter(
-                tmp_path,
-                meta={
-                    "shape": "static",
-                    "base_url": server.url,
-                    "options": {},
-                    "pins": {},
-                    "boot": None,
-                    "recipe": None,
-                },
-            )
+            writer = static_writer(tmp_path, server.url)
             cells = static_cells((1, 2), rounds=2) + staggered_cells(3, 0.05)
             summaries = await run_bench(client, cells, options=BenchOptions(warmup_requests=1), writer=writer)
     assert [s["cell"] for s in summaries] == [
@@ -147,17 +143,7 @@ async def test_a_cell_split_over_client_processes_keeps_every_request_and_its_ti
     with StandIn() as server:
         server.responder = lambda body: spec_stream()
         async with OpenAIClient(server.url) as client:
-            writer = ResultsWriter(
-                tmp_path,
-                meta={
-                    "shape": "static",
-                    "base_url": server.url,
-                    "options": {},
-                    "pins": {},
-                    "boot": None,
-                    "recipe": None,
-                },
-            )
+            writer = static_writer(tmp_path, server.url)
             options = BenchOptions(warmup_requests=0, processes=2)
             [summary] = await run_bench(client, static_cells((4,), rounds=1), options=options, writer=writer)
     records = read_requests(tmp_path)

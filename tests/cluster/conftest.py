@@ -13,7 +13,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +40,16 @@ class NetnsCluster:
     subnet: str
     control_dir: Path
     docker_config: Path  # DOCKER_CONFIG of every node's ssh sessions (holds the compose plugin)
+
+    def nodes_toml(self, extra: Callable[[int, NetnsNode], str] = lambda rank, node: "") -> str:
+        """The `[[nodes]]` tables of a cluster file for these nodes, reached over ssh with the test key;
+        `extra(rank, node)` adds lines to a node's table."""
+        return "".join(
+            f'[[nodes]]\nname = "{n.name}"\nssh = "root@{n.address}"\nssh_identity = "{self.client_key}"\n'
+            f'ssh_options = ["UserKnownHostsFile={self.known_hosts}", "ConnectTimeout=3"]\n'
+            f'vllm_host_ip = "{n.address}"\nsocket_ifname = "eth0"\n' + extra(rank, n)
+            for rank, n in enumerate(self.nodes)
+        )
 
 
 def _sh(*argv: str) -> None:

@@ -33,12 +33,7 @@ def free_port() -> int:
 
 def compose_toml(cluster: NetnsCluster, path: Path, *, name: str = "ctest", image: str = STUB_IMAGE) -> Path:
     head = cluster.nodes[0]
-    nodes = "".join(
-        f'[[nodes]]\nname = "{n.name}"\nssh = "root@{n.address}"\nssh_identity = "{cluster.client_key}"\n'
-        f'ssh_options = ["UserKnownHostsFile={cluster.known_hosts}", "ConnectTimeout=3"]\n'
-        f'vllm_host_ip = "{n.address}"\nsocket_ifname = "eth0"\ncheckout_dir = "{path.parent}/deploy"\n'
-        for n in cluster.nodes
-    )
+    nodes = cluster.nodes_toml(lambda rank, node: f'checkout_dir = "{path.parent}/deploy"\n')
     path.write_text(
         'profile = "local-cpu"\n[model]\nid = "stub/model"\nserved_name = "stub-tp2"\n'
         '[speculative]\nmethod = "none"\n[engine]\nmax_model_len = 2048\n'

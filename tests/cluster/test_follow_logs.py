@@ -20,12 +20,7 @@ SECRET = "sk-follow-0123456789"
 def test_lines_from_both_nodes_arrive_masked_and_the_remote_tails_end(
     netns_cluster: NetnsCluster, tmp_path: Path
 ) -> None:
-    nodes = "".join(
-        f'[[nodes]]\nname = "{n.name}"\nssh = "root@{n.address}"\nssh_identity = "{netns_cluster.client_key}"\n'
-        f'ssh_options = ["UserKnownHostsFile={netns_cluster.known_hosts}", "ConnectTimeout=3"]\n'
-        f'vllm_host_ip = "{n.address}"\nsocket_ifname = "eth0"\n'
-        for n in netns_cluster.nodes
-    )
+    nodes = netns_cluster.nodes_toml()
     toml = tmp_path / "c.toml"
     toml.write_text(
         f'profile = "local-cpu"\n[parallel]\ntensor_parallel_size = 2\n[api]\napi_key = "{SECRET}"\n'

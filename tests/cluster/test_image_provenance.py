@@ -27,12 +27,7 @@ def image_toml(cluster: NetnsCluster, tmp_path: Path, *, anchor: str = 'echo "st
     overlay = tmp_path / "overlay"
     (overlay / "lib" / "dspark").mkdir(parents=True, exist_ok=True)
     (overlay / "lib" / "dspark" / "proposer.py").write_text("SLOTS = 'per request'\n")
-    nodes = "".join(
-        f'[[nodes]]\nname = "{n.name}"\nssh = "root@{n.address}"\nssh_identity = "{cluster.client_key}"\n'
-        f'ssh_options = ["UserKnownHostsFile={cluster.known_hosts}", "ConnectTimeout=3"]\n'
-        f'vllm_host_ip = "{n.address}"\nsocket_ifname = "eth0"\ncheckout_dir = "{tmp_path}/deploy"\n'
-        for n in cluster.nodes
-    )
+    nodes = cluster.nodes_toml(lambda rank, node: f'checkout_dir = "{tmp_path}/deploy"\n')
     path = tmp_path / "image.toml"
     path.write_text(
         'profile = "local-cpu"\n[parallel]\ntensor_parallel_size = 2\n'

@@ -33,12 +33,7 @@ def installed_vllm() -> Path:
 
 
 def bare_metal_toml(cluster: NetnsCluster, tmp_path: Path, *, patch_anchor: str | None = None) -> Path:
-    nodes = "".join(
-        f'[[nodes]]\nname = "{n.name}"\nssh = "root@{n.address}"\nssh_identity = "{cluster.client_key}"\n'
-        f'ssh_options = ["UserKnownHostsFile={cluster.known_hosts}", "ConnectTimeout=3"]\n'
-        f'vllm_host_ip = "{n.address}"\nsocket_ifname = "eth0"\n'
-        for n in cluster.nodes
-    )
+    nodes = cluster.nodes_toml()
     patch = (
         f'[[image.patches]]\nname = "guard"\nfile = "v1/core/sched/scheduler.py"\nanchor = \'{patch_anchor}\'\n'
         "replacement = 'x'\n"

@@ -19,12 +19,7 @@ FLASHSPARK = str(Path(sys.executable).parent / "flashspark")
 
 
 def caches_toml(cluster: NetnsCluster, tmp_path: Path, caches: list[Path]) -> Path:
-    nodes = "".join(
-        f'[[nodes]]\nname = "{n.name}"\nssh = "root@{n.address}"\nssh_identity = "{cluster.client_key}"\n'
-        f'ssh_options = ["UserKnownHostsFile={cluster.known_hosts}", "ConnectTimeout=3"]\n'
-        f'vllm_host_ip = "{n.address}"\nsocket_ifname = "eth0"\nhf_cache = "{cache}"\n'
-        for n, cache in zip(cluster.nodes, caches, strict=True)
-    )
+    nodes = cluster.nodes_toml(lambda rank, node: f'hf_cache = "{caches[rank]}"\n')
     path = tmp_path / "models.toml"
     path.write_text(
         f'profile = "local-cpu"\n[model]\nid = "{MODEL}"\nrevision = "{COMMIT}"\n[parallel]\ntensor_parallel_size = 2\n'

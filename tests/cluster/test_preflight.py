@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -105,33 +107,32 @@ def test_an_unreachable_worker_is_named_and_the_head_still_checked(netns_cluster
     assert any(c["node"] == "node1" and c["check"] == "runtime" and c["ok"] for c in report["checks"])
 
 
-def test_a_busy_api_port_on_the_head_is_named(netns_cluster: NetnsCluster, tmp_path: Path) -> None:
-    head = netns_cluster.nodes[0]
+@contextlib.contextmanager
+def squatted_port(namespace: str) -> Iterator[int]:
+    """A port something else listens on inside a node, for as long as the block runs."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    squatter = subprocess.Popen(
-        [
-            "ip",
-            "netns",
-            "exec",
-            head.namespace,
-            sys.executable,
-            "-c",
-            f"import socket,time; s=socket.socket(); s.bind(('0.0.0.0', {port})); s.listen();"
-            "print('up', flush=True); time.sleep(60)",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
+        port = int(probe.getsockname()[1])
+    code = (
+        f"import socket,time; s=socket.socket(); s.bind(('0.0.0.0', {port})); s.listen();"
+        " print('up', flush=True); time.sleep(60)"
     )
+    squatter = subprocess.Popen(
+        ["ip", "netns", "exec", namespace, sys.executable, "-c", code], stdout=subprocess.PIPE, text=True
+    )
+    assert squatter.stdout is not None
     try:
-        assert squatter.stdout is not None and squatter.stdout.readline().strip() == "up"
-        code, report = preflight(cluster_toml(netns_cluster, tmp_path / "c.toml", api_port=port))
+        assert squatter.stdout.readline().strip() == "up"
+        yield port
     finally:
         squatter.kill()
         squatter.wait()
-        if squatter.stdout is not None:
-            squatter.stdout.close()
+        squatter.stdout.close()
+
+
+def test_a_busy_api_port_on_the_head_is_named(netns_cluster: NetnsCluster, tmp_path: Path) -> None:
+    with squatted_port(netns_cluster.nodes[0].namespace) as port:
+        code, report = preflight(cluster_toml(netns_cluster, tmp_path / "c.toml", api_port=port))
     assert code == 5 and failed(report) == [("node1", f"port {port} free")]
 
 
@@ -144,42 +145,18 @@ def test_a_missing_runtime_fails_on_every_node(netns_cluster: NetnsCluster, tmp_
 def test_up_refused_by_preflight_starts_nothing_anywhere(
     netns_cluster: NetnsCluster, tmp_path: Path, fault: str
 ) -> None:
-    head = netns_cluster.nodes[0]
-    squatter = None
-    if fault == "worker unreachable":
-        toml = cluster_toml(netns_cluster, tmp_path / "c.toml", worker_host=f"{netns_cluster.subnet}.99")
-    else:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        squatter = subprocess.Popen(
-            [
-                "ip",
-                "netns",
-                "exec",
-                head.namespace,
-                sys.executable,
-                "-c",
-                f"import socket,time; s=socket.socket(); s.bind(('0.0.0.0', {port})); s.listen();"
-                " print('up', flush=True); time.sleep(60)",
-            ],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert squatter.stdout is not None and squatter.stdout.readline().strip() == "up"
-        toml = cluster_toml(netns_cluster, tmp_path / "c.toml", api_port=port)
     env = {**os.environ, "FLASHSPARK_MODELS_DIR": MODELS_DIR, "FLASHSPARK_HOME": str(tmp_path / "home")}
-    try:
-        up = subprocess.run(
-            [FLASHSPARK, "up", "--env", str(toml)], capture_output=True, text=True, env=env, timeout=120, check=False
-        )
-    finally:
-        if squatter is not None:
-            squatter.kill()
-            squatter.wait()
-            assert squatter.stdout is not None
-            squatter.stdout.close()
-    print(f"up with {fault}: exit {up.returncode}\n{up.stderr.strip()}")
-    assert up.returncode == 5 and "preflight failed" in up.stderr and "nothing was started" in up.stderr
+
+    def up(toml: Path) -> subprocess.CompletedProcess[str]:
+        argv = [FLASHSPARK, "up", "--env", str(toml)]
+        return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120, check=False)
+
+    if fault == "worker unreachable":
+        result = up(cluster_toml(netns_cluster, tmp_path / "c.toml", worker_host=f"{netns_cluster.subnet}.99"))
+    else:
+        with squatted_port(netns_cluster.nodes[0].namespace) as port:
+            result = up(cluster_toml(netns_cluster, tmp_path / "c.toml", api_port=port))
+    print(f"up with {fault}: exit {result.returncode}\n{result.stderr.strip()}")
+    assert result.returncode == 5 and "preflight failed" in result.stderr and "nothing was started" in result.stderr
     assert not (tmp_path / "home" / "state" / "netns.json").exists()
     assert not list((tmp_path / "home").glob("runs/*"))  # not even a run directory

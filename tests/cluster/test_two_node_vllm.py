@@ -48,14 +48,13 @@ HF_TOKEN = "hf_plantedTp2Token0123456789abcdefgh"
 def two_node_toml(
     cluster: NetnsCluster, path: Path, port: int, *, worker_bin: str | None = None, rendezvous_s: int = 600
 ) -> Path:
-    head, worker = cluster.nodes
-    nodes = "".join(
-        f'[[nodes]]\nname = "{n.name}"\nssh = "root@{n.address}"\nssh_identity = "{cluster.client_key}"\n'
-        f'ssh_options = ["UserKnownHostsFile={cluster.known_hosts}", "ConnectTimeout=3"]\n'
-        f'vllm_host_ip = "{n.address}"\nsocket_ifname = "eth0"\ncheckout_dir = "{path.parent}/deploy"\n'
-        f'env = {{ VLLM_CPU_OMP_THREADS_BIND = "{i}", VLLM_CPU_KVCACHE_SPACE = "1" }}\n'
-        + (f'vllm_bin = "{worker_bin}"\n' if worker_bin and i == 1 else "")
-        for i, n in enumerate((head, worker))
+    head = cluster.nodes[0]
+    nodes = cluster.nodes_toml(
+        lambda rank, node: (
+            f'checkout_dir = "{path.parent}/deploy"\n'
+            f'env = {{ VLLM_CPU_OMP_THREADS_BIND = "{rank}", VLLM_CPU_KVCACHE_SPACE = "1" }}\n'
+            + (f'vllm_bin = "{worker_bin}"\n' if worker_bin and rank == 1 else "")
+        )
     )
     path.write_text(
         'profile = "local-cpu"\n[model]\nid = "local:tiny-random-llama"\nserved_name = "tiny-tp2"\n'
@@ -67,6 +66,21 @@ def two_node_toml(
         f"[lifecycle]\nport_timeout_s = 600\nstop_timeout_s = 10\nrendezvous_timeout_s = {rendezvous_s}\n" + nodes
     )
     return path
+
+
+@pytest.fixture(scope="module", autouse=True)
+def vllm_wrapper() -> None:
+    from flashspark.engine.install import ensure_vllm_wrapper, require_engine
+
+    ensure_vllm_wrapper(require_engine(Path(ENGINE_DIR)))
+
+
+def run_cli(toml: Path, home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`flashspark ARGS --env TOML` with its own FLASHSPARK_HOME, as a user would run it."""
+    env = {**os.environ, "FLASHSPARK_HOME": str(home)}
+    return subprocess.run(
+        [FLASHSPARK, *args, "--env", str(toml)], capture_output=True, text=True, env=env, timeout=900, check=False
+    )
 
 
 def assert_no_secret_in(*roots: Path, allow: tuple[str, ...] = ()) -> set[str]:
@@ -82,18 +96,12 @@ def assert_no_secret_in(*roots: Path, allow: tuple[str, ...] = ()) -> set[str]:
 
 
 def test_tp2_across_two_nodes_serves_and_stops_clean(netns_cluster: NetnsCluster, tmp_path: Path) -> None:
-    from flashspark.engine.install import ensure_vllm_wrapper, require_engine
-
-    ensure_vllm_wrapper(require_engine(Path(ENGINE_DIR)))
     port = free_port()
     toml = two_node_toml(netns_cluster, tmp_path / "tp2.toml", port)
-    env = {**os.environ, "FLASHSPARK_HOME": str(tmp_path / "home")}
     worker_link = netns_cluster.nodes[1].veth
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [FLASHSPARK, *args, "--env", str(toml)], capture_output=True, text=True, env=env, timeout=900, check=False
-        )
+        return run_cli(toml, tmp_path / "home", *args)
 
     up = cli("up", "--json")
     try:
@@ -177,23 +185,12 @@ def test_tp2_across_two_nodes_serves_and_stops_clean(netns_cluster: NetnsCluster
 def test_a_rendezvous_that_never_completes_times_out_and_stops_both(
     netns_cluster: NetnsCluster, tmp_path: Path
 ) -> None:
-    from flashspark.engine.install import ensure_vllm_wrapper, require_engine
-
-    ensure_vllm_wrapper(require_engine(Path(ENGINE_DIR)))
     # The worker "starts" but never joins the head's process group (as behind a firewall).
     silent = tmp_path / "silent-vllm"
     silent.write_text("#!/bin/sh\necho 'worker up, never connecting'\nexec sleep 100000\n")
     silent.chmod(0o755)
     toml = two_node_toml(netns_cluster, tmp_path / "tp2.toml", free_port(), worker_bin=str(silent), rendezvous_s=45)
-    env = {**os.environ, "FLASHSPARK_HOME": str(tmp_path / "home")}
-    up = subprocess.run(
-        [FLASHSPARK, "up", "--json", "--env", str(toml)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=900,
-        check=False,
-    )
+    up = run_cli(toml, tmp_path / "home", "up", "--json")
     print(f"rendezvous never completes: exit {up.returncode}; {up.stdout.strip()[:400]}")
     assert up.returncode == 5, up.stdout + up.stderr
     error = json.loads(up.stdout)
@@ -208,9 +205,6 @@ def test_a_rendezvous_that_never_completes_times_out_and_stops_both(
 def test_a_worker_dying_during_boot_stops_everything_and_keeps_both_logs(
     netns_cluster: NetnsCluster, tmp_path: Path
 ) -> None:
-    from flashspark.engine.install import ensure_vllm_wrapper, require_engine
-
-    ensure_vllm_wrapper(require_engine(Path(ENGINE_DIR)))
     toml = two_node_toml(netns_cluster, tmp_path / "tp2.toml", free_port())
     # The worker's KV space is not a number: its vLLM dies during start-up.
     text = toml.read_text().replace(
@@ -219,15 +213,7 @@ def test_a_worker_dying_during_boot_stops_everything_and_keeps_both_logs(
     )
     assert "lots" in text
     toml.write_text(text)
-    env = {**os.environ, "FLASHSPARK_HOME": str(tmp_path / "home")}
-    up = subprocess.run(
-        [FLASHSPARK, "up", "--json", "--env", str(toml)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=900,
-        check=False,
-    )
+    up = run_cli(toml, tmp_path / "home", "up", "--json")
     assert up.returncode == 5, up.stdout + up.stderr
     error = json.loads(up.stdout)
     assert error["error"] == "PhaseFailed" and "node2" in error["message"]
@@ -251,9 +237,6 @@ def read_json_document(stream: IO[str]) -> dict[str, object]:
 
 
 def test_the_supervisor_restarts_a_deployment_whose_engine_died(netns_cluster: NetnsCluster, tmp_path: Path) -> None:
-    from flashspark.engine.install import ensure_vllm_wrapper, require_engine
-
-    ensure_vllm_wrapper(require_engine(Path(ENGINE_DIR)))
     toml = two_node_toml(netns_cluster, tmp_path / "tp2.toml", free_port())
     env = {**os.environ, "FLASHSPARK_HOME": str(tmp_path / "home")}
     stderr = open(tmp_path / "supervisor.err", "w")  # noqa: SIM115 - closed below
@@ -311,8 +294,6 @@ def test_the_supervisor_restarts_a_deployment_whose_engine_died(netns_cluster: N
         if supervisor.stdout is not None:
             supervisor.stdout.close()
         stderr.close()
-        down = subprocess.run(
-            [FLASHSPARK, "down", "--json", "--env", str(toml)], capture_output=True, text=True, env=env, check=False
-        )
+        down = run_cli(toml, tmp_path / "home", "down", "--json")
     assert down.returncode == 0, down.stdout + down.stderr
     assert new_groups and all(group_members(pgid) == [] for pgid in new_groups)
