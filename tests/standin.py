@@ -5,8 +5,9 @@ chunk timings, multi-token chunks, resets mid-stream, stalls, 5xx answers,
 malformed SSE and error objects. It never stands in for vLLM as proof that a
 feature works; the real engine tests do that.
 
-It speaks just enough HTTP/1.1 (chunked responses, keep-alive off) and runs on
-its own thread and event loop, so sync and async tests can both use it.
+It speaks just enough HTTP/1.1 (chunked responses; keep-alive only when asked
+for, and then it can drop its idle connections on demand) and runs on its own
+thread and event loop, so sync and async tests can both use it.
 """
 
 from __future__ import annotations
@@ -88,8 +89,11 @@ def stream_reply(
 class StandIn:
     """`with StandIn() as server:` then `server.queue(Reply(...))`; `server.url` is the base URL."""
 
-    def __init__(self, model: str = "standin", metrics: str = "") -> None:
+    def __init__(self, model: str = "standin", metrics: str = "", *, keep_alive: bool = False) -> None:
         self.model = model
+        self.keep_alive = keep_alive
+        self.connections = 0  # TCP connections accepted
+        self._idle: set[asyncio.StreamWriter] = set()
         self.metrics = metrics
         self.replies: deque[Reply] = deque()
         self.default = stream_reply([(0.0, "hello")], completion_tokens=1)
@@ -127,42 +131,69 @@ class StandIn:
         self._thread.join(timeout=10)
         self._loop.close()
 
+    def drop_idle_connections(self) -> int:
+        """Close every kept-alive connection that waits for a request, as a server's idle timeout does."""
+
+        async def drop() -> int:
+            idle = list(self._idle)
+            for writer in idle:
+                writer.transport.abort()
+            self._idle.clear()
+            await asyncio.sleep(0.05)
+            return len(idle)
+
+        return asyncio.run_coroutine_threadsafe(drop(), self._loop).result(timeout=10)
+
     async def _start(self) -> None:
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
         try:
-            head = await reader.readuntil(b"\r\n\r\n")
-            lines = head.decode().split("\r\n")
-            method, path, _ = lines[0].split(" ", 2)
-            headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
-            body = await reader.readexactly(int(headers.get("content-length", "0")))
-            if method == "POST" and path.endswith("/chat/completions"):
-                request = json.loads(body)
-                self.requests.append(request)
-                reply = self.responder(request) if self.responder else None
-                if reply is None:
-                    reply = self.replies.popleft() if self.replies else self.default
-                await self._chat(writer, reply)
-            elif path == "/health":
-                await self._plain(writer, 200, b"", "text/plain")
-            elif path.endswith("/v1/models"):
-                listing = {"object": "list", "data": [{"id": self.model, "object": "model", "max_model_len": 4096}]}
-                await self._plain(writer, 200, json.dumps(listing).encode(), "application/json")
-            elif path == "/metrics":
-                await self._plain(writer, 200, self.metrics.encode(), "text/plain")
-            else:
-                await self._plain(writer, 404, b"not found", "text/plain")
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
+            while True:
+                self._idle.add(writer)
+                head = await reader.readuntil(b"\r\n\r\n")
+                self._idle.discard(writer)
+                await self._answer(head, reader, writer)
+                if not self.keep_alive:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            pass  # a cancelled handler (the stand-in stopping) ends quietly, like a closed connection
         finally:
+            self._idle.discard(writer)
             writer.close()
+
+    async def _answer(self, head: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        lines = head.decode().split("\r\n")
+        method, path, _ = lines[0].split(" ", 2)
+        headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
+        body = await reader.readexactly(int(headers.get("content-length", "0")))
+        if method == "POST" and path.endswith("/chat/completions"):
+            request = json.loads(body)
+            self.requests.append(request)
+            reply = self.responder(request) if self.responder else None
+            if reply is None:
+                reply = self.replies.popleft() if self.replies else self.default
+            await self._chat(writer, reply)
+        elif path == "/health":
+            await self._plain(writer, 200, b"", "text/plain")
+        elif path.endswith("/v1/models"):
+            listing = {"object": "list", "data": [{"id": self.model, "object": "model", "max_model_len": 4096}]}
+            await self._plain(writer, 200, json.dumps(listing).encode(), "application/json")
+        elif path == "/metrics":
+            await self._plain(writer, 200, self.metrics.encode(), "text/plain")
+        else:
+            await self._plain(writer, 404, b"not found", "text/plain")
+
+    @property
+    def _connection_header(self) -> str:
+        return "" if self.keep_alive else "Connection: close\r\n"
 
     async def _plain(self, writer: asyncio.StreamWriter, status: int, body: bytes, content_type: str) -> None:
         writer.write(
             f"HTTP/1.1 {status} X\r\nContent-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
-            f"Connection: close\r\n\r\n".encode()
+            f"{self._connection_header}\r\n".encode()
             + body
         )
         await writer.drain()
@@ -173,7 +204,7 @@ class StandIn:
             return
         writer.write(
             f"HTTP/1.1 200 OK\r\nContent-Type: {reply.content_type}\r\nTransfer-Encoding: chunked\r\n"
-            "Connection: close\r\n\r\n".encode()
+            f"{self._connection_header}\r\n".encode()
         )
         await writer.drain()
         for delay, data in reply.chunks:

@@ -33,6 +33,22 @@ class SSEParser:
         self._cr_pending = False
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
+        events = (_parse_block(block) for block in self._blocks(chunk))
+        return [event for event in events if event is not None]
+
+    def feed_data(self, chunk: bytes) -> list[bytes]:
+        """Only the `data` payloads, as bytes: what a JSON stream's reader needs, with nothing decoded twice."""
+        payloads: list[bytes] = []
+        for block in self._blocks(chunk):
+            if block.startswith(b"data: ") and b"\n" not in block:
+                payloads.append(block[6:])
+                continue
+            event = _parse_block(block)
+            if event is not None:
+                payloads.append(event.data.encode("utf-8"))
+        return payloads
+
+    def _blocks(self, chunk: bytes) -> list[bytes]:
         if self._cr_pending:
             chunk = b"\r" + chunk
             self._cr_pending = False
@@ -42,18 +58,9 @@ class SSEParser:
         if b"\r" in chunk:
             chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         buffer = self._buffer + chunk if self._buffer else chunk
-        events: list[SSEEvent] = []
-        start = 0
-        while True:
-            end = buffer.find(b"\n\n", start)
-            if end < 0:
-                break
-            event = _parse_block(buffer[start:end])
-            if event is not None:
-                events.append(event)
-            start = end + 2
-        self._buffer = buffer[start:]
-        return events
+        blocks = buffer.split(b"\n\n")
+        self._buffer = blocks.pop()
+        return blocks
 
     def close(self) -> list[SSEEvent]:
         """End of stream: an event without its closing blank line is still delivered."""
@@ -63,6 +70,9 @@ class SSEParser:
         block, self._buffer = self._buffer.strip(b"\n"), b""
         event = _parse_block(block) if block else None
         return [event] if event is not None else []
+
+    def close_data(self) -> list[bytes]:
+        return [event.data.encode("utf-8") for event in self.close()]
 
 
 def _parse_block(block: bytes) -> SSEEvent | None:
