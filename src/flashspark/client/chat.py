@@ -549,42 +549,23 @@ def _apply_event(payload: bytes, stream: _Stream, now: float) -> None:
         stream.fail("malformed", f"not JSON in the stream: {payload[:120]!r}")
         return
     if chunk.error is not msgspec.UNSET:
-        error = chunk.error
-        message = error.get("message", error) if isinstance(error, dict) else error
-        stream.fail("stream_error", f"error in the stream: {message}")
+        _fail_with(stream, chunk.error)
         return
     if stream.request_id is None:
         stream.request_id = chunk.id
-    usage = chunk.usage
-    if usage is not None:
-        if usage.prompt_tokens is not None:
-            stream.prompt_tokens = usage.prompt_tokens
-        if usage.completion_tokens is not None:
-            stream.completion_tokens = usage.completion_tokens
+    if chunk.usage is not None:
+        _count(stream, chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
     carried = False
     for choice in chunk.choices or ():
-        delta = choice.delta
-        if delta is not None:
-            # vLLM names it `reasoning`; other servers still send `reasoning_content`.
-            reasoning = delta.reasoning or delta.reasoning_content
-            if reasoning:
-                stream.reasoning.append(reasoning)
-                carried = True
-            if delta.content:
-                stream.content.append(delta.content)
-                carried = True
-                if stream.ttfo is None:
-                    stream.ttfo = now
-            if delta.tool_calls:
-                stream.tool_calls.extend(delta.tool_calls)
-                carried = True
-        if choice.finish_reason:
-            stream.finish_reason = choice.finish_reason
+        delta = choice.delta or _NO_DELTA
+        # vLLM names it `reasoning`; other servers still send `reasoning_content`.
+        reasoning = delta.reasoning or delta.reasoning_content
+        carried |= _fold(stream, now, delta.content, reasoning, delta.tool_calls, choice.finish_reason)
     if carried:
-        if stream.ttft is None:
-            stream.ttft = now
-        stream.last = now
-        stream.chunk_times.append(now)
+        _mark_token(stream, now)
+
+
+_NO_DELTA = _Delta()
 
 
 def _apply_untyped(payload: bytes, stream: _Stream, now: float) -> None:
@@ -598,41 +579,75 @@ def _apply_untyped(payload: bytes, stream: _Stream, now: float) -> None:
         stream.fail("malformed", f"unexpected event: {payload[:120]!r}")
         return
     if "error" in chunk:
-        error = chunk["error"]
-        message = error.get("message", error) if isinstance(error, dict) else error
-        stream.fail("stream_error", f"error in the stream: {message}")
+        _fail_with(stream, chunk["error"])
         return
     if stream.request_id is None and isinstance(chunk.get("id"), str):
         stream.request_id = chunk["id"]
     usage = chunk.get("usage")
     if isinstance(usage, dict):
-        for key in ("prompt_tokens", "completion_tokens"):
-            if isinstance(usage.get(key), int):
-                setattr(stream, key, usage[key])
+        _count(stream, *(_typed(usage.get(key), int) for key in ("prompt_tokens", "completion_tokens")))
     carried = False
     choices = chunk.get("choices")
     for choice in choices if isinstance(choices, list) else ():
         if not isinstance(choice, dict):
             continue
-        delta = choice.get("delta")
-        delta = delta if isinstance(delta, dict) else {}
-        content = delta.get("content")
-        reasoning = delta.get("reasoning") or delta.get("reasoning_content")
-        if isinstance(reasoning, str) and reasoning:
-            stream.reasoning.append(reasoning)
-            carried = True
-        if isinstance(content, str) and content:
-            stream.content.append(content)
-            carried = True
-            if stream.ttfo is None:
-                stream.ttfo = now
-        if isinstance(delta.get("tool_calls"), list) and delta["tool_calls"]:
-            stream.tool_calls.extend(delta["tool_calls"])
-            carried = True
-        if isinstance(choice.get("finish_reason"), str):
-            stream.finish_reason = choice["finish_reason"]
+        delta: dict[str, Any] = _typed(choice.get("delta"), dict) or {}
+        carried |= _fold(
+            stream,
+            now,
+            _typed(delta.get("content"), str),
+            _typed(delta.get("reasoning") or delta.get("reasoning_content"), str),
+            _typed(delta.get("tool_calls"), list),
+            _typed(choice.get("finish_reason"), str),
+        )
     if carried:
-        if stream.ttft is None:
-            stream.ttft = now
-        stream.last = now
-        stream.chunk_times.append(now)
+        _mark_token(stream, now)
+
+
+def _typed(value: Any, kind: type) -> Any:
+    return value if isinstance(value, kind) else None
+
+
+def _fail_with(stream: _Stream, error: Any) -> None:
+    message = error.get("message", error) if isinstance(error, dict) else error
+    stream.fail("stream_error", f"error in the stream: {message}")
+
+
+def _count(stream: _Stream, prompt_tokens: int | None, completion_tokens: int | None) -> None:
+    if prompt_tokens is not None:
+        stream.prompt_tokens = prompt_tokens
+    if completion_tokens is not None:
+        stream.completion_tokens = completion_tokens
+
+
+def _fold(
+    stream: _Stream,
+    now: float,
+    content: str | None,
+    reasoning: str | None,
+    tool_calls: list[Any] | None,
+    finish_reason: str | None,
+) -> bool:
+    """One choice's delta into the stream; True when it carried a token of any kind."""
+    carried = False
+    if reasoning:
+        stream.reasoning.append(reasoning)
+        carried = True
+    if content:
+        stream.content.append(content)
+        carried = True
+        if stream.ttfo is None:
+            stream.ttfo = now
+    if tool_calls:
+        stream.tool_calls.extend(tool_calls)
+        carried = True
+    if finish_reason:
+        stream.finish_reason = finish_reason
+    return carried
+
+
+def _mark_token(stream: _Stream, now: float) -> None:
+    if stream.ttft is None:
+        stream.ttft = now
+    stream.last = now
+    stream.chunk_times.append(now)
