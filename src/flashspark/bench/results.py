@@ -75,13 +75,16 @@ class ResultsWriter:
         self.created_at = datetime.now(UTC).isoformat(timespec="seconds")
 
     def append_request(self, record: RequestRecord) -> None:
-        # One line, flushed and fsynced as each request finishes: a killed run keeps it.
+        # One line handed to the OS as each request finishes: a killed process keeps it. No fsync
+        # here: this runs on the event loop that times the other streams, and an fsync took 0.3 ms
+        # (p50) to 4 ms (p99) on this disk; the cell's end syncs the file (write_results).
         with open(self.requests_path, "a", encoding="utf-8") as handle:
             handle.write(record.model_dump_json() + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
 
     def write_results(self, cells: list[dict[str, Any]], *, model: str) -> None:
+        if self.requests_path.exists():
+            with open(self.requests_path, "a", encoding="utf-8") as handle:
+                os.fsync(handle.fileno())
         document = {
             "schema_version": RESULTS_SCHEMA_VERSION,
             "created_at": self.created_at,
