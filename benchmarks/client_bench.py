@@ -158,6 +158,54 @@ def bench_flashspark(port: int, streams: int, requests: int, tokens: int) -> dic
     }
 
 
+def bench_cli(port: int, streams: int, requests: int, tokens: int, *, processes: int = 1) -> dict[str, Any]:
+    """The whole tool: `flashspark bench static` (records, requests.jsonl, progress lines), matched per request."""
+    name = "flashspark bench" + (f" -p{processes}" if processes > 1 else "")
+    fetch_log(port)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "run"
+        argv = [
+            str(Path(sys.executable).parent / "flashspark"),
+            "bench",
+            "static",
+            "--base-url",
+            f"http://127.0.0.1:{port}",
+            "--concurrency",
+            str(streams),
+            "--rounds",
+            str(max(1, requests // streams)),
+            "--max-tokens",
+            str(tokens),
+            "--warmup",
+            "1",
+            "--processes",
+            str(processes),
+            "--out",
+            str(out),
+        ]
+        result, wall, cpu = run_pinned(argv, 0)
+        if result.returncode != 0:
+            return {"client": name, "error": (result.stdout + result.stderr)[-800:]}
+        cells = json.loads((out / "results.json").read_text())["cells"]
+        records = [json.loads(line) for line in (out / "requests.jsonl").read_text().splitlines()]
+    log = {e["id"]: e for e in fetch_log(port)}
+    matched = [r for r in records if r.get("request_id") in log and r.get("ttfo_s") is not None]
+    sent_ms = {rid: entry["first_content_ns"] / 1e6 for rid, entry in log.items()}
+    errors_ms = [(r["started_at"] + r["ttfo_s"]) * 1e3 - sent_ms[r["request_id"]] for r in matched]
+    return {
+        "client": name,
+        # as vllm bench serve's output_throughput: tokens over the measured cells' durations
+        "tok_s": sum(c["total_output_tokens"] for c in cells) / sum(c["duration"] for c in cells),
+        "cpu_us_per_token": None,
+        "late_mean_ms": statistics.fmean(errors_ms),
+        "late_p99_ms": pct(errors_ms, 99),
+        "failed": sum(c["failed"] for c in cells),
+        "matched": f"per request ({len(matched)}/{len(records)})",
+        "process_cpu_s_incl_startup": cpu,
+        "process_wall_s": wall,
+    }
+
+
 def bench_vllm(port: int, streams: int, requests: int, tokens: int) -> dict[str, Any]:
     fetch_log(port)
     with tempfile.TemporaryDirectory() as tmp:
@@ -279,22 +327,22 @@ def bench_guidellm(port: int, streams: int, requests: int, tokens: int) -> dict[
 def print_tables(rows: list[dict[str, Any]], pace_ms: float) -> None:
     print()
     print("throughput run (tokens as fast as the socket takes them; client on 1 core)")
-    print(f"{'streams':>7} {'client':<18} {'tok/s':>10} {'CPU us/tok':>11}")
+    print(f"{'streams':>7} {'client':<20} {'tok/s':>10} {'CPU us/tok':>11}")
     for row in (r for r in rows if r["mode"] == "throughput"):
         if "error" in row:
-            print(f"{row['streams']:>7} {row['client']:<18} error: {row['error'][:160]!r}")
+            print(f"{row['streams']:>7} {row['client']:<20} error: {row['error'][:160]!r}")
             continue
         cpu = f"{row['cpu_us_per_token']:.1f}" if row.get("cpu_us_per_token") is not None else "-"
-        print(f"{row['streams']:>7} {row['client']:<18} {row['tok_s']:>10.0f} {cpu:>11}")
+        print(f"{row['streams']:>7} {row['client']:<20} {row['tok_s']:>10.0f} {cpu:>11}")
     print(f"\ntiming run (one token every {pace_ms:g} ms per stream): first content as measured minus as sent")
-    print(f"{'streams':>7} {'client':<18} {'late mean ms':>13} {'late p99 ms':>12} {'last token p99 ms':>18}")
+    print(f"{'streams':>7} {'client':<20} {'late mean ms':>13} {'late p99 ms':>12} {'last token p99 ms':>18}")
     for row in (r for r in rows if r["mode"] == "timing"):
         if "error" in row:
-            print(f"{row['streams']:>7} {row['client']:<18} error: {row['error'][:160]!r}")
+            print(f"{row['streams']:>7} {row['client']:<20} error: {row['error'][:160]!r}")
             continue
         last = f"{row['last_late_p99_ms']:.2f}" if row.get("last_late_p99_ms") is not None else "-"
         print(
-            f"{row['streams']:>7} {row['client']:<18} {row['late_mean_ms']:>13.2f} {row['late_p99_ms']:>12.2f} "
+            f"{row['streams']:>7} {row['client']:<20} {row['late_mean_ms']:>13.2f} {row['late_p99_ms']:>12.2f} "
             f"{last:>18}"
         )
     throughput = [r for r in rows if r["mode"] == "throughput" and "tok_s" in r]
@@ -315,7 +363,12 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=None)
     parser.add_argument("--tokens", type=int, default=256)
     parser.add_argument("--waves", type=int, default=4, help="Requests per stream.")
-    parser.add_argument("--peers", default="flashspark,vllm", help="Also: guidellm (see its note).")
+    parser.add_argument(
+        "--peers",
+        default="flashspark,vllm",
+        help="Also: guidellm (see its note); bench (the `flashspark bench static` CLI end to end) and bench2 "
+        "(the same with --processes 2, both processes on the client's one CPU).",
+    )
     parser.add_argument(
         "--pace-ms",
         type=float,
@@ -333,7 +386,13 @@ def main() -> None:
             result = asyncio.run(drive(args.driver, int(args.streams), args.requests, args.tokens))
         print(json.dumps(result))
         return
-    runners = {"flashspark": bench_flashspark, "vllm": bench_vllm, "guidellm": bench_guidellm}
+    runners = {
+        "flashspark": bench_flashspark,
+        "bench": bench_cli,
+        "bench2": lambda *a: bench_cli(*a, processes=2),
+        "vllm": bench_vllm,
+        "guidellm": bench_guidellm,
+    }
     rows = []
     for mode, pace in (("throughput", 0.0), ("timing", args.pace_ms)):
         port = free_port()

@@ -149,8 +149,20 @@ async def test_a_cell_split_over_client_processes_keeps_every_request_and_its_ti
     records = read_requests(tmp_path)
     assert sorted(r["index"] for r in records) == [0, 1, 2, 3]  # each request once, from both processes
     assert all(r["error"] is None and r["output_tokens"] == 12 for r in records)
+    assert all(r["request_id"] == "chatcmpl-standin" for r in records)  # the server's id, for its log
     assert all(r["ttft_s"] == pytest.approx(0.2, abs=0.1) for r in records)
     assert summary["completed"] == 4 and summary["output_throughput"] > 0
     # released together from one common start: the four ~0.5 s requests overlap instead of queueing
     starts = sorted(r["started_at"] for r in records)
     assert starts[-1] - starts[0] < 0.25
+
+
+async def test_a_client_process_that_fails_is_named_with_its_cause() -> None:
+    from flashspark.bench.workers import Share, run_in_processes
+
+    with StandIn() as server:
+        # A body the worker cannot turn into a request: its process fails, and says why.
+        share = Share(server.url, None, {}, "static-c1-r0", None, [(0, 0.0, "code", {"messages": "not a list"})])
+        with pytest.raises(RuntimeError) as caught:
+            await run_in_processes([share], on_record=lambda record: None, timeout_s=60)
+    assert "a client process failed" in str(caught.value) and "ValidationError" in str(caught.value)

@@ -3,6 +3,8 @@
 Per request:
 - `ttfb_s` first byte, `ttft_s` first token of any kind (reasoning included),
   `ttfo_s` first answer (content) token, `e2e_s` end to end;
+- `request_id` the server's id for it (the chunks' `id`: vLLM's log names it);
+- `started_at` Unix time it was sent; the `*_s` times are seconds from then;
 - `output_tokens` from the server's `usage`, never from chunk counts;
 - `decode_tokens_per_s` = (N - 1) / (t_last - t_first): per token, so a chunk
   carrying several speculative tokens counts as several;
@@ -30,6 +32,7 @@ class RequestRecord(BaseModel):
     cell: str
     category: str
     index: int
+    request_id: str | None = None
     started_at: float
     prompt_tokens: int | None
     output_tokens: int | None
@@ -54,6 +57,7 @@ def record_from(result: ChatResult, *, cell: str, category: str, index: int) -> 
         cell=cell,
         category=category,
         index=index,
+        request_id=result.request_id,
         started_at=result.started_at,
         prompt_tokens=result.prompt_tokens,
         output_tokens=tokens,

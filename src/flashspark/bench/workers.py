@@ -17,14 +17,16 @@ import math
 import multiprocessing
 import queue as queue_module
 import time
+import traceback
 from dataclasses import dataclass
 from typing import Any
 
 from flashspark.bench.records import RequestRecord, record_from
 from flashspark.client import ChatRequest, ChatResult, OpenAIClient, Timeouts
 
-READY, DONE = "ready", "done"
+READY, DONE, FAILED = "ready", "done", "failed:"
 START_MARGIN_S = 0.2
+STARTUP_TIMEOUT_S = 120.0
 
 
 @dataclass(frozen=True)
@@ -76,8 +78,13 @@ def worker_main(share: Share, out: Any, go: Any, start: Any) -> None:
 
     out.put(READY)
     go.wait()
-    with quiet_gc():
-        _run(share, out, start)
+    try:
+        with quiet_gc():
+            _run(share, out, start)
+    except BaseException:
+        # The parent names the cause instead of an exit code; the records already sent are kept.
+        out.put(FAILED + traceback.format_exc(limit=8))
+        raise
     out.put(DONE)
 
 
@@ -88,6 +95,24 @@ def _run(share: Share, out: Any, start: Any) -> None:
         uvloop.run(_run_share(share, start.value, out))
     except ImportError:
         asyncio.run(_run_share(share, start.value, out))
+
+
+async def _next(out: Any, workers: list[Any], deadline: float, phase: str) -> Any:
+    """The next item from the workers' queue; a worker's failure or the deadline is an error that says so."""
+    loop = asyncio.get_running_loop()
+    while True:
+        try:
+            item = await loop.run_in_executor(None, out.get, True, 1.0)
+        except queue_module.Empty:
+            dead = [w for w in workers if not w.is_alive() and w.exitcode not in (0, None)]
+            if dead:
+                raise RuntimeError(f"a client process exited with {dead[0].exitcode} before it could {phase}") from None
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the client processes did not {phase} in time") from None
+            continue
+        if isinstance(item, str) and item.startswith(FAILED):
+            raise RuntimeError(f"a client process failed: {item.removeprefix(FAILED).strip()}")
+        return item
 
 
 async def run_in_processes(
@@ -105,25 +130,17 @@ async def run_in_processes(
     for worker in workers:
         worker.start()
     records: list[RequestRecord] = []
-    loop = asyncio.get_running_loop()
     try:
         ready = 0
         while ready < len(workers):
-            if await loop.run_in_executor(None, out.get, True, 120) == READY:
+            if await _next(out, workers, time.monotonic() + STARTUP_TIMEOUT_S, "start") == READY:
                 ready += 1
         start.value = time.time() + START_MARGIN_S
         go.set()
         done = 0
         deadline = time.monotonic() + timeout_s
         while done < len(workers):
-            try:
-                item = await loop.run_in_executor(None, out.get, True, 1.0)
-            except queue_module.Empty:
-                dead = [w for w in workers if not w.is_alive() and w.exitcode not in (0, None)]
-                if dead or time.monotonic() > deadline:
-                    why = f"exit {dead[0].exitcode}" if dead else "timed out"
-                    raise RuntimeError(f"a client process failed ({why})") from None
-                continue
+            item = await _next(out, workers, deadline, "finish")
             if item == DONE:
                 done += 1
                 continue
