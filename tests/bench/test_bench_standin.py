@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -166,3 +167,22 @@ async def test_a_client_process_that_fails_is_named_with_its_cause() -> None:
         with pytest.raises(RuntimeError) as caught:
             await run_in_processes([share], on_record=lambda record: None, timeout_s=60)
     assert "a client process failed" in str(caught.value) and "ValidationError" in str(caught.value)
+
+
+async def test_a_static_cell_opens_its_connections_before_the_release(tmp_path: Path) -> None:
+    with StandIn(keep_alive=True) as server:
+        open_at_arrival: list[int] = []  # connections the server had accepted when each chat request came
+
+        def reply(body: dict[str, Any]) -> Reply:
+            open_at_arrival.append(server.connections)
+            return stream_reply([(0.05, "x")], completion_tokens=1)
+
+        server.responder = reply
+        async with OpenAIClient(server.url) as client:
+            options = BenchOptions(warmup_requests=1)
+            writer = static_writer(tmp_path, server.url)
+            await run_bench(client, static_cells((4,), rounds=2), options=options, writer=writer)
+    records = read_requests(tmp_path)
+    assert len(records) == 8 and all(r["error"] is None for r in records)
+    # per round: the warm-up on one connection, then four measured requests that all found four open
+    assert open_at_arrival == [1, 4, 4, 4, 4, 4, 4, 4, 4, 4]

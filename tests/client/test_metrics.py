@@ -6,7 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from flashspark.client.metrics import ACCEPTED, DRAFT_TOKENS, DRAFTS, GENERATION_TOKENS, parse_metrics
+from flashspark.client.metrics import (
+    ACCEPTED,
+    DRAFT_TOKENS,
+    DRAFTS,
+    GENERATION_TOKENS,
+    KV_USAGE,
+    gauge_sum,
+    parse_metrics,
+)
 
 RECORDED = (Path(__file__).parents[1] / "cases" / "vllm" / "metrics_after_echo.txt").read_text()
 
@@ -66,3 +74,16 @@ def test_counters_sum_over_engines() -> None:
 def test_no_drafts_gives_no_rates() -> None:
     stats = parse_metrics(scrape(5, 25, 5, [5, 0, 0, 0, 0])).minus(parse_metrics(scrape(5, 25, 5, [5, 0, 0, 0, 0])))
     assert stats.spec_decode.acceptance_rate is None and stats.spec_decode.mean_acceptance_length is None
+
+
+def test_one_gauge_is_read_without_parsing_the_rest() -> None:
+    assert gauge_sum(RECORDED, KV_USAGE) == parse_metrics(RECORDED).gauges[KV_USAGE]
+    exposition = (
+        "# HELP vllm:kv_cache_usage_perc KV-cache usage.\n"
+        "# TYPE vllm:kv_cache_usage_perc gauge\n"
+        'vllm:kv_cache_usage_perc{engine="0",model_name="a model } with braces"} 0.25\n'
+        'vllm:kv_cache_usage_perc{engine="1"} 0.5 1700000000000\n'
+        "vllm:kv_cache_usage_perc_other 9\n"
+    )
+    assert gauge_sum(exposition, KV_USAGE) == 0.75  # both engines; the timestamp and the look-alike ignored
+    assert gauge_sum(exposition, "vllm:num_requests_running") is None

@@ -208,3 +208,20 @@ def test_a_base_url_that_is_not_http_is_refused_with_a_fix(url: str) -> None:
     with pytest.raises(ClientError) as caught:
         OpenAIClient(url)
     assert caught.value.fix and "http://" in caught.value.fix
+
+
+async def test_connections_opened_ahead_carry_the_burst_and_survive_an_idle_close() -> None:
+    with StandIn(keep_alive=True) as server:
+        async with OpenAIClient(server.url) as client:
+            assert await client.open_connections(4) == 4
+            for _ in range(100):  # the stand-in accepts on its own thread
+                if server.connections == 4:
+                    break
+                await asyncio.sleep(0.01)
+            assert server.connections == 4
+            burst = await asyncio.gather(*(client.stream_chat(REQUEST) for _ in range(4)))
+            assert server.connections == 4  # no connection was opened inside the burst
+            assert server.drop_idle_connections() == 4
+            after = await asyncio.gather(*(client.stream_chat(REQUEST) for _ in range(4)))
+    assert all(r.ok for r in burst + after), [r.error for r in burst + after]
+    assert len(server.requests) == 8  # each chat request reached the server once

@@ -26,7 +26,7 @@ from flashspark.bench.records import RequestRecord, cell_statistics, record_from
 from flashspark.bench.results import ResultsWriter
 from flashspark.bench.workers import Share, run_in_processes, send, share_cap, split
 from flashspark.client import ChatRequest, OpenAIClient, parse_metrics
-from flashspark.client.metrics import GENERATION_TOKENS, KV_USAGE, PREEMPTIONS, MetricsSnapshot
+from flashspark.client.metrics import GENERATION_TOKENS, KV_USAGE, PREEMPTIONS, MetricsSnapshot, gauge_sum
 from flashspark.errors import ClientError
 
 SAMPLE_S = 0.5
@@ -97,12 +97,16 @@ class MetricsSampler:
                 await self._task
 
     async def _run(self) -> None:
+        # It shares the event loop that times the streams: the first sample waits for the cell's
+        # release burst to pass, and each reads one gauge instead of parsing the whole exposition.
         while True:
-            snapshot = await _snapshot(self.client)
-            if snapshot is not None and KV_USAGE in snapshot.gauges:
-                value = snapshot.gauges[KV_USAGE]
-                self.kv_peak = value if self.kv_peak is None else max(self.kv_peak, value)
             await asyncio.sleep(SAMPLE_S)
+            try:
+                value = gauge_sum(await self.client.metrics_text(), KV_USAGE)
+            except (ClientError, ValueError):
+                continue
+            if value is not None:
+                self.kv_peak = value if self.kv_peak is None else max(self.kv_peak, value)
 
 
 async def _snapshot(client: OpenAIClient) -> MetricsSnapshot | None:
@@ -162,14 +166,23 @@ async def run_cell(
             await client.stream_chat(request_for(category, model=model, options=options, run=f"{run}w", index=w))
     records: list[RequestRecord] = []
     semaphore = asyncio.Semaphore(cell.concurrency_cap) if cell.concurrency_cap else None
+    # Everything a request needs is made before the release, connections included: the measured
+    # burst then costs one write per request, and TCP set-up is not timed as first-token latency.
+    categories = [options.categories[i % len(options.categories)] for i in range(len(cell.arrivals_s))]
+    requests = [
+        request_for(category, model=model, options=options, run=f"{run}{cell.name}", index=index)
+        for index, category in enumerate(categories)
+    ]
+    if options.processes == 1:
+        with contextlib.suppress(ClientError):  # a server that refuses shows in the requests' own results
+            await client.open_connections(cell.concurrency_cap or len(cell.arrivals_s))
     before = await _snapshot(client)
     started = time.perf_counter()
 
     async def one(index: int, delay: float) -> None:
         await asyncio.sleep(max(0.0, delay - (time.perf_counter() - started)))
-        category = options.categories[index % len(options.categories)]
-        request = request_for(category, model=model, options=options, run=f"{run}{cell.name}", index=index)
-        result = await send(client, request, semaphore)
+        category = categories[index]
+        result = await send(client, requests[index], semaphore)
         record = record_from(result, cell=cell.name, category=category, index=index)
         records.append(record)
         on_record(record)
@@ -242,7 +255,10 @@ def server_side(
         "spec_decode_acceptance_length": spec.mean_acceptance_length,
         "spec_decode_per_position_acceptance_rates": spec.per_position_rates,
         "prefix_cache_hit_rate": hit_rate,
-        "kv_cache_usage_peak": kv_peak,
+        # Sampled during the cell, and once right after it (a cell shorter than one sample period has only that).
+        "kv_cache_usage_peak": max(v for v in (kv_peak, after.gauges.get(KV_USAGE)) if v is not None)
+        if kv_peak is not None or KV_USAGE in after.gauges
+        else None,
         "num_preemptions": delta.counter(PREEMPTIONS),
         "warnings": [],
     }

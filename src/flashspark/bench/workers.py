@@ -13,6 +13,7 @@ wall-clock start, and sends every finished request back as it completes, so
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import multiprocessing
 import queue as queue_module
@@ -23,6 +24,7 @@ from typing import Any
 
 from flashspark.bench.records import RequestRecord, record_from
 from flashspark.client import ChatRequest, ChatResult, OpenAIClient, Timeouts
+from flashspark.errors import ClientError
 
 READY, DONE, FAILED = "ready", "done", "failed:"
 START_MARGIN_S = 0.2
@@ -62,6 +64,8 @@ async def _run_share(share: Share, start_wall: float, out: Any) -> None:
     timeouts = Timeouts(**share.timeouts)
     semaphore = asyncio.Semaphore(share.cap) if share.cap else None
     async with OpenAIClient(share.base_url, api_key=share.api_key, timeouts=timeouts, max_connections=1024) as client:
+        with contextlib.suppress(ClientError):  # a server that refuses shows in the requests' own results
+            await client.open_connections(share.cap or len(share.items))
 
         async def one(index: int, delay: float, category: str, body: dict[str, Any]) -> None:
             await asyncio.sleep(max(0.0, start_wall + delay - time.time()))

@@ -214,6 +214,20 @@ class OpenAIClient:
             self._pool.close()
             self._pool = None
 
+    async def open_connections(self, count: int) -> int:
+        """Open idle keep-alive connections up to `count` (and the pool's cap) ahead of a burst.
+
+        Returns how many are open and idle. A server closes idle ones after its
+        keep-alive timeout (uvicorn's default: 5 s); such a connection is then
+        replaced when it is next used.
+        """
+        try:
+            return await self.pool.prewarm(count)
+        except (OSError, TimeoutError) as exc:
+            raise ClientError(
+                f"cannot connect to {self.root}: {exc}", where=self.root, fix="check that the server is up"
+            ) from exc
+
     # --- plain endpoints -------------------------------------------------------------
 
     async def _get(self, url: str) -> tuple[int, bytes]:
@@ -349,7 +363,7 @@ class _Exchange:
 
     def begin(self, connection: Connection) -> None:
         self.connection = connection
-        self.reused = connection.used
+        self.reused = connection.from_pool
         self._done = asyncio.get_running_loop().create_future()
 
     async def ended(self) -> None:

@@ -95,7 +95,8 @@ class Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.reusable = False
         self.closed = False
-        self.used = False
+        # Taken from the idle pool (kept alive or opened ahead): the server may have closed it unseen.
+        self.from_pool = False
         self._handler: Handler | None = None
         self._parser = httptools.HttpResponseParser(self)
         self._headers: dict[str, str] = {}
@@ -179,7 +180,6 @@ class Connection(asyncio.Protocol):
         """Write one request; its response goes to `handler`."""
         assert self.transport is not None and self._handler is None
         self._handler = handler
-        self.used = True
         self.reusable = False
         self._in_body = False
         self._keep_alive = False
@@ -226,6 +226,7 @@ class ConnectionPool:
         self.origin = origin
         self.connect_timeout_s = connect_timeout_s
         self._slots = asyncio.Semaphore(limit)
+        self._slots_total = limit
         self._idle: deque[Connection] = deque()
         self._ssl: ssl.SSLContext | None = ssl.create_default_context() if origin.scheme == "https" else None
         self._all: set[Connection] = set()
@@ -236,11 +237,23 @@ class ConnectionPool:
             while self._idle:
                 connection = self._idle.pop()
                 if connection.reusable and not connection.closed:
+                    connection.from_pool = True
                     return connection
             return await self._open()
         except BaseException:
             self._slots.release()
             raise
+
+    async def prewarm(self, count: int) -> int:
+        """Open connections until `count` (at most the cap) wait idle; returns how many do."""
+        self._idle = deque(c for c in self._idle if c.reusable and not c.closed)
+        missing = min(count, self._slots_total) - len(self._idle)
+        if missing > 0:
+            opened = await asyncio.gather(*(self._open() for _ in range(missing)))
+            for connection in opened:
+                connection.reusable = True  # fresh and unused: fit for a first request
+            self._idle.extend(opened)
+        return len(self._idle)
 
     async def open_fresh(self) -> Connection:
         """A new connection for a slot already held (the retry after a stale keep-alive one)."""
@@ -269,6 +282,7 @@ class ConnectionPool:
             where = f"{self.origin.host}:{self.origin.port}"
             raise ConnectTimeout(f"no connection to {where} within {self.connect_timeout_s:g} s") from None
         self._all.add(connection)
+        connection.from_pool = False
         return connection
 
     def close(self) -> None:
