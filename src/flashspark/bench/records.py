@@ -53,7 +53,9 @@ def record_from(result: ChatResult, *, cell: str, category: str, index: int) -> 
     times = result.chunk_times_s
     gaps = [b - a for a, b in itertools.pairwise(times)]
     tokens = result.completion_tokens
-    return RequestRecord(
+    # Built from a ChatResult that pydantic already validated: constructing without a second
+    # validation halves the cost paid on the timing event loop as each request finishes.
+    return RequestRecord.model_construct(
         cell=cell,
         category=category,
         index=index,
