@@ -239,14 +239,19 @@ class ConnectionPool:
                 if connection.reusable and not connection.closed:
                     connection.from_pool = True
                     return connection
+                self._all.discard(connection)
             return await self._open()
         except BaseException:
             self._slots.release()
             raise
 
     async def prewarm(self, count: int) -> int:
-        """Open connections until `count` (at most the cap) wait idle; returns how many do."""
+        """Open connections until `count` (at most the cap) wait idle; returns how many do.
+
+        For the pause before a burst: connections in use then are not counted against the cap.
+        """
         self._idle = deque(c for c in self._idle if c.reusable and not c.closed)
+        self._all = {c for c in self._all if not c.closed}
         missing = min(count, self._slots_total) - len(self._idle)
         if missing > 0:
             opened = await asyncio.gather(*(self._open() for _ in range(missing)))
