@@ -223,7 +223,7 @@ class OpenAIClient:
         """
         try:
             return await self.pool.prewarm(count)
-        except (OSError, TimeoutError) as exc:
+        except OSError as exc:  # refused, unreachable or timed out
             raise ClientError(
                 f"cannot connect to {self.root}: {exc}", where=self.root, fix="check that the server is up"
             ) from exc
@@ -236,7 +236,7 @@ class OpenAIClient:
         data = request_bytes("GET", self._origin, path, self._headers)
         try:
             await self._exchange(data, collected)
-        except (OSError, TimeoutError, WireError) as exc:
+        except (OSError, WireError) as exc:  # TimeoutError is an OSError
             raise ClientError(
                 f"GET {url} failed: {exc or type(exc).__name__}",
                 where=url,
@@ -444,11 +444,6 @@ class _ChatStream(_Exchange):
     def begin(self, connection: Connection) -> None:
         super().begin(connection)
         self._arm(self.timeouts.first_byte_s)
-
-    def reset(self) -> None:
-        super().reset()
-        self.parser = SSEParser()
-        self.got_bytes = False
 
     def stop(self) -> None:
         if self._timer is not None:
