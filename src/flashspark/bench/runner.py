@@ -243,6 +243,8 @@ def server_side(
         return {"server_metrics": False}
     delta = after.minus(before)
     spec = delta.spec_decode
+    # Sampled during the cell, and once right after it (a cell shorter than one sample period has only that).
+    kv_samples = [v for v in (kv_peak, after.gauges.get(KV_USAGE)) if v is not None]
     hit_rate = delta.prefix_cache_hit_rate
     out: dict[str, Any] = {
         "server_metrics": True,
@@ -255,10 +257,7 @@ def server_side(
         "spec_decode_acceptance_length": spec.mean_acceptance_length,
         "spec_decode_per_position_acceptance_rates": spec.per_position_rates,
         "prefix_cache_hit_rate": hit_rate,
-        # Sampled during the cell, and once right after it (a cell shorter than one sample period has only that).
-        "kv_cache_usage_peak": max(v for v in (kv_peak, after.gauges.get(KV_USAGE)) if v is not None)
-        if kv_peak is not None or KV_USAGE in after.gauges
-        else None,
+        "kv_cache_usage_peak": max(kv_samples) if kv_samples else None,
         "num_preemptions": delta.counter(PREEMPTIONS),
         "warnings": [],
     }
