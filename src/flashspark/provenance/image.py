@@ -226,15 +226,19 @@ def docker_build_argv(tag: str, folder: str) -> list[str]:
     return ["docker", "build", "--pull=false", "-t", tag, folder]
 
 
+def _in_throwaway_container(image: str, program: str, *args: str) -> list[str]:
+    """`program args` in a container removed afterwards, with no network, the image's entrypoint bypassed."""
+    return ["docker", "run", "--rm", "--network", "none", "--entrypoint", program, image, *args]
+
+
 def read_in_image_argv(image: str, path: str) -> list[str]:
     """A file's content from a throwaway container: no entrypoint of the image runs."""
-    return ["docker", "run", "--rm", "--network", "none", "--entrypoint", "cat", image, path]
+    return _in_throwaway_container(image, "cat", path)
 
 
 def sha256_in_image_argv(image: str, manifest: ImageManifest) -> list[str]:
     """sha256 of every file the manifest lists, in one throwaway container."""
-    paths = [manifest.destination(entry.path) for entry in manifest.entries]
-    return ["docker", "run", "--rm", "--network", "none", "--entrypoint", "sha256sum", image, *paths]
+    return _in_throwaway_container(image, "sha256sum", *(manifest.destination(e.path) for e in manifest.entries))
 
 
 def parse_sha256sum(text: str, root: str) -> dict[str, str]:
