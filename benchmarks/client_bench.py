@@ -81,7 +81,7 @@ async def drive(url: str, streams: int, requests: int, tokens: int) -> dict[str,
             async with semaphore:
                 results.append(await client.stream_chat(request))
 
-        from flashspark.bench.runner import quiet_gc
+        from flashspark.bench.gc_pause import quiet_gc
 
         usage0 = resource.getrusage(resource.RUSAGE_SELF)
         started = time.perf_counter()

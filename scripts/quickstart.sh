@@ -7,7 +7,7 @@
 # then ~3-4 min of validation on a 2-core machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-. scripts/bootstrap.sh local
+. scripts/bootstrap.sh
 if flashspark status >/dev/null 2>&1; then
   echo "==> the local deployment is already running"
 else

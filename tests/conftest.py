@@ -47,3 +47,20 @@ def write_env(path: Path, text: str) -> Path:
 
 def environ_without_flashspark() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in _OWN_VARIABLES}
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (not zombie) pids whose process group is pgid, read from /proc: what a test checks after `down`."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            raw = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # The command name is in parentheses and may hold spaces: split after it.
+        fields = raw[raw.rindex(")") + 2 :].split()
+        if int(fields[2]) == pgid and fields[0] not in {"Z", "X"}:
+            members.append(int(entry.name))
+    return members

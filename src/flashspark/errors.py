@@ -3,12 +3,15 @@
     FlashsparkError                 key, value, where, fix
     ├── RecipeError                 a profile, config file or --set is wrong
     │   └── RecipeInvalid           holds the list of Problems the rules found
+    ├── InputError                  a file or argument given to a command cannot be used
     ├── ClusterError                launching, stopping or probing a deployment
     │   ├── AlreadyRunning          `up` while a deployment runs (exit 3)
-    │   ├── PortBusy                a port the recipe needs is taken
+    │   ├── PreflightFailed         a node failed a check before anything started
+    │   ├── NodeUnreachable         ssh could not reach or log in to a node
     │   ├── PhaseFailed             a readiness phase failed or timed out
     │   └── NotRunning              a command needs a deployment and none runs
     ├── EngineError                 the local engine is missing or broken
+    ├── BenchError                  a benchmark's client processes failed (not the server)
     ├── ProvenanceError             the image or model cache is not what the recipe says
     │   └── PatchFailed             a patch stage's anchor no longer matches (fail closed)
     └── ClientError                 talking to an OpenAI-compatible server
@@ -97,6 +100,10 @@ class RecipeInvalid(RecipeError):
         return "\n".join(p.describe() for p in self.problems if p.severity == "error")
 
 
+class InputError(FlashsparkError):
+    """A file or argument given to a command cannot be used (a folder that is not a run, a bad list)."""
+
+
 class ProvenanceError(FlashsparkError):
     """The runtime image or the model cache is not what the recipe says (exit 4)."""
 
@@ -113,8 +120,16 @@ class AlreadyRunning(ClusterError):
     """`up` was asked for while a deployment is running."""
 
 
-class PortBusy(ClusterError):
-    """A port the recipe needs is already taken by another process."""
+class PreflightFailed(ClusterError):
+    """One or more checks failed on the nodes before anything was started."""
+
+    def __init__(self, message: str, *, failed: Sequence[object], where: str | None, fix: str | None) -> None:
+        super().__init__(message, where=where, fix=fix)
+        self.failed = list(failed)
+
+
+class NodeUnreachable(ClusterError):
+    """ssh could not reach or log in to a node."""
 
 
 class PhaseFailed(ClusterError):
@@ -146,6 +161,10 @@ class NotRunning(ClusterError):
 
 class EngineError(FlashsparkError):
     """The local vLLM engine or its model is missing or cannot be prepared."""
+
+
+class BenchError(FlashsparkError):
+    """A benchmark could not measure: one of its client processes failed or never started."""
 
 
 class ClientError(FlashsparkError):

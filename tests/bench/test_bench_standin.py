@@ -17,7 +17,9 @@ from flashspark.bench.records import cell_statistics, percentile, record_from
 from flashspark.bench.results import ResultsWriter, read_requests, read_results
 from flashspark.bench.runner import BenchOptions, run_bench, staggered_cells, static_cells
 from flashspark.client import ChatRequest, ChatResult, OpenAIClient
-from flashspark.report.checkpoint import compare_runs, write_report
+from flashspark.errors import BenchError
+from flashspark.report.checkpoint import write_report
+from flashspark.report.compare import compare_runs
 from tests.standin import Reply, StandIn, stream_reply
 
 FLASHSPARK = str(Path(sys.executable).parent / "flashspark")
@@ -97,10 +99,10 @@ def test_compare_flags_deltas_inside_the_spread(tmp_path: Path) -> None:
         (folder / "results.json").write_text(json.dumps({"cells": cells}))
         return folder
 
-    rows = compare_runs(run(tmp_path / "a", [100.0, 110.0]), run(tmp_path / "b", [104.0, 112.0]))
-    assert rows[0]["cell"] == "static-c4" and rows[0]["within_noise"] is True
-    rows = compare_runs(tmp_path / "a", run(tmp_path / "c", [150.0, 152.0]))
-    assert rows[0]["within_noise"] is False and rows[0]["delta_pct"] == pytest.approx(43.81, abs=0.01)
+    rows = compare_runs(run(tmp_path / "a", [100.0, 110.0]), run(tmp_path / "b", [104.0, 112.0])).cells
+    assert rows[0].cell == "static-c4" and rows[0].within_noise is True
+    rows = compare_runs(tmp_path / "a", run(tmp_path / "c", [150.0, 152.0])).cells
+    assert rows[0].within_noise is False and rows[0].delta_pct == pytest.approx(43.81, abs=0.01)
 
 
 def test_a_killed_run_keeps_the_requests_that_finished(tmp_path: Path) -> None:
@@ -164,7 +166,7 @@ async def test_a_client_process_that_fails_is_named_with_its_cause() -> None:
     with StandIn() as server:
         # A body the worker cannot turn into a request: its process fails, and says why.
         share = Share(server.url, None, {}, "static-c1-r0", None, [(0, 0.0, "code", {"messages": "not a list"})])
-        with pytest.raises(RuntimeError) as caught:
+        with pytest.raises(BenchError) as caught:
             await run_in_processes([share], on_record=lambda record: None, timeout_s=60)
     assert "a client process failed" in str(caught.value) and "ValidationError" in str(caught.value)
 

@@ -153,3 +153,48 @@ def test_the_installed_console_script_runs() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["ok"] is True
+
+
+FILLED = {
+    "head-roce-ip": "192.168.192.3",
+    "worker-roce-ip": "192.168.192.4",
+    "worker-host-or-roce-ip": "spark2",
+    "rocepXsYfZ": "rocep1s0f0",
+    "enpXsYfZnpN": "enp1s0f0np0",
+}
+
+
+@pytest.mark.parametrize("name", [".env.dspark", "cluster.toml"])
+def test_a_filled_template_leaves_every_default_to_the_profile_or_the_defaults(tmp_path: Path, name: str) -> None:
+    path = tmp_path / name
+    assert run("config", "init", str(path))[0] == 0
+    text = path.read_text()
+    for placeholder, value in FILLED.items():
+        text = text.replace(placeholder, value)
+    path.write_text(text)
+    code, out, _ = run("config", "check", "--env", str(path), "--json")
+    payload = json.loads(out)
+    assert code == 0, payload["problems"]
+    origins = payload["origins"]
+    defaulted = [
+        "cluster.master_port",
+        "api.port",
+        "api.host",
+        "model.id",
+        "model.served_name",
+        "cluster.image",
+        "cluster.runtime",
+        "engine.max_num_seqs",
+        "engine.max_model_len",
+        "profile.name",
+    ]
+    assert {key: origins[key] for key in defaulted} == dict.fromkeys(defaulted, "default") | {
+        "engine.max_num_seqs": "profile:agent-1m",
+        "engine.max_model_len": "profile:agent-1m",
+        "profile.name": "profile:agent-1m",
+        "cluster.runtime": "profile:agent-1m",
+    }
+    # ... while what the user filled in does come from the file.
+    assert str(path) in origins["cluster.master_addr"]
+    # Every default is still shown, as a comment with its current value.
+    assert "# MASTER_PORT=25000" in path.read_text() or "# master_port = 25000" in path.read_text()

@@ -10,7 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 from flashspark.cli.main import main
-from flashspark.cluster.inspect import diff_captures
+from flashspark.cluster.observe import diff_captures
+from flashspark.errors import InputError
 
 
 def bundle(root: Path, files: dict[str, str]) -> Path:
@@ -43,16 +44,16 @@ def test_changed_added_removed_files_and_counter_deltas(tmp_path: Path) -> None:
         },
     )
     report = diff_captures(a, b)
-    assert report["only_in_a"] == ["node2/log.tail"] and report["only_in_b"] == ["node1/nvidia-smi.txt"]
-    assert report["changed"] == ["api/metrics.txt", "node1/host.txt"]
-    assert "-up 1 day" in report["diffs"]["node1/host.txt"] and "+up 2 days" in report["diffs"]["node1/host.txt"]
-    assert report["counter_deltas"] == {"vllm:spec_decode_num_drafts": 15.0}
+    assert report.only_in_a == ["node2/log.tail"] and report.only_in_b == ["node1/nvidia-smi.txt"]
+    assert report.changed == ["api/metrics.txt", "node1/host.txt"]
+    assert "-up 1 day" in report.diffs["node1/host.txt"] and "+up 2 days" in report.diffs["node1/host.txt"]
+    assert report.counter_deltas == {"vllm:spec_decode_num_drafts": 15.0}
 
 
 def test_a_folder_that_is_not_a_capture_is_a_usage_error(tmp_path: Path) -> None:
     good = bundle(tmp_path / "good", {"api/api.json": "{}"})
     (tmp_path / "empty").mkdir()
-    with pytest.raises(FileNotFoundError, match="not a FlashSpark capture"):
+    with pytest.raises(InputError, match="not a FlashSpark capture"):
         diff_captures(good, tmp_path / "empty")
     result = CliRunner().invoke(main, ["capture", "--diff", str(good), str(tmp_path / "empty")])
     assert result.exit_code == 2 and "not a FlashSpark capture" in result.output

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from flashspark.cluster.inspect import follow_cluster_logs
+from flashspark.cluster.observe import follow_logs
 from flashspark.cluster.state import DeploymentState, NodeProcess, state_path, write_state
 from flashspark.recipe import resolve_recipe
 from tests.cluster.conftest import NetnsCluster
@@ -40,7 +40,7 @@ def test_lines_from_both_nodes_arrive_masked_and_the_remote_tails_end(
 
     async def follow() -> list[tuple[str, str]]:
         seen: list[tuple[str, str]] = []
-        stream = follow_cluster_logs(recipe)
+        stream = follow_logs(recipe)
 
         async def collect() -> None:
             async for item in stream:

@@ -20,9 +20,8 @@ from typing import IO
 import pytest
 
 from flashspark.client import ChatRequest, OpenAIClient
-from flashspark.cluster.processes import group_members
 from tests.cluster.conftest import NetnsCluster
-from tests.conftest import ENGINE_DIR
+from tests.conftest import ENGINE_DIR, group_members
 
 pytestmark = [pytest.mark.cluster, pytest.mark.engine]
 FLASHSPARK = str(Path(sys.executable).parent / "flashspark")

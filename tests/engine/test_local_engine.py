@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from flashspark.client import ChatRequest, OpenAIClient, parse_metrics
-from flashspark.cluster.processes import group_members, port_open
-from tests.conftest import CASES, ENGINE_DIR
+from flashspark.cluster.ports import port_open
+from tests.conftest import CASES, ENGINE_DIR, group_members
 from tests.engine.conftest import Deployment, free_port, up_payload
 
 pytestmark = pytest.mark.engine
@@ -45,8 +45,9 @@ def test_status_sees_the_running_deployment(local_deployment: Deployment) -> Non
     result = local_deployment.cli("status", "--json", "--set", f"VLLM_PORT={local_deployment.port}")
     report = json.loads(result.stdout)
     assert result.returncode == 0 and report["running"] is True
-    assert report["health"] == 200
-    assert report["models"] == [{"id": "smollm2-135m-instruct", "max_model_len": 8192}]
+    assert report["api"]["health"] == 200
+    assert report["api"]["models"] == [{"id": "smollm2-135m-instruct", "max_model_len": 8192}]
+    assert [(n["node"], n["state"]) for n in report["nodes"]] == [("local", "running")]
 
 
 def test_smoke_passes_against_the_deployment_flashspark_started(local_deployment: Deployment) -> None:

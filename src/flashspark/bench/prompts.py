@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from flashspark.bench.options import CATEGORIES
+from flashspark.errors import InputError
 from flashspark.gates.prompts import agent_prompt
-
-CATEGORIES = ("code", "agent", "spec_copy", "prose")
 
 _CODE = (
     "Complete this Python class. Implement every method with a docstring and type hints, no commentary:\n\n"
@@ -50,4 +50,6 @@ def bench_messages(category: str, *, run: str, index: int) -> list[dict[str, Any
             {"role": "system", "content": f"{salt} You are a creative writer."},
             {"role": "user", "content": _PROSE},
         ]
-    raise ValueError(f"unknown prompt category {category!r}; use one of {', '.join(CATEGORIES)}")
+    raise InputError(
+        f"unknown prompt category {category!r}", key="--categories", value=category, fix=f"use {', '.join(CATEGORIES)}"
+    )

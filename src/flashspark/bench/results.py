@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from flashspark.bench.records import RequestRecord
+from flashspark.files import write_atomic
 
 RESULTS_SCHEMA_VERSION = 1
 SCHEMA_NOTES = {
@@ -58,12 +59,6 @@ SUMMARY_COLUMNS = (
 )
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 class ResultsWriter:
     def __init__(self, run_dir: Path, *, meta: dict[str, Any]) -> None:
         self.run_dir = run_dir
@@ -100,13 +95,13 @@ class ResultsWriter:
             "schema_notes": SCHEMA_NOTES,
             "cells": cells,
         }
-        _write_atomic(self.results_path, json.dumps(document, indent=2, default=str) + "\n")
+        write_atomic(self.results_path, json.dumps(document, indent=2, default=str) + "\n")
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=SUMMARY_COLUMNS, extrasaction="ignore")
         writer.writeheader()
         for cell in cells:
             writer.writerow({k: cell.get(k) for k in SUMMARY_COLUMNS})
-        _write_atomic(self.summary_path, buffer.getvalue())
+        write_atomic(self.summary_path, buffer.getvalue())
 
 
 def read_results(run_dir: Path) -> dict[str, Any]:

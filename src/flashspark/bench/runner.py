@@ -13,36 +13,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import random
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from flashspark.bench.prompts import CATEGORIES, bench_messages
+from pydantic import BaseModel, ConfigDict
+
+from flashspark.bench.gc_pause import quiet_gc
+from flashspark.bench.options import CATEGORIES, BenchOptions
+from flashspark.bench.prompts import bench_messages
 from flashspark.bench.records import RequestRecord, cell_statistics, record_from
-from flashspark.bench.results import ResultsWriter
+from flashspark.bench.results import RESULTS_SCHEMA_VERSION, ResultsWriter
 from flashspark.bench.workers import Share, run_in_processes, send, share_cap, split
 from flashspark.client import ChatRequest, OpenAIClient, parse_metrics
 from flashspark.client.metrics import GENERATION_TOKENS, KV_USAGE, PREEMPTIONS, MetricsSnapshot, gauge_sum
-from flashspark.errors import ClientError
+from flashspark.errors import ClientError, InputError
 
 SAMPLE_S = 0.5
 COLD_HIT_WARNING = 0.05
-
-
-@dataclass
-class BenchOptions:
-    model: str | None = None
-    categories: tuple[str, ...] = ("code",)
-    max_tokens: int = 128
-    warmup_requests: int = 2
-    rounds: int = 1
-    ignore_eos: bool = True
-    extra_body: dict[str, Any] = field(default_factory=dict)
-    processes: int = 1  # client processes per cell (bench/workers.py)
 
 
 @dataclass
@@ -114,27 +106,6 @@ async def _snapshot(client: OpenAIClient) -> MetricsSnapshot | None:
         return parse_metrics(await client.metrics_text())
     except (ClientError, ValueError):
         return None
-
-
-@contextlib.contextmanager
-def quiet_gc() -> Iterator[None]:
-    """No cyclic garbage collection while a cell is measured.
-
-    A full collection over a client holding hundreds of streams stops the event
-    loop for tens of milliseconds (seen here as ~30 ms first-token spikes at 64
-    streams), and that pause would be reported as server latency. Reference
-    counting still frees almost everything; the cycles are collected after the cell.
-    """
-    gc.freeze()
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-        gc.unfreeze()
-        gc.collect()
 
 
 def request_for(category: str, *, model: str, options: BenchOptions, run: str, index: int) -> ChatRequest:
@@ -278,9 +249,13 @@ async def run_bench(
     on_cell: Callable[[dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Run every cell in order, writing as it goes; returns the cell summaries."""
+    if not options.categories:
+        raise InputError("no prompt category given", key="--categories", fix=f"use {', '.join(CATEGORIES)}")
     for category in options.categories:
         if category not in CATEGORIES:
-            raise ValueError(f"unknown category {category!r}; use {', '.join(CATEGORIES)}")
+            raise InputError(
+                f"unknown category {category!r}", key="--categories", value=category, fix=f"use {', '.join(CATEGORIES)}"
+            )
     model = options.model or await client.default_model()
     run = uuid.uuid4().hex[:8]
     summaries: list[dict[str, Any]] = []
@@ -297,3 +272,53 @@ async def run_bench(
         if on_cell is not None:
             on_cell(summary)
     return summaries
+
+
+class BenchRun(BaseModel):
+    """One `flashspark bench` run: where its evidence is and what each cell measured."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: int = RESULTS_SCHEMA_VERSION
+    run_dir: str
+    results: str
+    requests: str
+    summary: str
+    cells: list[dict[str, Any]]
+
+    @property
+    def failed(self) -> int:
+        return sum(int(c.get("failed") or 0) for c in self.cells)
+
+
+async def run_bench_session(
+    client: OpenAIClient,
+    cells: list[CellPlan],
+    *,
+    shape: str,
+    options: BenchOptions,
+    run_dir: Path,
+    pins: dict[str, Any],
+    boot: dict[str, Any] | None,
+    recipe: dict[str, Any] | None,
+    on_record: Callable[[RequestRecord], None] | None = None,
+    on_cell: Callable[[dict[str, Any]], None] | None = None,
+) -> BenchRun:
+    """A whole benchmark run: results.json carries the options, the pins, the boot evidence and the recipe."""
+    meta: dict[str, Any] = {
+        "shape": shape,
+        "base_url": client.api,
+        "options": options.model_dump(mode="json"),
+        "pins": {**pins, "vllm_version": await client.version()},
+        "boot": boot,
+        "recipe": recipe,
+    }
+    writer = ResultsWriter(run_dir, meta=meta)
+    summaries = await run_bench(client, cells, options=options, writer=writer, on_record=on_record, on_cell=on_cell)
+    return BenchRun(
+        run_dir=str(run_dir),
+        results=str(writer.results_path),
+        requests=str(writer.requests_path),
+        summary=str(writer.summary_path),
+        cells=summaries,
+    )

@@ -22,9 +22,10 @@ import traceback
 from dataclasses import dataclass
 from typing import Any
 
+from flashspark.bench.gc_pause import quiet_gc
 from flashspark.bench.records import RequestRecord, record_from
 from flashspark.client import ChatRequest, ChatResult, OpenAIClient, Timeouts
-from flashspark.errors import ClientError
+from flashspark.errors import BenchError, ClientError
 
 READY, DONE, FAILED = "ready", "done", "failed:"
 START_MARGIN_S = 0.2
@@ -78,8 +79,6 @@ async def _run_share(share: Share, start_wall: float, out: Any) -> None:
 
 def worker_main(share: Share, out: Any, go: Any, start: Any) -> None:
     """Entry point of a worker process (spawned: no event loop or sockets inherited)."""
-    from flashspark.bench.runner import quiet_gc
-
     out.put(READY)
     go.wait()
     try:
@@ -110,12 +109,12 @@ async def _next(out: Any, workers: list[Any], deadline: float, phase: str) -> An
         except queue_module.Empty:
             dead = [w for w in workers if not w.is_alive() and w.exitcode not in (0, None)]
             if dead:
-                raise RuntimeError(f"a client process exited with {dead[0].exitcode} before it could {phase}") from None
+                raise BenchError(f"a client process exited with {dead[0].exitcode} before it could {phase}") from None
             if time.monotonic() > deadline:
-                raise RuntimeError(f"the client processes did not {phase} in time") from None
+                raise BenchError(f"the client processes did not {phase} in time") from None
             continue
         if isinstance(item, str) and item.startswith(FAILED):
-            raise RuntimeError(f"a client process failed: {item.removeprefix(FAILED).strip()}")
+            raise BenchError(f"a client process failed: {item.removeprefix(FAILED).strip()}")
         return item
 
 

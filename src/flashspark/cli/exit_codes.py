@@ -19,6 +19,7 @@ from flashspark.errors import (
     ClusterError,
     EngineError,
     FlashsparkError,
+    InputError,
     ProvenanceError,
     RecipeError,
 )
@@ -35,7 +36,7 @@ INTERRUPTED = 130
 def exit_code_for(error: BaseException) -> int:
     if isinstance(error, KeyboardInterrupt):
         return INTERRUPTED
-    if isinstance(error, RecipeError):
+    if isinstance(error, RecipeError | InputError):
         return CONFIG
     if isinstance(error, AlreadyRunning):
         return CONFLICT

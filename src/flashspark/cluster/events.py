@@ -14,16 +14,3 @@ class Events(Protocol):
     def log_line(self, node: str, line: str) -> None: ...
 
     def note(self, text: str) -> None: ...
-
-
-class NullEvents:
-    """Events that go nowhere (library callers that do not want progress)."""
-
-    def phase(self, name: str, status: str, detail: str = "") -> None:
-        return None
-
-    def log_line(self, node: str, line: str) -> None:
-        return None
-
-    def note(self, text: str) -> None:
-        return None

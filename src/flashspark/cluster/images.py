@@ -19,13 +19,13 @@ import json
 import posixpath
 import tarfile
 from pathlib import Path
-from typing import Any
 
-from flashspark.cluster.preflight import transport_for
-from flashspark.cluster.remote import node_dir
+from flashspark.cluster.lifecycle import new_run_dir, node_dir
+from flashspark.cluster.reports import ImageBuildReport, ImageVerifyReport, NodeBuild, NodeImageCheck
 from flashspark.cluster.runtimes import image_id, image_labels
-from flashspark.cluster.transport import NodeUnreachable, Transport, pipe_between
-from flashspark.errors import ProvenanceError
+from flashspark.cluster.transport import Transport, pipe_between, transport_for
+from flashspark.errors import InputError, NodeUnreachable, ProvenanceError
+from flashspark.files import write_atomic, write_json
 from flashspark.provenance.image import (
     MANIFEST_LABEL,
     MANIFEST_PATH,
@@ -77,8 +77,11 @@ async def copy_image(source: Transport, target: Transport, image: str) -> None:
         )
 
 
-async def build_image(recipe: Recipe, *, tag: str | None = None, on_each: bool = False) -> dict[str, Any]:
-    """Build on the head (or on every node) and make every node hold the identical image."""
+async def build_image(recipe: Recipe, *, tag: str | None = None, on_each: bool = False) -> ImageBuildReport:
+    """Build on the head (or on every node) and make every node hold the identical image.
+
+    The manifest and the report are kept in a new run directory.
+    """
     settings = recipe.image
     tag = tag or recipe.cluster.image
     overlay = read_overlay(Path(settings.overlay_dir)) if settings.overlay_dir else {}
@@ -104,7 +107,7 @@ async def build_image(recipe: Recipe, *, tag: str | None = None, on_each: bool =
     manifest, files = build_manifest(settings, tag=tag, overlay=overlay, base_files=base_files, base_id=base_id)
     context = tar_bytes(build_context(manifest, files))
     builders = list(enumerate(transports)) if on_each else [(0, head)]
-    rows: dict[str, dict[str, Any]] = {}
+    rows: dict[str, NodeBuild] = {}
     for rank, transport in builders:
         folder = f"{node_dir(recipe, rank)}/image-build"
         unpack = 'rm -rf "$1" && mkdir -p "$1" && tar -x -C "$1"'
@@ -118,23 +121,28 @@ async def build_image(recipe: Recipe, *, tag: str | None = None, on_each: bool =
                 where=transport.name,
                 fix=f"the rendered Dockerfile is {folder}/Dockerfile on that node",
             )
-        rows[recipe.nodes[rank].name] = {"action": "built", "image_id": await image_id(transport, tag)}
-    reference = rows[recipe.nodes[0].name]["image_id"]
+        rows[recipe.nodes[rank].name] = NodeBuild(action="built", image_id=await image_id(transport, tag))
+    reference = rows[recipe.nodes[0].name].image_id
     if not on_each:
         for rank, transport in list(enumerate(transports))[1:]:
             current = await image_id(transport, tag)
             if current == reference:
-                rows[recipe.nodes[rank].name] = {"action": "same image, not copied", "image_id": current}
+                rows[recipe.nodes[rank].name] = NodeBuild(action="same image, not copied", image_id=current)
                 continue
             await copy_image(head, transport, tag)
-            rows[recipe.nodes[rank].name] = {"action": "copied", "image_id": await image_id(transport, tag)}
-    return {
-        "tag": tag,
-        "manifest_sha256": manifest.digest(),
-        "manifest": manifest.model_dump(mode="json"),
-        "nodes": rows,
-        "same_image_everywhere": len({r["image_id"] for r in rows.values()}) == 1,
-    }
+            rows[recipe.nodes[rank].name] = NodeBuild(action="copied", image_id=await image_id(transport, tag))
+    run_dir = new_run_dir(recipe, "image")
+    report = ImageBuildReport(
+        tag=tag,
+        manifest_sha256=manifest.digest(),
+        manifest=manifest.model_dump(mode="json"),
+        nodes=rows,
+        same_image_everywhere=len({r.image_id for r in rows.values()}) == 1,
+        run_dir=str(run_dir),
+    )
+    write_json(run_dir / "image-manifest.json", report.manifest)
+    write_atomic(run_dir / "image-build.json", report.model_dump_json(indent=2) + "\n")
+    return report
 
 
 async def _hashes(transport: Transport, argv: list[str], root: str) -> dict[str, str]:
@@ -152,15 +160,15 @@ async def _hashes(transport: Transport, argv: list[str], root: str) -> dict[str,
     return parse_sha256sum(result.stdout, root)  # missing files only print to stderr
 
 
-async def _verify_image_node(recipe: Recipe, rank: int, expected: ImageManifest | None) -> dict[str, Any]:
+async def _verify_image_node(recipe: Recipe, rank: int, expected: ImageManifest | None) -> NodeImageCheck:
     node = recipe.nodes[rank]
     transport = transport_for(node)
     tag = recipe.cluster.image
-    row: dict[str, Any] = {"node": node.name, "image_id": None, "manifest_sha256": None, "problems": []}
-    problems: list[str] = row["problems"]
+    row = NodeImageCheck(node=node.name)
+    problems = row.problems
     try:
-        row["image_id"] = await image_id(transport, tag)
-        if row["image_id"] is None:
+        row.image_id = await image_id(transport, tag)
+        if row.image_id is None:
             problems.append(f"{tag} is not on this node")
             return row
         label = (await image_labels(transport, tag))[1].get(MANIFEST_LABEL, "")
@@ -169,7 +177,7 @@ async def _verify_image_node(recipe: Recipe, rank: int, expected: ImageManifest 
             problems.append(f"{MANIFEST_PATH}: no manifest in the image (not built by `flashspark image build`)")
             return row
         baked = ImageManifest.model_validate_json(baked_text)
-        row["manifest_sha256"] = baked.digest()
+        row.manifest_sha256 = baked.digest()
         if label != baked.digest():
             problems.append(f"{MANIFEST_PATH}: manifest sha256 {baked.digest()[:12]} != label {label[:12] or 'none'}")
         if expected is not None and expected.digest() != baked.digest():
@@ -189,16 +197,21 @@ async def _verify_image_node(recipe: Recipe, rank: int, expected: ImageManifest 
     return row
 
 
-async def verify_image(recipe: Recipe, *, expected: ImageManifest | None = None) -> dict[str, Any]:
+async def verify_image(recipe: Recipe, *, expected: ImageManifest | None = None) -> ImageVerifyReport:
     """Per node: image ID, manifest (file vs label), every file's sha256, the patch checks; plus one ID everywhere."""
     rows = await asyncio.gather(*(_verify_image_node(recipe, r, expected) for r in range(len(recipe.nodes))))
-    ids = {r["image_id"] for r in rows}
-    report: dict[str, Any] = {"tag": recipe.cluster.image, "nodes": list(rows), "same_image_everywhere": len(ids) == 1}
-    if len(ids) != 1:
-        listing = ", ".join(f"{r['node']}={str(r['image_id'])[:19]}" for r in rows)
-        report["problems"] = [f"the nodes hold different images: {listing}"]
-    report["ok"] = report["same_image_everywhere"] and not any(r["problems"] for r in rows)
-    return report
+    same = len({r.image_id for r in rows}) == 1
+    problems = []
+    if not same:
+        listing = ", ".join(f"{r.node}={str(r.image_id)[:19]}" for r in rows)
+        problems.append(f"the nodes hold different images: {listing}")
+    return ImageVerifyReport(
+        tag=recipe.cluster.image,
+        nodes=list(rows),
+        same_image_everywhere=same,
+        problems=problems,
+        ok=same and not any(r.problems for r in rows),
+    )
 
 
 async def installed_vllm_root(transport: Transport, python: str) -> str | None:
@@ -208,20 +221,22 @@ async def installed_vllm_root(transport: Transport, python: str) -> str | None:
     return result.stdout.strip() or None if result.ok else None
 
 
-async def verify_installation(recipe: Recipe, manifest: ImageManifest, *, python: str | None = None) -> dict[str, Any]:
+async def verify_installation(
+    recipe: Recipe, manifest: ImageManifest, *, python: str | None = None
+) -> ImageVerifyReport:
     """The bare-metal runtime: the manifest's files and checks against each node's installed vLLM."""
 
-    async def one(rank: int) -> dict[str, Any]:
+    async def one(rank: int) -> NodeImageCheck:
         node = recipe.nodes[rank]
         transport = transport_for(node)
         interpreter = python or posixpath.join(posixpath.dirname(node.vllm_bin or recipe.cluster.vllm_bin), "python")
-        row: dict[str, Any] = {"node": node.name, "python": interpreter, "vllm_root": None, "problems": []}
+        row = NodeImageCheck(node=node.name, python=interpreter)
         try:
             root = await installed_vllm_root(transport, interpreter)
             if root is None:
-                row["problems"].append(f"{interpreter} cannot find the vllm package")
+                row.problems.append(f"{interpreter} cannot find the vllm package")
                 return row
-            row["vllm_root"] = root
+            row.vllm_root = root
             paths = [e.path for e in manifest.entries]
             argv = ["sha256sum", *(posixpath.join(root, p) for p in paths)]
             observed = await _hashes(transport, argv, root)
@@ -231,17 +246,13 @@ async def verify_installation(recipe: Recipe, manifest: ImageManifest, *, python
                 problem = run_check(check, text.stdout if text.ok else None)
                 if problem is not None:
                     found.append(problem)
-            row["problems"] += [f"{p.path}: {p.problem}" for p in found]
+            row.problems += [f"{p.path}: {p.problem}" for p in found]
         except NodeUnreachable as error:
-            row["problems"].append(f"unreachable: {error.message}")
+            row.problems.append(f"unreachable: {error.message}")
         return row
 
     rows = await asyncio.gather(*(one(r) for r in range(len(recipe.nodes))))
-    return {
-        "manifest_sha256": manifest.digest(),
-        "nodes": list(rows),
-        "ok": not any(r["problems"] for r in rows),
-    }
+    return ImageVerifyReport(manifest_sha256=manifest.digest(), nodes=list(rows), ok=not any(r.problems for r in rows))
 
 
 def manifest_from_tree(recipe: Recipe, base_root: Path, *, tag: str | None = None) -> ImageManifest:
@@ -273,3 +284,26 @@ def load_manifest(path: Path) -> ImageManifest:
         raise ProvenanceError(
             f"cannot read the manifest {path}: {exc}", where=str(path), fix="pass a manifest written by image build"
         ) from exc
+
+
+def write_manifest_from_tree(recipe: Recipe, base_root: Path, out: Path) -> ImageManifest:
+    """`image manifest`: the manifest a build would bake in, written to `out` (for a bare-metal vLLM)."""
+    manifest = manifest_from_tree(recipe, base_root)
+    write_json(out, manifest.model_dump(mode="json"))
+    return manifest
+
+
+async def verify_deployment_image(
+    recipe: Recipe, *, manifest_path: Path | None, python: str | None = None
+) -> ImageVerifyReport:
+    """`image verify`: the compose runtime's image on every node, or the process runtime's installed vLLM."""
+    expected = load_manifest(manifest_path) if manifest_path else None
+    if recipe.cluster.runtime == "process":
+        if expected is None:
+            raise InputError(
+                "the process runtime has no image to read a manifest from",
+                key="--manifest",
+                fix="pass --manifest (written by `image build` or `image manifest`)",
+            )
+        return await verify_installation(recipe, expected, python=python)
+    return await verify_image(recipe, expected=expected)

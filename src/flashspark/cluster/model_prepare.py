@@ -14,11 +14,10 @@ from __future__ import annotations
 import asyncio
 import json
 import posixpath
-from typing import Any
 
-from flashspark.cluster.node_cache import probe_cache
-from flashspark.cluster.preflight import transport_for
-from flashspark.cluster.transport import Transport, pipe_between
+from flashspark.cluster.node_cache import NODE_PYTHON, probe_cache
+from flashspark.cluster.reports import ModelPrepareReport, NodeModelPrepared
+from flashspark.cluster.transport import Transport, pipe_between, transport_for
 from flashspark.errors import ProvenanceError, RecipeError
 from flashspark.provenance.model_cache import ModelCacheReport, download_source
 from flashspark.recipe.model import Recipe
@@ -63,9 +62,9 @@ async def prepare_model(
     recipe: Recipe,
     *,
     revision: str | None = None,
-    python: str = "python3",
+    python: str | None = None,
     workers: int = 8,
-) -> dict[str, Any]:
+) -> ModelPrepareReport:
     """Head: verify, else download; workers: verify, else copy from the head; then verify everywhere."""
     model = recipe.model.id
     pinned = revision or recipe.model.revision or "main"
@@ -80,7 +79,9 @@ async def prepare_model(
         actions[recipe.nodes[0].name] = "complete, not downloaded"
     else:
         script = download_source()
-        result = await head.run([python, "-", model, pinned, head_cache, str(workers)], stdin=script, timeout_s=86_400)
+        result = await head.run(
+            [python or NODE_PYTHON, "-", model, pinned, head_cache, str(workers)], stdin=script, timeout_s=86_400
+        )
         try:
             outcome = json.loads(result.stdout)
         except ValueError:
@@ -114,19 +115,16 @@ async def prepare_model(
         actions[node.name] = f"copied {size or 0:,} bytes from {recipe.nodes[0].name}"
     reports = await asyncio.gather(*(probe(t, c or "", model, pinned) for t, c in zip(transports, caches, strict=True)))
     nodes = [
-        {
-            "node": n.name,
-            "action": actions.get(n.name, ""),
-            "ok": bool(r and r.ok),
-            "commit": r.commit if r else None,
-            "problems": r.problems if r else ["the probe did not run (python3 missing?)"],
-        }
+        NodeModelPrepared(
+            node=n.name,
+            action=actions.get(n.name, ""),
+            ok=bool(r and r.ok),
+            commit=r.commit if r else None,
+            problems=r.problems if r else ["the probe did not run (python3 missing?)"],
+        )
         for n, r in zip(recipe.nodes, reports, strict=True)
     ]
-    commits = {row["commit"] for row in nodes}
-    return {
-        "model": model,
-        "revision": pinned,
-        "nodes": nodes,
-        "ok": all(row["ok"] for row in nodes) and len(commits) == 1,
-    }
+    commits = {row.commit for row in nodes}
+    return ModelPrepareReport(
+        model=model, revision=pinned, nodes=nodes, ok=all(row.ok for row in nodes) and len(commits) == 1
+    )

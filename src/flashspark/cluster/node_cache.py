@@ -8,9 +8,12 @@ import json
 from flashspark.cluster.transport import Transport
 from flashspark.provenance.model_cache import ModelCacheReport, probe_source
 
+# The interpreter every node is expected to have for FlashSpark's stdlib-only probes.
+NODE_PYTHON = "python3"
+
 
 async def probe_cache(
-    transport: Transport, cache: str, model: str, revision: str, *, sha256: bool = False, python: str = "python3"
+    transport: Transport, cache: str, model: str, revision: str, *, sha256: bool = False, python: str = NODE_PYTHON
 ) -> tuple[ModelCacheReport | None, str]:
     """(the node's report, "") or (None, why the probe did not run there)."""
     argv = [python, "-", cache, model, revision, "1" if sha256 else "0"]

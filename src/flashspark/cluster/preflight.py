@@ -15,9 +15,10 @@ from dataclasses import dataclass
 
 from flashspark.cluster.gid import resolve_gid
 from flashspark.cluster.node_cache import probe_cache
-from flashspark.cluster.transport import LocalTransport, NodeUnreachable, SshTarget, SshTransport, Transport
+from flashspark.cluster.transport import Transport, transport_for
+from flashspark.errors import NodeUnreachable
 from flashspark.recipe.model import Node, Recipe
-from flashspark.render.plan import resolve_model_path
+from flashspark.render.launch import resolve_model_path
 
 IMAGE_CHECK = "image present"
 GID_CHECK = "RoCE GID index"
@@ -31,22 +32,6 @@ class NodeCheck:
     detail: str = ""
     fix: str = ""
     value: str = ""  # what the check resolved, when the launch needs it (the GID index)
-
-
-def transport_for(node: Node, *, control_dir: str | None = None) -> Transport:
-    """The transport a node's `ssh` setting names: `local`, or OpenSSH to [user@]host."""
-    if node.ssh == "local":
-        return LocalTransport()
-    return SshTransport(
-        node.name,
-        SshTarget(
-            host=node.ssh,
-            port=node.ssh_port,
-            identity=node.ssh_identity,
-            options=tuple(node.ssh_options),
-            control_dir=control_dir,
-        ),
-    )
 
 
 def node_ports(recipe: Recipe, rank: int) -> list[tuple[str, int]]:
@@ -124,12 +109,13 @@ async def check_node(recipe: Recipe, rank: int, transport: Transport) -> list[No
     for key, port in node_ports(recipe, rank):
         listening = await transport.run(["ss", "-Hltn", f"sport = :{port}"])
         free = listening.ok and not listening.stdout.strip()
+        taken = f"port {port} is taken: {listening.stdout.strip()[:120]}" if listening.ok else listening.stderr.strip()
         checks.append(
             NodeCheck(
                 name,
                 f"port {port} free",
                 free,
-                listening.stdout.strip()[:120],
+                "" if free else taken[:200],
                 "" if free else f"stop what listens on {port} or change {key}",
             )
         )

@@ -23,9 +23,12 @@ from flashspark.errors import ClusterError
 from flashspark.recipe.model import Node, Recipe
 from flashspark.render.compose import LABEL_PREFIX, SECRETS_ENV_FILE, project_name
 from flashspark.render.files import compose_yaml
-from flashspark.render.plan import NodeLaunch
+from flashspark.render.launch import NodeLaunch
 
 COMPOSE_FILE = "compose.yaml"
+# True while a process of group $1 lives. A zombie does not count: an orphaned engine is reaped
+# by whatever init the node has, and `kill -0` would call it alive until then.
+GROUP_ALIVE = "ps -e -o pgid=,stat= | awk -v g=\"$1\" '$1 == g && $2 !~ /^Z/ { found = 1 } END { exit !found }'"
 
 
 class NodeRuntime(Protocol):
@@ -96,8 +99,7 @@ class ProcessRuntime:
         )
 
     async def alive(self, transport: Transport, process: NodeProcess) -> bool:
-        # dash's kill takes no "--": a negative number names the process group.
-        result = await transport.run(["sh", "-c", 'kill -0 "-$1" 2>/dev/null', "flashspark-alive", str(process.pgid)])
+        result = await transport.run(["sh", "-c", GROUP_ALIVE, "flashspark-alive", str(process.pgid)])
         return result.ok
 
     async def stop(self, transport: Transport, process: NodeProcess | None, *, grace_s: float) -> list[str]:
@@ -105,12 +107,14 @@ class ProcessRuntime:
         if process is None:
             return []
         script = (
-            'g="-$1"; kill -TERM "$g" 2>/dev/null; i=0; '
-            'while kill -0 "$g" 2>/dev/null && [ "$i" -lt "$2" ]; do sleep 0.2; i=$((i+1)); done; '
-            'kill -KILL "$g" 2>/dev/null; i=0; '
+            # dash's kill takes no "--": a negative number names the process group.
+            f"alive() {{ {GROUP_ALIVE}; }}; "
+            'g="$1"; kill -TERM "-$g" 2>/dev/null; i=0; '
+            'while alive "$g" && [ "$i" -lt "$2" ]; do sleep 0.2; i=$((i+1)); done; '
+            'kill -KILL "-$g" 2>/dev/null; i=0; '
             # killed processes linger until their parent (or init) reaps them: give it 5 s
-            'while kill -0 "$g" 2>/dev/null && [ "$i" -lt 25 ]; do sleep 0.2; i=$((i+1)); done; '
-            '! kill -0 "$g" 2>/dev/null'
+            'while alive "$g" && [ "$i" -lt 25 ]; do sleep 0.2; i=$((i+1)); done; '
+            '! alive "$g"'
         )
         result = await transport.run(
             ["sh", "-c", script, "flashspark-stop", str(process.pgid), str(int(grace_s * 5))], timeout_s=grace_s + 30

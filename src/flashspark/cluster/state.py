@@ -8,6 +8,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from flashspark.files import write_atomic
 from flashspark.recipe.model import Recipe
 
 STATE_SCHEMA_VERSION = 1
@@ -70,15 +71,4 @@ def read_state(path: Path) -> DeploymentState | None:
 
 
 def write_state(path: Path, state: DeploymentState) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(state.model_dump_json(indent=2))
-    tmp.replace(path)
-
-
-def all_states(state_dir: Path) -> list[DeploymentState]:
-    """Every deployment this machine's FlashSpark home remembers."""
-    if not state_dir.is_dir():
-        return []
-    found = (read_state(p) for p in sorted(state_dir.glob("*.json")))
-    return [s for s in found if s is not None]
+    write_atomic(path, state.model_dump_json(indent=2) + "\n", mode=0o600)

@@ -16,14 +16,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
-
 from flashspark.cluster.events import Events
-from flashspark.cluster.preflight import transport_for
-from flashspark.cluster.remote import down_cluster, save_tails, up_cluster
+from flashspark.cluster.lifecycle import down, recorded_state, save_tails, up
+from flashspark.cluster.readiness import probe_client
 from flashspark.cluster.runtimes import runtime_for
 from flashspark.cluster.state import DeploymentState
-from flashspark.errors import ClusterError
+from flashspark.cluster.transport import transport_for
+from flashspark.errors import ClientError, ClusterError, NotRunning
 from flashspark.recipe.model import Recipe
 
 
@@ -45,16 +44,15 @@ async def first_death(recipe: Recipe, state: DeploymentState, *, check_s: float,
     """Block until the deployment stops serving; return why."""
     runtime = runtime_for(recipe)
     transports = {p.rank: transport_for(recipe.nodes[p.rank]) for p in state.nodes}
-    headers = {"Authorization": f"Bearer {recipe.api_key}"} if recipe.api_key else {}
     failures = 0
-    async with httpx.AsyncClient(timeout=10.0, headers=headers) as http:
+    async with probe_client(state.base_url, recipe.api_key) as client:
         while True:
             for process in state.nodes:
                 if not await runtime.alive(transports[process.rank], process):
                     return f"the engine of {process.node} (rank {process.rank}) exited"
             try:
-                healthy = (await http.get(state.base_url.removesuffix("/v1") + "/health")).status_code == 200
-            except httpx.HTTPError:
+                healthy = await client.health() == 200
+            except ClientError:
                 healthy = False
             failures = 0 if healthy else failures + 1
             if failures >= health_failures:
@@ -64,7 +62,6 @@ async def first_death(recipe: Recipe, state: DeploymentState, *, check_s: float,
 
 async def supervise(
     recipe: Recipe,
-    state: DeploymentState,
     *,
     events: Events,
     max_restarts: int = 3,
@@ -74,6 +71,7 @@ async def supervise(
 ) -> None:
     """Watch `state` (already up) and restart the deployment on death, forever or until the budget
     is spent (raises ClusterError). Cancel it (Ctrl-C) to stop supervising; the deployment stays up."""
+    state = _recorded(recipe)
     log = SupervisorLog(Path(state.run_dir) / "supervisor.jsonl")
     log.write("watching", nodes=[p.node for p in state.nodes], run_dir=state.run_dir)
     restarts = 0
@@ -84,10 +82,10 @@ async def supervise(
         transports = {p.rank: transport_for(recipe.nodes[p.rank]) for p in state.nodes}
         tails_dir = Path(state.run_dir) / f"death-{restarts + 1}"
         tails_dir.mkdir(exist_ok=True)
-        await save_tails(runtime, transports, {p.rank: p for p in state.nodes}, str(tails_dir))
+        await save_tails(recipe, runtime, transports, {p.rank: p for p in state.nodes}, tails_dir)
         log.write("died", reason=reason, tails=str(tails_dir))
-        down = await down_cluster(recipe, events=events)
-        log.write("stopped", clean=down.clean, stopped=down.stopped, unreachable=down.unreachable)
+        stopped = await down(recipe, events=events)
+        log.write("stopped", clean=stopped.clean, stopped=stopped.stopped, unreachable=stopped.unreachable)
         if restarts >= max_restarts:
             log.write("gave up", restarts=restarts)
             raise ClusterError(
@@ -95,7 +93,7 @@ async def supervise(
                 where=str(log.path),
                 fix="read the log tails in the run directory; raise --max-restarts only once the cause is known",
             )
-        if not down.clean:
+        if not stopped.clean:
             log.write("gave up", reason="down was not clean")
             raise ClusterError(
                 f"the deployment died ({reason}) and could not be stopped cleanly, so it was not restarted",
@@ -106,6 +104,17 @@ async def supervise(
         events.note(f"supervisor: restart {restarts}/{max_restarts} in {backoff_s:g} s ({reason})")
         await asyncio.sleep(backoff_s)
         started = time.monotonic()
-        state = await up_cluster(recipe, events=events)
-        log.write("restarted", restart=restarts, boot_s=round(time.monotonic() - started, 1), run_dir=state.run_dir)
+        restarted = await up(recipe, events=events)
+        state = _recorded(recipe)
+        log.write("restarted", restart=restarts, boot_s=round(time.monotonic() - started, 1), run_dir=restarted.run_dir)
         events.phase("supervisor", "ok", f"restart {restarts} serving again")
+
+
+def _recorded(recipe: Recipe) -> DeploymentState:
+    state = recorded_state(recipe)
+    if state is None:
+        raise NotRunning(
+            f"deployment {recipe.cluster.name!r} is not running: nothing to supervise",
+            fix="start it with `flashspark up --supervise`",
+        )
+    return state

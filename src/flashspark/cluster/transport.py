@@ -15,18 +15,20 @@ import asyncio
 import hashlib
 import os
 import shlex
+import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from flashspark.errors import ClusterError
+from flashspark.errors import ClusterError, NodeUnreachable
+from flashspark.recipe.model import Node
 
 SSH_UNREACHABLE = 255
-
-
-class NodeUnreachable(ClusterError):
-    """ssh could not reach or log in to a node."""
+# Variables of the caller's shell that must not reach an engine started on this machine:
+# another virtual environment's paths would shadow the engine's own packages.
+LOCAL_ENV_DROPPED = ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME")
+LOCAL_ENV_DROPPED_PREFIX = "FLASHSPARK_"
 
 
 @dataclass(frozen=True)
@@ -102,21 +104,40 @@ def ssh_argv(target: SshTarget, remote_argv: list[str]) -> list[str]:
     return [*argv, "--", target.host, shlex.join(remote_argv)]
 
 
-async def run_argv(argv: list[str], *, stdin: bytes | None, timeout_s: float) -> CommandResult:
+def local_environ() -> dict[str, str]:
+    """This process's environment, less what must not leak into what it starts on this node."""
+    return {
+        k: v for k, v in os.environ.items() if k not in LOCAL_ENV_DROPPED and not k.startswith(LOCAL_ENV_DROPPED_PREFIX)
+    }
+
+
+async def run_argv(
+    argv: list[str], *, stdin: bytes | None, timeout_s: float, env: dict[str, str] | None = None
+) -> CommandResult:
+    """Run argv to completion and collect its output, without blocking the event loop.
+
+    The standard library's subprocess (in a thread), not the event loop's: it closes every other
+    descriptor in the child. uvloop's spawn leaves the original descriptors of the output pipes
+    open, so a process the command leaves running (a detached engine, an ssh control master)
+    would hold the pipe and the read would never end.
+    """
     started = time.monotonic()
-    process = await asyncio.create_subprocess_exec(
-        *argv,
-        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+    process = subprocess.Popen(
+        argv,
+        stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
     )
     try:
-        async with asyncio.timeout(timeout_s):
-            out, err = await process.communicate(stdin)
-    except TimeoutError:
+        out, err = await asyncio.to_thread(process.communicate, stdin, timeout_s)
+    except subprocess.TimeoutExpired:
         process.kill()
-        await process.wait()
+        await asyncio.to_thread(process.communicate)
         return CommandResult(argv, -9, "", f"timed out after {timeout_s:g} s", time.monotonic() - started)
+    except asyncio.CancelledError:
+        process.kill()
+        raise
     return CommandResult(
         argv,
         process.returncode or 0,
@@ -158,12 +179,12 @@ def _atomic_write_argv(path: str, mode: int) -> list[str]:
 
 
 class LocalTransport:
-    """The node FlashSpark runs on."""
+    """The node FlashSpark runs on (its commands get `local_environ()`, as a login would)."""
 
     name = "local"
 
     async def run(self, argv: list[str], *, stdin: bytes | None = None, timeout_s: float = 60.0) -> CommandResult:
-        return await run_argv(argv, stdin=stdin, timeout_s=timeout_s)
+        return await run_argv(argv, stdin=stdin, timeout_s=timeout_s, env=local_environ())
 
     def local_argv(self, argv: list[str]) -> list[str]:
         return list(argv)
@@ -201,3 +222,19 @@ class SshTransport:
         result = await self.run(_atomic_write_argv(path, mode), stdin=content.encode())
         if not result.ok:
             raise ClusterError(f"cannot write {path} on {self.name}: {result.stderr.strip()}", where=self.name)
+
+
+def transport_for(node: Node, *, control_dir: str | None = None) -> Transport:
+    """The transport a node's `ssh` setting names: `local`, or OpenSSH to [user@]host."""
+    if node.ssh == "local":
+        return LocalTransport()
+    return SshTransport(
+        node.name,
+        SshTarget(
+            host=node.ssh,
+            port=node.ssh_port,
+            identity=node.ssh_identity,
+            options=tuple(node.ssh_options),
+            control_dir=control_dir,
+        ),
+    )

@@ -23,9 +23,11 @@ import time
 from pydantic import BaseModel, ConfigDict
 
 from flashspark.client import ChatRequest, OpenAIClient, parse_metrics
+from flashspark.errors import InputError
+from flashspark.gates.options import CHURN_MODES
 
 CORRECTNESS_SCHEMA_VERSION = 1
-MODES = ("condense", "staggered")
+MODES = CHURN_MODES
 
 # Per drafter: DSpark collapses to ~0 when its per-request draft state is mixed
 # up, while healthy churn windows measured 0.30-0.64 in the recipe (its tiny-churn
@@ -148,7 +150,9 @@ async def run_correctness(
         elif mode == "staggered":
             victim_result, churn_results = await _staggered(client, victim, churn, staggered_requests, stagger_s)
         else:
-            raise ValueError(f"unknown churn mode {mode!r}; use one of {MODES}")
+            raise InputError(
+                f"unknown churn mode {mode!r}", key="--mode", value=mode, fix=f"use one of {', '.join(MODES)}"
+            )
         window_s = time.perf_counter() - started
         stats = parse_metrics(await client.metrics_text()).minus(before).spec_decode
         floor = acceptance_floor

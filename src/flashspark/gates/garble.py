@@ -162,16 +162,3 @@ def text_detectors(text: str, *, strict_cjk: bool = False) -> list[Hit]:
         *special_token_leak(text),
         *markup_leak(text),
     ]
-
-
-DETECTORS = (
-    "cjk_drift",
-    "char_run",
-    "repeated_window",
-    "collapsed_compression",
-    "special_token_leak",
-    "markup_leak",
-    "empty_with_tokens",
-    "reasoning_only",
-    "length_without_content",
-)

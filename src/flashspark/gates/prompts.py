@@ -13,6 +13,8 @@ import zlib
 from dataclasses import dataclass
 from typing import Any
 
+from flashspark.errors import InputError
+
 PROMPT_KINDS = ("tool_turn", "code", "json", "long_context", "chat")
 # As many salt words as the recipe's sanity bench had synthetic tokens: enough to
 # span several KV blocks. Common words keep it near one token per word, so a
@@ -139,7 +141,7 @@ def agent_prompt(kind: str, *, run: str, index: int) -> AgentPrompt:
         system = f"You are a helpful assistant. {english}"
         user = "Give me three short tips for writing clear commit messages."
     else:
-        raise ValueError(f"unknown prompt kind {kind!r}")
+        raise InputError(f"unknown prompt kind {kind!r}", key="kind", value=kind)
     return AgentPrompt(kind=kind, messages=[{"role": "system", "content": system}, {"role": "user", "content": user}])
 
 

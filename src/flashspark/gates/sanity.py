@@ -20,10 +20,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from flashspark.client import ChatRequest, ChatResult, OpenAIClient
 from flashspark.gates import garble
+from flashspark.gates.options import SANITY
 from flashspark.gates.prompts import prompt_for
 
 SANITY_SCHEMA_VERSION = 1
-DEFAULT_LEVELS = (1, 2, 4, 6)
+DEFAULT_LEVELS = SANITY.levels
 
 
 class RequestEvidence(BaseModel):
@@ -140,8 +141,8 @@ async def run_sanity(
     *,
     levels: tuple[int, ...] = DEFAULT_LEVELS,
     model: str | None = None,
-    max_tokens: int = 160,
-    strict_cjk: bool = False,
+    max_tokens: int = SANITY.max_tokens,
+    strict_cjk: bool = SANITY.strict_cjk,
     evidence_path: Path | None = None,
     on_level: Callable[[LevelSummary], None] | None = None,
 ) -> SanityReport:

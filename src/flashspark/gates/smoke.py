@@ -16,11 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from flashspark.client import ChatRequest, ChatResult, OpenAIClient
 from flashspark.errors import ClientError
+from flashspark.gates.options import SMOKE, SMOKE_PHRASE
 
-DEFAULT_EXPECT = "NVFP4 DSPARK OK"
-# The phrase the model is asked to repeat. It is fixed, not taken from --expect:
-# an echo prompt built from the expectation would make any expectation pass.
-SMOKE_PHRASE = DEFAULT_EXPECT
+DEFAULT_EXPECT = SMOKE.expect
 SMOKE_SCHEMA_VERSION = 1
 
 
@@ -93,11 +91,11 @@ def judge(index: int, result: ChatResult, expect: str) -> SmokeRequestResult:
 async def run_smoke(
     client: OpenAIClient,
     *,
-    concurrency: int = 1,
-    expect: str = DEFAULT_EXPECT,
+    concurrency: int = SMOKE.concurrency,
+    expect: str = SMOKE.expect,
     phrase: str = SMOKE_PHRASE,
     model: str | None = None,
-    max_tokens: int = 16,
+    max_tokens: int = SMOKE.max_tokens,
 ) -> SmokeReport:
     """Send `concurrency` identical deterministic requests at once; every reply must equal `expect`.
 

@@ -18,15 +18,16 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from flashspark.client import OpenAIClient
-from flashspark.errors import ClientError
+from flashspark.errors import ClientError, InputError
+from flashspark.files import write_atomic
 from flashspark.gates.correctness import default_floor, run_correctness
+from flashspark.gates.options import GATES, SANITY
 from flashspark.gates.sanity import DEFAULT_LEVELS, run_sanity
 from flashspark.gates.smoke import DEFAULT_EXPECT, run_smoke
 from flashspark.gates.speculative import run_speculative_gate
 from flashspark.recipe.model import Recipe
 
 VALIDATION_SCHEMA_VERSION = 1
-GATES = ("readiness", "smoke", "sanity", "correctness", "speculative")
 
 
 class GateResult(BaseModel):
@@ -60,7 +61,7 @@ class ValidateOptions(BaseModel):
     expect: str = DEFAULT_EXPECT
     smoke_concurrency: int = 4
     sanity_levels: tuple[int, ...] = DEFAULT_LEVELS
-    sanity_max_tokens: int = 160
+    sanity_max_tokens: int = SANITY.max_tokens
     strict_cjk: bool = False
     acceptance_floor: float | None = None
     num_speculative_tokens: int | None = None
@@ -70,7 +71,9 @@ class ValidateOptions(BaseModel):
 def select_gates(only: tuple[str, ...], skip: tuple[str, ...]) -> tuple[str, ...]:
     unknown = [g for g in (*only, *skip) if g not in GATES]
     if unknown:
-        raise ValueError(f"unknown gate(s) {unknown}; the gates are {', '.join(GATES)}")
+        raise InputError(
+            f"unknown gate(s) {unknown}", key="--only/--skip", value=unknown, fix=f"the gates are {', '.join(GATES)}"
+        )
     chosen = only or GATES
     return tuple(g for g in GATES if g in chosen and g not in skip)
 
@@ -126,10 +129,7 @@ async def run_validate(
         gates=results,
         recipe=recipe.public_dict() if recipe is not None else None,
     )
-    path = run_dir / "validation.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(validation.model_dump_json(indent=2) + "\n")
-    tmp.replace(path)
+    write_atomic(run_dir / "validation.json", validation.model_dump_json(indent=2) + "\n")
     return validation
 
 
@@ -197,7 +197,7 @@ async def _run_gate(
             if spec.reasons:
                 summary += "; " + "; ".join(spec.reasons)
         return spec.status, summary, _dump(spec)
-    raise ValueError(f"unknown gate {name!r}")
+    raise InputError(f"unknown gate {name!r}", key="gate", value=name, fix=f"the gates are {', '.join(GATES)}")
 
 
 def _dump(model: BaseModel) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from flashspark.errors import RecipeError
+from flashspark.plan.facts import DEEPSEEK_V4, DEEPSEEK_V4_BLOCK_SIZE, DeepSeekV4Facts
 
 
 def cdiv(a: int, b: int) -> int:
@@ -186,36 +187,17 @@ def full_attention_layout(
 # --- DeepSeek-V4-Flash --------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class DeepSeekV4Facts:
-    """The config and record-layout facts the V4 layout is derived from (tech.md §1.2, §2)."""
-
-    c4a_layers: int = 21  # compress ratio 4 + Lightning indexer
-    c128a_layers: int = 20  # compress ratio 128
-    swa_only_layers: int = 2
-    draft_layers: int = 3  # DSpark's three draft blocks (sliding window only)
-    sliding_window: int = 128
-    entry_bytes: int = 584  # fp8_ds_mla: 448 fp8 NoPE + 128 bf16 RoPE + 7 scales + 1 pad
-    indexer_key_bytes: int = 132  # 128 fp8 + fp32 scale
-    c4a_state_bytes: int = 8192  # fp32 kv + score state per raw token being pooled
-    indexer_state_bytes: int = 2048
-    c128a_state_bytes: int = 4096
-    page_alignment: int = 576  # FlashMLA TMA stride
-    layers_per_tuple: int = 23  # vLLM's padding-minimising group size for [21, 46, 21, 20] layers
-
-    @property
-    def swa_layers(self) -> int:
-        return self.c4a_layers + self.c128a_layers + self.swa_only_layers + self.draft_layers
-
-
 V4_ENVELOPE_DTYPES = {"fp8", "fp8_e4m3", "fp8_ds_mla", "nvfp4_ds_mla", "auto"}
 
 
 def deepseek_v4_layout(
-    *, kv_cache_dtype: str = "nvfp4_ds_mla", block_size: int = 256, facts: DeepSeekV4Facts | None = None
+    *,
+    kv_cache_dtype: str = "nvfp4_ds_mla",
+    block_size: int = DEEPSEEK_V4_BLOCK_SIZE,
+    facts: DeepSeekV4Facts | None = None,
 ) -> KVLayout:
     """DeepSeek-V4-Flash-DSpark's groups with the 584-byte envelope (fp8_ds_mla, Stage-C nvfp4_ds_mla)."""
-    f = facts or DeepSeekV4Facts()
+    f = facts or DEEPSEEK_V4
     if kv_cache_dtype not in V4_ENVELOPE_DTYPES:
         raise RecipeError(
             f"no DeepSeek-V4 KV layout for kv_cache_dtype {kv_cache_dtype!r}",

@@ -15,6 +15,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from flashspark.bootlog import BootEvidence, parse_boot_log
 from flashspark.errors import RecipeError
+from flashspark.plan.facts import (
+    DEEPSEEK_V4_BLOCK_SIZE,
+    DEFAULT_CONTEXT_FOR_SPEED,
+    DEFAULT_VLLM_VERSION,
+    VLLM_DEFAULT_BLOCK_SIZE,
+    VLLM_DEFAULT_GPU_MEMORY_UTILIZATION,
+    VLLM_DEFAULT_MAX_NUM_BATCHED_TOKENS,
+)
 from flashspark.plan.layouts import HFAttentionConfig, KVLayout, deepseek_v4_layout, full_attention_layout
 from flashspark.plan.sizing import GIB, KVSizing, blocks_from_reported, size_kv
 from flashspark.plan.speed import speed_ceiling
@@ -22,7 +30,6 @@ from flashspark.plan.workload import fit_workload, parse_workload
 from flashspark.recipe.model import Recipe, SizingFacts
 
 PLAN_SCHEMA_VERSION = 1
-DEFAULT_VLLM_VERSION = "0.21"  # the DGX Spark DSpark stack runs 0.21.1rc1 + overlays
 
 
 class Quantity(BaseModel):
@@ -51,7 +58,7 @@ class MemoryBudget(BaseModel):
     )
 
     def available_gib(self) -> float:
-        gmu = self.gpu_memory_utilization or 0.9
+        gmu = self.gpu_memory_utilization or VLLM_DEFAULT_GPU_MEMORY_UTILIZATION
         return self.total_memory_gib * gmu - self.weights_gib - self.activation_peak_gib - self.cudagraph_gib
 
 
@@ -75,7 +82,7 @@ class PlanInputs(BaseModel):
     budget: MemoryBudget = Field(default_factory=MemoryBudget)
     workload: str | None = None
     mean_acceptance_length: float | None = None
-    context_for_speed: int = 8192
+    context_for_speed: int = DEFAULT_CONTEXT_FOR_SPEED
 
 
 class PlanResult(BaseModel):
@@ -111,9 +118,11 @@ def build_layout(recipe: Recipe, inputs: PlanInputs) -> KVLayout:
     if inputs.hf_config is not None:
         config = HFAttentionConfig.from_file(inputs.hf_config)
         dtype = inputs.dtype or recipe.engine.dtype or "auto"
-        return full_attention_layout(config, block_size=block or 16, kv_cache_dtype=kv_dtype, dtype=dtype)
+        return full_attention_layout(
+            config, block_size=block or VLLM_DEFAULT_BLOCK_SIZE, kv_cache_dtype=kv_dtype, dtype=dtype
+        )
     if is_deepseek_v4(recipe):
-        return deepseek_v4_layout(kv_cache_dtype=kv_dtype, block_size=block or 256)
+        return deepseek_v4_layout(kv_cache_dtype=kv_dtype, block_size=block or DEEPSEEK_V4_BLOCK_SIZE)
     raise RecipeError(
         f"no KV model for {recipe.model.id!r}", key="--hf-config", fix="pass the model's config.json with --hf-config"
     )
@@ -161,7 +170,7 @@ def plan_kv(recipe: Recipe, inputs: PlanInputs) -> PlanResult:
     choice = sizing_choice(recipe, inputs)
     version = choice.version
     max_len = inputs.max_model_len or recipe.engine.max_model_len or recipe.model.native_max_model_len
-    mnbt = inputs.max_num_batched_tokens or recipe.engine.max_num_batched_tokens or 8192
+    mnbt = inputs.max_num_batched_tokens or recipe.engine.max_num_batched_tokens or VLLM_DEFAULT_MAX_NUM_BATCHED_TOKENS
     q: list[Quantity] = []
     source_len = "input" if inputs.max_model_len else "recipe"
     q.append(Quantity(name="max_model_len", value=max_len, unit="tokens", source=source_len))

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from flashspark.errors import InputError
 from flashspark.plan.layouts import KVLayout, cdiv
 
 GIB = 1 << 30
@@ -32,7 +33,9 @@ def parse_version(text: str) -> tuple[int, int]:
     try:
         return int(parts[0]), int(parts[1]) if len(parts) > 1 else 0
     except ValueError:
-        raise ValueError(f"not a vLLM version: {text!r} (write e.g. 0.21 or 0.33)") from None
+        raise InputError(
+            f"not a vLLM version: {text!r}", key="--vllm-version", value=text, fix="write e.g. 0.21 or 0.33"
+        ) from None
 
 
 def formula_for(version: str) -> str:
@@ -95,7 +98,12 @@ def size_kv(
     )
     formula = formula or formula_for(vllm_version)
     if formula not in FORMULAS:
-        raise ValueError(f"unknown KV sizing formula {formula!r} (one of {', '.join(FORMULAS)})")
+        raise InputError(
+            f"unknown KV sizing formula {formula!r}",
+            key="--kv-formula",
+            value=formula,
+            fix=f"use one of {', '.join(FORMULAS)}",
+        )
     memories = [g.max_memory_bytes(max_model_len, flight) for g in layout.groups]
     if formula == "sum":
         blocks_per_request = cdiv(sum(memories), layout.page0_bytes)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from flashspark.plan.facts import DEEPSEEK_V4, DeepSeekV4Facts
+
 GB = 1e9
 
 
@@ -25,13 +27,7 @@ class SpeedAssumptions:
     routed_experts: int = 256
     experts_per_token: int = 6
     draft_gb_per_rank: float = 1.1  # DSpark's 3 draft MoE layers + heads, middle of 0.6-1.6 [D]
-    # KV bytes read per decoded token, fp8 envelope: the c4a indexer scans L/4 keys, c128a
-    # reads L/128 entries, c4a reads its top-512 entries, every layer its 128-token window.
-    c4a_layers: int = 21
-    c128a_layers: int = 20
-    window_layers: int = 46
-    entry_bytes: int = 584
-    indexer_key_bytes: int = 132
+    model: DeepSeekV4Facts = DEEPSEEK_V4
 
 
 @dataclass(frozen=True)
@@ -48,8 +44,11 @@ class SpeedCeiling:
 
 
 def kv_read_gb(context: int, a: SpeedAssumptions) -> float:
-    per_token = a.c4a_layers * a.indexer_key_bytes / 4 + a.c128a_layers * a.entry_bytes / 128
-    fixed = a.c4a_layers * 512 * a.entry_bytes + a.window_layers * 128 * a.entry_bytes
+    # KV bytes read per decoded token, fp8 envelope: the c4a indexer scans L/4 keys, c128a
+    # reads L/128 entries, c4a reads its top-512 entries, every layer its sliding window.
+    m = a.model
+    per_token = m.c4a_layers * m.indexer_key_bytes / 4 + m.c128a_layers * m.entry_bytes / 128
+    fixed = m.c4a_layers * 512 * m.entry_bytes + m.swa_layers * m.sliding_window * m.entry_bytes
     return (context * per_token + fixed) / GB
 
 

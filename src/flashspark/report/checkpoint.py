@@ -213,37 +213,3 @@ def plot_ttft(run_dir: Path, requests: list[dict[str, Any]]) -> Path | None:
     ax.set_title("Time to first token per cell")
     ax.grid(alpha=0.3, axis="y")
     return _save(fig, run_dir / "ttft.png")
-
-
-def compare_runs(a: Path, b: Path) -> list[dict[str, Any]]:
-    """Per-cell deltas of B against A; a delta inside A's run-to-run spread is flagged as noise."""
-    cells_a = read_results(a).get("cells", [])
-    cells_b = read_results(b).get("cells", [])
-
-    def key(c: dict[str, Any]) -> str:
-        return str(c["cell"]).rsplit("-r", 1)[0] if c.get("shape") == "static" else str(c["cell"])
-
-    def grouped(cells: list[dict[str, Any]]) -> dict[str, list[float]]:
-        out: dict[str, list[float]] = {}
-        for c in cells:
-            out.setdefault(key(c), []).append(c.get("output_throughput") or 0.0)
-        return out
-
-    ga, gb = grouped(cells_a), grouped(cells_b)
-    rows = []
-    for name in [k for k in ga if k in gb]:
-        va, vb = ga[name], gb[name]
-        mean_a, mean_b = sum(va) / len(va), sum(vb) / len(vb)
-        spread = (max(va) - min(va)) + (max(vb) - min(vb))
-        rows.append(
-            {
-                "cell": name,
-                "a": mean_a,
-                "b": mean_b,
-                "delta": mean_b - mean_a,
-                "delta_pct": (mean_b / mean_a - 1) * 100 if mean_a else None,
-                "spread": spread,
-                "within_noise": abs(mean_b - mean_a) <= spread,
-            }
-        )
-    return rows

@@ -1,4 +1,4 @@
-"""Looking at a multi-node deployment: status, logs and the evidence bundle (capture), per node.
+"""Looking at a deployment, one node or N: status, logs and the evidence bundle (capture), per node.
 
 Everything that leaves a node passes `redact` first: a capture is meant to be
 attached to an issue, so a container's environment or a log line must never
@@ -14,20 +14,19 @@ import json
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 from flashspark.client.metrics import parse_metrics
-from flashspark.cluster.preflight import node_ports, transport_for
+from flashspark.cluster.lifecycle import image_pins
+from flashspark.cluster.preflight import node_ports
 from flashspark.cluster.readiness import probe_api
-from flashspark.cluster.remote import image_pins
+from flashspark.cluster.reports import CaptureDiff, CaptureIndex, NodeStatus, Pins, PortState, StatusReport
 from flashspark.cluster.runtimes import ComposeRuntime, image_id, read_log, runtime_for
 from flashspark.cluster.state import NodeProcess, read_state, state_path
-from flashspark.cluster.transport import NodeUnreachable, Transport
+from flashspark.cluster.transport import Transport, transport_for
+from flashspark.errors import InputError, NodeUnreachable
 from flashspark.recipe.model import Recipe
 from flashspark.redact import redact
 from flashspark.render import probe_host
-
-CAPTURE_SCHEMA_VERSION = 1
 
 
 def _processes(recipe: Recipe) -> dict[int, NodeProcess | None]:
@@ -43,52 +42,50 @@ def _base_url(recipe: Recipe) -> str:
     return f"http://{probe_host(recipe.api.host)}:{recipe.api.port}/v1"
 
 
-async def _node_status(recipe: Recipe, rank: int, process: NodeProcess | None) -> dict[str, Any]:
+async def _node_status(recipe: Recipe, rank: int, process: NodeProcess | None) -> NodeStatus:
     node = recipe.nodes[rank]
     transport = transport_for(node)
     runtime = runtime_for(recipe)
-    entry: dict[str, Any] = {"node": node.name, "rank": rank, "role": "head" if rank == 0 else "worker"}
+    entry = NodeStatus(node=node.name, rank=rank, role="head" if rank == 0 else "worker")
     try:
-        entry["reachable"] = (await transport.run(["true"], timeout_s=30)).ok
+        entry.reachable = (await transport.run(["true"], timeout_s=30)).ok
         if process is not None:
-            entry.update(await runtime.describe(transport, process))
-        else:
-            entry["state"] = "not started"
+            entry = NodeStatus.model_validate({**entry.model_dump(), **await runtime.describe(transport, process)})
         if isinstance(runtime, ComposeRuntime):
-            entry["image_id"] = await image_id(transport, recipe.cluster.image)
-            entry["leftovers"] = await runtime.leftovers(transport)
-        ports = {}
+            entry.image_id = await image_id(transport, recipe.cluster.image)
+            entry.leftovers = await runtime.leftovers(transport)
         for key, port in node_ports(recipe, rank):
             listening = await transport.run(["ss", "-Hltn", f"sport = :{port}"])
-            ports[key] = {"port": port, "listening": bool(listening.ok and listening.stdout.strip())}
-        entry["ports"] = ports
+            entry.ports[key] = PortState(port=port, listening=bool(listening.ok and listening.stdout.strip()))
     except NodeUnreachable as error:
-        entry.update({"reachable": False, "state": "unknown", "error": error.message})
+        entry.reachable, entry.state, entry.error = False, "unknown", error.message
     return entry
 
 
-async def status_cluster(recipe: Recipe) -> dict[str, Any]:
+async def status(recipe: Recipe) -> StatusReport:
     """Per node: reachable, runtime state, image, ports; for the head's API: health and served model."""
+    state = read_state(state_path(recipe))
     processes = _processes(recipe)
-    nodes = await asyncio.gather(*(_node_status(recipe, r, p) for r, p in processes.items()))
+    nodes = list(await asyncio.gather(*(_node_status(recipe, r, p) for r, p in processes.items())))
     api = await probe_api(_base_url(recipe), recipe.api_key)
-    serving = any(m["id"] == recipe.model.served_name for m in api["models"])
-    report: dict[str, Any] = {
-        "deployment": recipe.cluster.name,
-        "profile": recipe.profile.name,
-        "runtime": recipe.cluster.runtime,
-        "base_url": api["base_url"],
-        "nodes": list(nodes),
-        "api": api,
-        "running": serving and api["health"] == 200 and all(n.get("state") == "running" for n in nodes),
-    }
+    serving = any(m.id == recipe.model.served_name for m in api.models)
+    report = StatusReport(
+        deployment=recipe.cluster.name,
+        profile=recipe.profile.name,
+        runtime=recipe.cluster.runtime,
+        base_url=api.base_url,
+        run_dir=state.run_dir if state is not None else None,
+        nodes=nodes,
+        api=api,
+        running=serving and api.health == 200 and all(n.state == "running" for n in nodes),
+    )
     if isinstance(runtime_for(recipe), ComposeRuntime):
-        ids = {n.get("image_id") for n in nodes}
-        report["same_image_everywhere"] = len(ids) == 1 and None not in ids
+        ids = {n.image_id for n in nodes}
+        report.same_image_everywhere = len(ids) == 1 and None not in ids
     return report
 
 
-async def read_cluster_logs(recipe: Recipe, *, lines: int, since: str | None = None) -> list[tuple[str, str]]:
+async def read_logs(recipe: Recipe, *, lines: int, since: str | None = None) -> list[tuple[str, str]]:
     """(node, redacted log tail) for every node of the recorded deployment."""
     runtime = runtime_for(recipe)
     secrets = list(recipe.secret_env().values())
@@ -106,7 +103,7 @@ async def read_cluster_logs(recipe: Recipe, *, lines: int, since: str | None = N
     return out
 
 
-async def follow_cluster_logs(recipe: Recipe, *, since: str | None = None) -> AsyncIterator[tuple[str, str]]:
+async def follow_logs(recipe: Recipe, *, since: str | None = None) -> AsyncIterator[tuple[str, str]]:
     """(node, line) from every node as they are written, until the caller stops."""
     runtime = runtime_for(recipe)
     secrets = list(recipe.secret_env().values())
@@ -192,7 +189,7 @@ async def _capture_node(recipe: Recipe, rank: int, process: NodeProcess | None) 
     return files
 
 
-async def capture(recipe: Recipe, out_dir: Path) -> dict[str, Any]:
+async def capture(recipe: Recipe, out_dir: Path) -> CaptureIndex:
     """Write the evidence bundle into out_dir (one folder per node, `api/`, capture.json); return the index."""
     processes = _processes(recipe)
     per_node = await asyncio.gather(*(_capture_node(recipe, r, p) for r, p in processes.items()))
@@ -200,7 +197,7 @@ async def capture(recipe: Recipe, out_dir: Path) -> dict[str, Any]:
     try:
         images = await image_pins(recipe, {r: transport_for(n) for r, n in enumerate(recipe.nodes)})
     except NodeUnreachable:
-        images = {"image": recipe.cluster.image, "image_id": None}
+        images = Pins(image=recipe.cluster.image)
     secrets = list(recipe.secret_env().values())
     out_dir.mkdir(parents=True, exist_ok=True)
     written: dict[str, str] = {}
@@ -215,37 +212,41 @@ async def capture(recipe: Recipe, out_dir: Path) -> dict[str, Any]:
     for rank, files in enumerate(per_node):
         for name, text in files.items():
             put(f"{recipe.nodes[rank].name}/{name}", text)
-    metrics = api.pop("metrics", None)
-    if metrics is not None:
-        put("api/metrics.txt", metrics)
-    put("api/api.json", json.dumps(api, indent=2))
-    index = {
-        "schema_version": CAPTURE_SCHEMA_VERSION,
-        "deployment": recipe.cluster.name,
-        "profile": recipe.profile.name,
-        "runtime": recipe.cluster.runtime,
-        "taken_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "pins": {
-            "vllm_version": api.get("version"),
-            "runtime": recipe.cluster.runtime,
-            "model": recipe.model.id,
-            "model_revision": recipe.model.revision,
-            **images,
-        },
-        "files": written,
-    }
-    put("capture.json", json.dumps(index, indent=2))
+    if api.metrics is not None:
+        put("api/metrics.txt", api.metrics)
+    put("api/api.json", api.model_dump_json(indent=2))
+    index = CaptureIndex(
+        directory=str(out_dir),
+        deployment=recipe.cluster.name,
+        profile=recipe.profile.name,
+        runtime=recipe.cluster.runtime,
+        taken_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        pins=images.model_copy(
+            update={
+                "vllm_version": api.version,
+                "runtime": recipe.cluster.runtime,
+                "model": recipe.model.id,
+                "model_revision": recipe.model.revision,
+            }
+        ),
+        files=written,
+    )
+    put("capture.json", index.model_dump_json(indent=2))
     return index
 
 
-def diff_captures(a: Path, b: Path, *, context: int = 2, max_lines: int = 80) -> dict[str, Any]:
+def diff_captures(a: Path, b: Path, *, context: int = 2, max_lines: int = 80) -> CaptureDiff:
     """What changed between two captures: files added/removed/changed, text diffs, metric counter deltas."""
 
     def index(root: Path) -> dict[str, str]:
         try:
             return dict(json.loads((root / "capture.json").read_text())["files"])
-        except (OSError, ValueError, KeyError) as exc:
-            raise FileNotFoundError(f"{root} is not a FlashSpark capture (no readable capture.json)") from exc
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise InputError(
+                f"{root} is not a FlashSpark capture (no readable capture.json)",
+                where=str(root),
+                fix="point at folders written by `flashspark capture`",
+            ) from exc
 
     left, right = index(a), index(b)
     changed = sorted(k for k in left.keys() & right.keys() if left[k] != right[k] and k != "capture.json")
@@ -264,17 +265,17 @@ def diff_captures(a: Path, b: Path, *, context: int = 2, max_lines: int = 80) ->
         diffs[name] = lines[:max_lines] + (
             [f"... {len(lines) - max_lines} more lines"] if len(lines) > max_lines else []
         )
-    report: dict[str, Any] = {
-        "a": str(a),
-        "b": str(b),
-        "only_in_a": sorted(left.keys() - right.keys()),
-        "only_in_b": sorted(right.keys() - left.keys()),
-        "changed": changed,
-        "diffs": diffs,
-    }
+    report = CaptureDiff(
+        a=str(a),
+        b=str(b),
+        only_in_a=sorted(left.keys() - right.keys()),
+        only_in_b=sorted(right.keys() - left.keys()),
+        changed=changed,
+        diffs=diffs,
+    )
     if "api/metrics.txt" in left and "api/metrics.txt" in right:
         before = parse_metrics((a / "api/metrics.txt").read_text())
         after = parse_metrics((b / "api/metrics.txt").read_text())
         delta = after.minus(before)
-        report["counter_deltas"] = {name: round(v, 6) for name, v in sorted(delta.counters.items()) if v}
+        report.counter_deltas = {name: round(v, 6) for name, v in sorted(delta.counters.items()) if v}
     return report

@@ -1,11 +1,15 @@
-"""The multi-node lifecycle: preflight, workers first, rendezvous, readiness, verified down.
+"""The lifecycle of a deployment, one node or N: provision, preflight, workers first, rendezvous,
+readiness, boot evidence; and a verified down.
 
-`up_cluster` runs preflight on every node (nothing starts if any check
-fails), starts the workers first and the head last through the node runtime
-(`process` or `compose`), streams every node's log lines as progress, waits
-for the rendezvous (the head logs that every rank joined) and then walks the
-head's readiness phases while watching every node's engine. On any failure it
-saves every node's log tail into the run directory and stops every node.
+`up` provisions what this machine must provide (the embedded engine, a local
+model), runs preflight on every node (nothing starts if any check fails),
+starts the workers first and the head last through the node runtime (`process`
+or `compose`) over each node's transport (this machine, or ssh), streams every
+node's log lines as progress, waits for the rendezvous when there are several
+ranks, then walks the head's readiness phases while watching every engine. On
+any failure it keeps every node's log tail and a failure.json in the run
+directory and stops every node. The embedded default is simply a one-node
+deployment whose transport is this machine.
 """
 
 from __future__ import annotations
@@ -13,53 +17,75 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
-import json
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from flashspark.bootlog import parse_boot_log
 from flashspark.cluster.events import Events
-from flashspark.cluster.local import BOOT_SCHEMA_VERSION, DownResult, new_run_dir
-from flashspark.cluster.preflight import GID_CHECK, NodeCheck, preflight, transport_for
-from flashspark.cluster.processes import port_open
+from flashspark.cluster.ports import port_open
+from flashspark.cluster.preflight import GID_CHECK, NodeCheck, preflight
+from flashspark.cluster.provision import provision
 from flashspark.cluster.readiness import ReadinessTarget, wait_until_ready
+from flashspark.cluster.reports import (
+    BootRecord,
+    DownResult,
+    FailureRecord,
+    NodeImage,
+    Pins,
+    ServedModel,
+    UpResult,
+)
 from flashspark.cluster.runtimes import ComposeRuntime, NodeRuntime, image_labels, read_log, runtime_for
 from flashspark.cluster.state import DeploymentState, NodeProcess, read_state, state_path, write_state
-from flashspark.cluster.transport import NodeUnreachable, Transport
-from flashspark.errors import AlreadyRunning, ClusterError, PhaseFailed
+from flashspark.cluster.transport import Transport, transport_for
+from flashspark.errors import AlreadyRunning, NodeUnreachable, PhaseFailed, PreflightFailed
+from flashspark.files import write_json
 from flashspark.provenance.image import MANIFEST_LABEL
 from flashspark.recipe.model import Recipe
 from flashspark.redact import redact
 from flashspark.render import probe_host, render_plan
 from flashspark.render.compose import SERVICE
-from flashspark.render.plan import LaunchPlan
+from flashspark.render.launch import LaunchPlan
 
 WATCH_S = 2.0
 TAIL_LINES = 60
+BOOT_LOG_LINES = 20_000
+PORT_RELEASE_S = 10.0
 # vLLM's parallel_state logs this on every rank once torch.distributed has formed the
 # group, i.e. after all ranks connected (GPU and CPU builds alike).
 RENDEZVOUS_DONE = re.compile(r"rank \d+ in world size (\d+) is assigned as")
 
 
-class PreflightFailed(ClusterError):
-    def __init__(self, failed: list[NodeCheck]) -> None:
-        first = failed[0]
-        super().__init__(
-            f"preflight failed on {len(failed)} check(s); nothing was started. First: {first.node}: {first.check}"
-            f" ({first.detail})",
-            where=first.node,
-            fix=first.fix,
-        )
-        self.failed = failed
-
-
 def node_dir(recipe: Recipe, rank: int) -> str:
+    """Where a node keeps its rendered files and engine log: its checkout_dir, else a per-deployment folder
+    (under FLASHSPARK_HOME for this machine, /tmp on a remote node)."""
     node = recipe.nodes[rank]
-    base = node.checkout_dir or f"/tmp/flashspark-{recipe.cluster.name}"
-    return f"{base}/{node.name}"
+    if node.checkout_dir:
+        return f"{node.checkout_dir}/{node.name}"
+    if node.ssh == "local":
+        return f"{recipe.paths.home}/nodes/{recipe.cluster.name}/{node.name}"
+    return f"/tmp/flashspark-{recipe.cluster.name}/{node.name}"
+
+
+def new_run_dir(recipe: Recipe, kind: str) -> Path:
+    """A fresh run directory `<runs>/<UTC time>-<deployment>-<kind>[-N]`."""
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    base = Path(recipe.paths.runs_dir) / f"{stamp}-{recipe.cluster.name}-{kind}"
+    run_dir, suffix = base, 1
+    while run_dir.exists():
+        suffix += 1
+        run_dir = base.with_name(f"{base.name}-{suffix}")
+    run_dir.mkdir(parents=True)
+    return run_dir
+
+
+def recorded_state(recipe: Recipe) -> DeploymentState | None:
+    """The deployment FlashSpark recorded for this recipe (whether it still runs is for the nodes to say)."""
+    return read_state(state_path(recipe))
 
 
 @dataclass
@@ -117,7 +143,7 @@ class Watch:
 async def stop_nodes(
     runtime: NodeRuntime,
     transports: dict[int, Transport],
-    processes: dict[int, NodeProcess | None],
+    processes: Mapping[int, NodeProcess | None],
     *,
     grace_s: float,
 ) -> dict[int, list[str] | str]:
@@ -135,16 +161,22 @@ async def stop_nodes(
 
 
 async def save_tails(
-    runtime: NodeRuntime, transports: dict[int, Transport], processes: dict[int, NodeProcess], run_dir: str
+    recipe: Recipe,
+    runtime: NodeRuntime,
+    transports: dict[int, Transport],
+    processes: Mapping[int, NodeProcess],
+    run_dir: Path,
 ) -> dict[str, str]:
-    """Every node's log tail, kept in the run directory (the record of why a deployment stopped)."""
+    """Every node's log tail, secrets masked, kept in the run directory (why a deployment stopped)."""
+    secrets = list(recipe.secret_env().values())
     tails: dict[str, str] = {}
     for rank, process in processes.items():
         try:
-            tails[process.node] = await read_log(runtime, transports[rank], process, lines=TAIL_LINES)
+            text = await read_log(runtime, transports[rank], process, lines=TAIL_LINES)
         except NodeUnreachable as error:
-            tails[process.node] = f"(unreachable: {error.message})"
-        Path(run_dir, f"rank{rank}-{process.node}.log.tail").write_text(tails[process.node])
+            text = f"(unreachable: {error.message})"
+        tails[process.node] = redact(text, secrets)
+        (run_dir / f"rank{rank}-{process.node}.log.tail").write_text(tails[process.node])
     return tails
 
 
@@ -166,35 +198,46 @@ def resolve_pending(plan: LaunchPlan, checks: list[NodeCheck]) -> LaunchPlan:
     return plan.model_copy(update={"nodes": nodes})
 
 
-async def up_cluster(recipe: Recipe, *, events: Events) -> DeploymentState:
+async def up(recipe: Recipe, *, events: Events, environ: Mapping[str, str] | None = None) -> UpResult:
     """Launch every node (workers first), wait for the rendezvous and the head, or clean up and raise.
 
-    Raises AlreadyRunning, PreflightFailed, PhaseFailed (with every node's log tail).
+    Raises AlreadyRunning, EngineError (provisioning), PreflightFailed, PhaseFailed (with every
+    node's log tail).
     """
-    running = await cluster_running(recipe)
+    running = await deployment_running(recipe)
     if running is not None:
         raise AlreadyRunning(
             f"deployment {recipe.cluster.name!r} is already running ({running})",
             where=recipe.cluster.name,
             fix="use it, or stop it first with `flashspark down`",
         )
+    provisioned = provision(recipe, events=events, environ=environ)
+    recipe = provisioned.recipe
     events.phase("preflight", "start")
     checks = await preflight(recipe)
     failed = [c for c in checks if not c.ok]
     if failed:
         events.phase("preflight", "fail", f"{len(failed)} check(s)")
-        raise PreflightFailed(failed)
+        first = failed[0]
+        raise PreflightFailed(
+            f"preflight failed on {len(failed)} check(s); nothing was started. "
+            f"First: {first.node}: {first.check} ({first.detail})",
+            failed=failed,
+            where=first.node,
+            fix=first.fix,
+        )
     events.phase("preflight", "ok")
     plan = resolve_pending(render_plan(recipe), checks)
     run_dir = new_run_dir(recipe, "up")
-    (run_dir / "plan.json").write_text(plan.model_dump_json(indent=2))
+    write_json(run_dir / "plan.json", plan.model_dump(mode="json"))
+    write_json(run_dir / "recipe.json", recipe.public_dict())
     runtime = runtime_for(recipe)
     transports = {n.rank: transport_for(recipe.nodes[n.rank]) for n in plan.nodes}
     processes: dict[int, NodeProcess] = {}
     watch = Watch()
     world_size = len(plan.nodes)
-
     secrets = list(recipe.secret_env().values())
+    started = time.monotonic()
 
     def on_line(node: str, line: str) -> None:
         events.log_line(node, redact(line, secrets))
@@ -230,47 +273,58 @@ async def up_cluster(recipe: Recipe, *, events: Events) -> DeploymentState:
         if world_size > 1:
             await wait_rendezvous(watch, recipe.lifecycle.rendezvous_timeout_s, world_size, events)
         target = ReadinessTarget.for_recipe(recipe, plan.api_base_url)
-        served = await wait_until_ready(target, alive=lambda: watch.dead, followers=[], events=events)
+        served = await wait_until_ready(target, alive=lambda: watch.dead, events=events)
+        boot_s = time.monotonic() - started
         head = processes[0]
-        head_log = await read_log(runtime, transports[0], head, lines=20_000)
+        head_log = await read_log(runtime, transports[0], head, lines=BOOT_LOG_LINES)
         boot = parse_boot_log(head_log)
-        pins = {
-            "vllm_version": boot.vllm_version,
-            "runtime": recipe.cluster.runtime,
-            "model": recipe.model.id,
-            "model_revision": recipe.model.revision,
-            **await image_pins(recipe, transports),
-        }
-        (run_dir / "boot.json").write_text(
-            json.dumps(
-                {
-                    "schema_version": BOOT_SCHEMA_VERSION,
-                    "deployment": recipe.cluster.name,
-                    "profile": recipe.profile.name,
-                    "nodes": [p.node for p in state.nodes],
-                    "evidence": boot.model_dump(),
-                    "served_model": served,
-                    "pins": pins,
-                    "base_url": plan.api_base_url,
-                },
-                indent=2,
-            )
+        pins = Pins(
+            runtime=recipe.cluster.runtime,
+            model=recipe.model.id,
+            model_revision=recipe.model.revision,
+            **provisioned.pins,
+            **(await image_pins(recipe, transports)).model_dump(exclude_defaults=True),
         )
-        return state
+        if boot.vllm_version:
+            pins = pins.model_copy(update={"vllm_version": boot.vllm_version})
+        record = BootRecord(
+            deployment=recipe.cluster.name,
+            profile=recipe.profile.name,
+            runtime=recipe.cluster.runtime,
+            nodes=[p.node for p in state.nodes],
+            boot_s=round(boot_s, 2),
+            evidence=boot,
+            served_model=ServedModel.model_validate(served),
+            pins=pins,
+            base_url=plan.api_base_url,
+            log=head.log_path,
+            logs={p.node: p.log_path for p in state.nodes},
+        )
+        boot_json = run_dir / "boot.json"
+        write_json(boot_json, record.model_dump(mode="json"))
+        return UpResult(
+            deployment=state.deployment,
+            base_url=state.base_url,
+            run_dir=state.run_dir,
+            boot_json=str(boot_json),
+            boot_s=round(boot_s, 1),
+            nodes=state.nodes,
+            boot=boot,
+        )
     except BaseException as error:
-        tails = await save_tails(runtime, transports, processes, str(run_dir))
-        left = await stop_nodes(runtime, transports, dict(processes.items()), grace_s=recipe.lifecycle.stop_timeout_s)
+        tails = await save_tails(recipe, runtime, transports, processes, run_dir)
+        left = await stop_nodes(runtime, transports, processes, grace_s=recipe.lifecycle.stop_timeout_s)
         state_path(recipe).unlink(missing_ok=True)
-        failure: dict[str, object] = {
-            "message": str(error),
-            "process_groups": {p.node: p.pgid for p in processes.values() if p.pgid},
-            "containers": {p.node: p.container for p in processes.values() if p.container},
-            "left_after_stop": {processes[r].node: v for r, v in left.items() if v},
-        }
+        failure = FailureRecord(
+            message=redact(str(error), secrets),
+            phase=error.phase if isinstance(error, PhaseFailed) else None,
+            process_groups={p.node: p.pgid for p in processes.values() if p.pgid},
+            containers={p.node: p.container for p in processes.values() if p.container},
+            left_after_stop={processes[r].node: v for r, v in left.items() if v},
+        )
         if isinstance(error, PhaseFailed):
             error.log_tail = "\n".join(f"--- {node}\n{tail}" for node, tail in tails.items())
-            failure["phase"] = error.phase
-        (run_dir / "failure.json").write_text(json.dumps(failure, indent=2))
+        write_json(run_dir / "failure.json", failure.model_dump(mode="json"))
         raise
     finally:
         for task in watch.tasks:
@@ -280,29 +334,29 @@ async def up_cluster(recipe: Recipe, *, events: Events) -> DeploymentState:
             await stream.stop()
 
 
-async def image_pins(recipe: Recipe, transports: dict[int, Transport]) -> dict[str, object]:
+async def image_pins(recipe: Recipe, transports: dict[int, Transport]) -> Pins:
     """compose: the image tag, each node's image ID and the manifest sha256 its label names."""
     if recipe.cluster.runtime != "compose":
-        return {}
-    per_node: dict[str, dict[str, str | None]] = {}
+        return Pins()
+    per_node: dict[str, NodeImage] = {}
     for rank, transport in transports.items():
         found, labels = await image_labels(transport, recipe.cluster.image)
-        per_node[recipe.nodes[rank].name] = {"image_id": found, "manifest_sha256": labels.get(MANIFEST_LABEL)}
-    ids = {v["image_id"] for v in per_node.values()}
-    manifests = {v["manifest_sha256"] for v in per_node.values()}
-    return {
-        "image": recipe.cluster.image,
-        "image_id": ids.pop() if len(ids) == 1 else None,
-        "image_manifest_sha256": manifests.pop() if len(manifests) == 1 else None,
-        "image_per_node": per_node,
-    }
+        per_node[recipe.nodes[rank].name] = NodeImage(image_id=found, manifest_sha256=labels.get(MANIFEST_LABEL))
+    ids = {v.image_id for v in per_node.values()}
+    manifests = {v.manifest_sha256 for v in per_node.values()}
+    return Pins(
+        image=recipe.cluster.image,
+        image_id=ids.pop() if len(ids) == 1 else None,
+        image_manifest_sha256=manifests.pop() if len(manifests) == 1 else None,
+        image_per_node=per_node,
+    )
 
 
-async def cluster_running(recipe: Recipe) -> str | None:
+async def deployment_running(recipe: Recipe) -> str | None:
     """Why the deployment counts as running (an engine alive, a node unreachable, a labelled container),
     or None; a record whose engines are all gone is removed."""
     runtime = runtime_for(recipe)
-    state = read_state(state_path(recipe))
+    state = recorded_state(recipe)
     reasons = []
     for rank, node in enumerate(recipe.nodes):
         transport = transport_for(node)
@@ -343,7 +397,7 @@ async def wait_rendezvous(watch: Watch, budget_s: float, world_size: int, events
     events.phase(phase, "ok", f"{time.monotonic() - started:.1f} s")
 
 
-async def down_cluster(recipe: Recipe, *, events: Events) -> DownResult:
+async def down(recipe: Recipe, *, events: Events) -> DownResult:
     """Stop every node and verify: nothing of ours left on any node, the API port free.
 
     Without a state file (another machine started it, or it was lost) the compose
@@ -375,12 +429,16 @@ async def down_cluster(recipe: Recipe, *, events: Events) -> DownResult:
             events.phase(f"stop {name}", "ok")
     if state is None and not result.leftovers and not result.unreachable:
         result.was_running = False
-    api_host = state.api_host if state is not None else recipe.api.host
+    api_host = probe_host(state.api_host if state is not None else recipe.api.host)
     api_port = state.api_port if state is not None else recipe.api.port
-    result.port_free = not port_open(probe_host(api_host).strip("[]"), api_port)
+    # A stopped server's socket can take a moment to close.
+    deadline = time.monotonic() + PORT_RELEASE_S
+    while port_open(api_host, api_port) and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+    result.port_free = not port_open(api_host, api_port)
     if result.clean:
         path.unlink(missing_ok=True)
     return result
 
 
-__all__ = ["PreflightFailed", "down_cluster", "node_dir", "up_cluster"]
+__all__ = ["deployment_running", "down", "new_run_dir", "node_dir", "recorded_state", "up"]

@@ -1,0 +1,25 @@
+"""What a benchmark run is asked for: the one home of every bench default (the CLI reads them here)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+CATEGORIES = ("code", "agent", "spec_copy", "prose")
+
+
+class BenchOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str | None = Field(default=None, description="Model id; None: the first the server lists.")
+    categories: tuple[str, ...] = Field(default=("code",), description=f"Prompt categories: {', '.join(CATEGORIES)}.")
+    max_tokens: int = Field(default=128, ge=1)
+    warmup_requests: int = Field(default=2, ge=0, description="Warm-up requests per category per cell.")
+    rounds: int = Field(default=1, ge=1, le=20, description="Rounds per level.")
+    ignore_eos: bool = Field(default=True, description="Fixed-length replies (EOS ignored).")
+    extra_body: dict[str, Any] = Field(default_factory=dict)
+    processes: int = Field(default=1, ge=1, le=64, description="Client processes per cell (bench/workers.py).")
+
+
+DEFAULTS = BenchOptions()

@@ -1,0 +1,183 @@
+"""What every command shares, declared once: error handling, the recipe options, the target options,
+the --json flag, and the one way a command ends (data out, exit code).
+
+Importing this module stays cheap (click and the light option models only): `flashspark --help`
+and tab completion load every command module, so the library is imported inside the commands.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, TypeVar
+
+import click
+
+from flashspark.cli import exit_codes
+from flashspark.errors import FlashsparkError, InputError
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from flashspark.cluster.targets import Target
+    from flashspark.recipe import ResolvedRecipe
+
+P = ParamSpec("P")
+R = TypeVar("R")
+T = TypeVar("T")
+
+DEFAULT_CONFIG_NAMES = (".env.dspark", "flashspark.toml")
+LOCAL_PROFILE = "local-cpu"
+
+
+def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
+    """Turn FlashsparkErrors into a readable message (or JSON) and the mapped exit code."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        from flashspark.cli import console
+
+        try:
+            return func(*args, **kwargs)
+        except FlashsparkError as error:
+            if kwargs.get("as_json"):
+                console.print_json(console.error_payload(error))
+            else:
+                console.print_error(error)
+            sys.exit(exit_codes.exit_code_for(error))
+        except KeyboardInterrupt:
+            console.print_plain("interrupted", err=True)
+            sys.exit(exit_codes.INTERRUPTED)
+
+    return wrapper
+
+
+def apply(options: list[Callable[[Callable[P, R]], Callable[P, R]]]) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """One decorator from a list of click options, in the order they are listed."""
+
+    def decorate(func: Callable[P, R]) -> Callable[P, R]:
+        for option in reversed(options):
+            func = option(func)
+        return func
+
+    return decorate
+
+
+recipe_options = apply(
+    [
+        click.option(
+            "--env",
+            "--config",
+            "config",
+            type=click.Path(path_type=Path, dir_okay=False),
+            default=None,
+            help="Cluster file: .env.dspark style or .toml. Default: ./.env.dspark or "
+            "./flashspark.toml when present, or $FLASHSPARK_CONFIG.",
+        ),
+        click.option("--profile", default=None, help="Serving profile (see `flashspark profiles`)."),
+        click.option(
+            "--set",
+            "sets",
+            multiple=True,
+            metavar="KEY=VALUE",
+            help="Override one setting (MAX_NUM_SEQS=4 or engine.max_num_seqs=4). Repeatable.",
+        ),
+    ]
+)
+
+target_options = apply(
+    [
+        click.option("--base-url", default=None, help="Any OpenAI-compatible server (default: the deployment)."),
+        click.option("--model", default=None, help="Model id to request (default: the first the server lists)."),
+    ]
+)
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+
+
+def out_option(what: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    return click.option(
+        "--out",
+        type=click.Path(path_type=Path, file_okay=False),
+        default=None,
+        help=f"Folder for {what} (default: a new run directory under FLASHSPARK_HOME/runs).",
+    )
+
+
+def find_config(explicit: Path | None) -> Path | None:
+    if explicit is not None:
+        return explicit
+    from_env = os.environ.get("FLASHSPARK_CONFIG")
+    if from_env:
+        return Path(from_env)
+    for name in DEFAULT_CONFIG_NAMES:
+        if Path(name).is_file():
+            return Path(name)
+    return None
+
+
+def load_recipe(
+    config: Path | None, profile: str | None, sets: tuple[str, ...], *, strict: bool = True, local: bool = False
+) -> ResolvedRecipe:
+    """The resolved recipe; with no profile and no cluster file, `local` (or its absence) picks local-cpu."""
+    from flashspark.recipe import resolve_recipe
+
+    found = find_config(config)
+    if local and profile is None and found is None:
+        profile = LOCAL_PROFILE
+    return resolve_recipe(profile=profile, config=found, sets=sets, strict=strict)
+
+
+def deployment_recipe(config: Path | None, profile: str | None, sets: tuple[str, ...]) -> ResolvedRecipe:
+    """The recipe of the deployment a lifecycle command acts on: the cluster file's, else the embedded default's."""
+    return load_recipe(config, profile, sets, local=True)
+
+
+def resolve_target(
+    config: Path | None, profile: str | None, sets: tuple[str, ...], base_url: str | None
+) -> tuple[Target, ResolvedRecipe]:
+    """The server a gate or a bench talks to (see `cluster.targets`)."""
+    from flashspark.cluster.targets import resolve_target as resolve
+
+    resolved = deployment_recipe(config, profile, sets)
+    explicit = profile is not None or config is not None or bool(sets)
+    return resolve(resolved.recipe, base_url=base_url, explicit_recipe=explicit), resolved
+
+
+def parse_levels(text: str) -> tuple[int, ...]:
+    try:
+        levels = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise InputError(
+            f"{text!r} is not a comma list of whole numbers", key="--concurrency", value=text, fix="write e.g. 1,2,4,6"
+        ) from None
+    if not levels or any(level < 1 for level in levels):
+        raise InputError(
+            "concurrency levels are positive whole numbers", key="--concurrency", value=text, fix="write e.g. 1,2,4,6"
+        )
+    return levels
+
+
+def run(coroutine: Coroutine[Any, Any, T]) -> T:
+    from flashspark.cli import aio
+
+    return aio.run(coroutine)
+
+
+def finish(report: BaseModel, as_json: bool, show: Callable[[], None], *, ok: bool = True, fail_code: int = 4) -> None:
+    """Print a report as JSON (data, stdout) or for people; exit with fail_code when it did not pass."""
+    from flashspark.cli import console
+
+    if as_json:
+        console.print_model(report)
+    else:
+        show()
+    if not ok:
+        sys.exit(fail_code)
+
+
+def fail(code: int) -> NoReturn:
+    sys.exit(code)

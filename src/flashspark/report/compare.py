@@ -1,0 +1,67 @@
+"""`flashspark compare A B`: per-cell aggregate throughput of run B against run A, with the noise named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from flashspark.bench.results import read_results
+
+COMPARE_SCHEMA_VERSION = 1
+
+
+class CellDelta(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    cell: str
+    a: float
+    b: float
+    delta: float
+    delta_pct: float | None
+    spread: float
+    within_noise: bool
+
+
+class Comparison(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: int = COMPARE_SCHEMA_VERSION
+    a: str
+    b: str
+    cells: list[CellDelta]
+
+
+def compare_runs(a: Path, b: Path) -> Comparison:
+    """Per-cell deltas of B against A; a delta inside the two runs' round-to-round spread is flagged as noise."""
+    cells_a = read_results(a).get("cells", [])
+    cells_b = read_results(b).get("cells", [])
+
+    def key(c: dict[str, Any]) -> str:
+        return str(c["cell"]).rsplit("-r", 1)[0] if c.get("shape") == "static" else str(c["cell"])
+
+    def grouped(cells: list[dict[str, Any]]) -> dict[str, list[float]]:
+        out: dict[str, list[float]] = {}
+        for c in cells:
+            out.setdefault(key(c), []).append(c.get("output_throughput") or 0.0)
+        return out
+
+    ga, gb = grouped(cells_a), grouped(cells_b)
+    rows = []
+    for name in [k for k in ga if k in gb]:
+        va, vb = ga[name], gb[name]
+        mean_a, mean_b = sum(va) / len(va), sum(vb) / len(vb)
+        spread = (max(va) - min(va)) + (max(vb) - min(vb))
+        rows.append(
+            CellDelta(
+                cell=name,
+                a=mean_a,
+                b=mean_b,
+                delta=mean_b - mean_a,
+                delta_pct=(mean_b / mean_a - 1) * 100 if mean_a else None,
+                spread=spread,
+                within_noise=abs(mean_b - mean_a) <= spread,
+            )
+        )
+    return Comparison(a=str(a), b=str(b), cells=rows)
