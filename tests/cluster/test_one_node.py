@@ -19,7 +19,7 @@ def one_node_toml(tmp_path: Path, vllm_bin: Path, port: int) -> Path:
     toml = tmp_path / "one.toml"
     toml.write_text(
         'profile = "local-cpu"\n'
-        f'[cluster]\nname = "solo"\nvllm = "installed"\nvllm_bin = "{vllm_bin}"\n'
+        f'[cluster]\nname = "solo"\nvllm_bin = "{vllm_bin}"\n'
         '[model]\nid = "example/stand-in"\nserved_name = "stand-in"\n'
         f"[api]\nport = {port}\n"
         "[lifecycle]\nport_timeout_s = 30\n"
@@ -75,13 +75,17 @@ def test_a_one_node_process_deployment_runs_its_own_vllm_bin_and_fails_cleanly(t
 
 
 def test_the_embedded_engine_is_refused_for_a_node_reached_over_ssh(tmp_path: Path) -> None:
+    # local-cpu's vllm_bin is the embedded engine; a node reached over ssh must name its own.
     toml = tmp_path / "c.toml"
-    toml.write_text(
-        'profile = "local-cpu"\n[cluster]\nvllm = "embedded"\n[[nodes]]\nname = "far"\nssh = "root@far.example"\n'
-    )
+    toml.write_text('profile = "local-cpu"\n[[nodes]]\nname = "far"\nssh = "root@far.example"\n')
     check = subprocess.run(
         [FLASHSPARK, "config", "check", "--env", str(toml), "--json"], capture_output=True, text=True, timeout=60
     )
     assert check.returncode == 2
     problems = [p for p in json.loads(check.stdout)["problems"] if p["severity"] == "error"]
-    assert [p["key"] for p in problems] == ["VLLM_SOURCE"] and "far" in problems[0]["rule"]
+    assert [p["key"] for p in problems] == ["VLLM_BIN"] and "'far' is reached over ssh" in problems[0]["rule"]
+    toml.write_text(toml.read_text().replace("[[nodes]]", '[cluster]\nvllm_bin = "/opt/vllm/bin/vllm"\n[[nodes]]'))
+    check = subprocess.run(
+        [FLASHSPARK, "config", "check", "--env", str(toml), "--json"], capture_output=True, text=True, timeout=60
+    )
+    assert check.returncode == 0, check.stdout

