@@ -96,6 +96,7 @@ class StandIn:
         self._idle: set[asyncio.StreamWriter] = set()
         self.metrics = metrics
         self.replies: deque[Reply] = deque()
+        self.listing: list[Any] | None = None  # GET /v1/models' data, when a test needs odd entries
         self.default = stream_reply([(0.0, "hello")], completion_tokens=1)
         self.requests: list[dict[str, Any]] = []
         # When set, decides the reply from the request body (before the queue is used).
@@ -179,7 +180,8 @@ class StandIn:
         elif path == "/health":
             await self._plain(writer, 200, b"", "text/plain")
         elif path.endswith("/v1/models"):
-            listing = {"object": "list", "data": [{"id": self.model, "object": "model", "max_model_len": 4096}]}
+            data = self.listing if self.listing is not None else [{"id": self.model, "max_model_len": 4096}]
+            listing = {"object": "list", "data": data}
             await self._plain(writer, 200, json.dumps(listing).encode(), "application/json")
         elif path == "/metrics":
             await self._plain(writer, 200, self.metrics.encode(), "text/plain")

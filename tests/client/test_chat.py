@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from flashspark.client import ChatRequest, OpenAIClient, Timeouts
+from flashspark.errors import ClientError
 from tests.standin import Reply, StandIn, chunk, sse, stream_reply, usage
 
 REQUEST = ChatRequest(messages=[{"role": "user", "content": "hi"}], max_tokens=32)
@@ -92,3 +93,21 @@ async def test_unreachable_server_is_a_failed_request() -> None:
     async with OpenAIClient("http://127.0.0.1:9/v1", timeouts=Timeouts(connect_s=1)) as client:
         result = await client.stream_chat(REQUEST.model_copy(update={"model": "m"}))
     assert not result.ok and result.error_kind == "connect"
+
+
+async def test_models_skips_entries_that_are_not_models() -> None:
+    with StandIn() as server:
+        server.listing = [{"object": "model"}, "junk", {"id": 7}, {"id": "real", "max_model_len": 2048, "owned_by": "x"}]
+        async with OpenAIClient(server.url) as client:
+            listed = await client.models()
+            first = await client.default_model()
+    assert [(m.id, m.max_model_len) for m in listed] == [("real", 2048)]
+    assert first == "real"
+
+
+async def test_a_server_listing_no_usable_model_is_a_client_error() -> None:
+    with StandIn() as server:
+        server.listing = [{"object": "model"}]
+        async with OpenAIClient(server.url) as client:
+            with pytest.raises(ClientError, match="lists no models"):
+                await client.default_model()

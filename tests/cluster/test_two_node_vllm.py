@@ -19,7 +19,7 @@ from typing import IO
 
 import pytest
 
-from flashspark.client import ChatRequest, OpenAIClient
+from flashspark.client import ChatRequest, ModelEntry, OpenAIClient
 from tests.cluster.conftest import NetnsCluster
 from tests.conftest import ENGINE_DIR, group_members
 
@@ -110,7 +110,7 @@ def test_tp2_across_two_nodes_serves_and_stops_clean(netns_cluster: NetnsCluster
         # Progress streamed both nodes' log lines and the rendezvous phase while it booted.
         assert "node2 |" in up.stderr and "node1 |" in up.stderr and "rendezvous" in up.stderr
 
-        async def ask() -> tuple[list[dict[str, object]], object]:
+        async def ask() -> tuple[list[ModelEntry], object]:
             async with OpenAIClient(state["base_url"], api_key=API_KEY) as client:
                 listed = await client.models()
                 reply = await client.stream_chat(
@@ -119,7 +119,7 @@ def test_tp2_across_two_nodes_serves_and_stops_clean(netns_cluster: NetnsCluster
             return listed, reply
 
         listed, reply = asyncio.run(ask())
-        assert [m["id"] for m in listed] == ["tiny-tp2"]
+        assert [m.id for m in listed] == ["tiny-tp2"]
         assert reply.ok and reply.completion_tokens == 16  # type: ignore[attr-defined]
         print(
             f"two-node TP 2: ready in {state['boot_s']} s; 16 tokens in {reply.e2e_s:.2f} s "  # type: ignore[attr-defined]

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from flashspark._version import __version__
 from flashspark.client.sse import SSEParser
@@ -54,6 +54,15 @@ class ChatRequest(BaseModel):
                 body[key] = value
         body.update(self.extra)
         return body
+
+
+class ModelEntry(BaseModel):
+    """One entry of GET /v1/models: the id and the context the server serves (anything else it says is kept)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    id: str
+    max_model_len: int | None = None
 
 
 class Timeouts(BaseModel):
@@ -260,10 +269,17 @@ class OpenAIClient:
         status, _ = await self._get(f"{self.root}/health")
         return status
 
-    async def models(self) -> list[dict[str, Any]]:
-        """The entries of GET /v1/models."""
-        data: list[dict[str, Any]] = (await self._get_json(f"{self.api}/models")).get("data", [])
-        return data
+    async def models(self) -> list[ModelEntry]:
+        """The entries of GET /v1/models (an entry without a string id is not a model: skipped)."""
+        document = await self._get_json(f"{self.api}/models")
+        data = document.get("data", []) if isinstance(document, dict) else []
+        entries = []
+        for item in data if isinstance(data, list) else []:
+            try:
+                entries.append(ModelEntry.model_validate(item))
+            except ValidationError:
+                continue
+        return entries
 
     async def default_model(self) -> str:
         """The first model the server lists, cached: what `--model` defaults to."""
@@ -278,7 +294,7 @@ class OpenAIClient:
             raise ClientError(
                 f"{self.api}/models lists no models", where=self.api, fix="pass --model, or check the server"
             )
-        return str(listed[0]["id"])
+        return listed[0].id
 
     async def metrics_text(self) -> str:
         status, body = await self._get(f"{self.root}/metrics")

@@ -23,6 +23,7 @@ from pathlib import Path
 from flashspark.cluster.lifecycle import new_run_dir, node_dir
 from flashspark.cluster.reports import ImageBuildReport, ImageVerifyReport, NodeBuild, NodeImageCheck
 from flashspark.cluster.runtimes import image_id, image_labels
+from flashspark.cluster.timeouts import TIMEOUTS
 from flashspark.cluster.transport import Transport, pipe_between, transport_for
 from flashspark.errors import InputError, NodeUnreachable, ProvenanceError
 from flashspark.files import write_atomic, write_json
@@ -46,8 +47,6 @@ from flashspark.provenance.image import (
 )
 from flashspark.recipe.model import Recipe
 
-BUILD_TIMEOUT_S = 3600.0
-
 
 def tar_bytes(files: dict[str, bytes]) -> bytes:
     buffer = io.BytesIO()
@@ -62,7 +61,7 @@ def tar_bytes(files: dict[str, bytes]) -> bytes:
 
 async def read_in_image(transport: Transport, image: str, path: str) -> str | None:
     """A text file's content inside an image (throwaway container), None when absent."""
-    result = await transport.run(read_in_image_argv(image, path), timeout_s=300)
+    result = await transport.run(read_in_image_argv(image, path), timeout_s=TIMEOUTS.image_read_s)
     return result.stdout if result.ok else None
 
 
@@ -114,7 +113,7 @@ async def build_image(recipe: Recipe, *, tag: str | None = None, on_each: bool =
         unpacked = await transport.run(["sh", "-c", unpack, "flashspark-context", folder], stdin=context)
         if not unpacked.ok:
             raise ProvenanceError(f"cannot unpack the build context: {unpacked.stderr.strip()}", where=transport.name)
-        built = await transport.run(docker_build_argv(tag, folder), timeout_s=BUILD_TIMEOUT_S)
+        built = await transport.run(docker_build_argv(tag, folder), timeout_s=TIMEOUTS.image_build_s)
         if not built.ok:
             raise ProvenanceError(
                 f"docker build failed on {transport.name}: {(built.stderr or built.stdout).strip()[-800:]}",
@@ -150,7 +149,7 @@ async def _hashes(transport: Transport, argv: list[str], root: str) -> dict[str,
     prefix = root.rstrip("/") + "/"
     if not any(arg.startswith(prefix) for arg in argv):
         return {}  # nothing to hash (sha256sum alone would read stdin)
-    result = await transport.run(argv, timeout_s=600)
+    result = await transport.run(argv, timeout_s=TIMEOUTS.image_hash_s)
     if result.returncode in (125, 126, 127):  # docker run / the shell could not start sha256sum at all
         raise ProvenanceError(
             f"cannot hash files on {transport.name}: {result.stderr.strip()[-300:]}",
@@ -217,7 +216,7 @@ async def verify_image(recipe: Recipe, *, expected: ImageManifest | None = None)
 async def installed_vllm_root(transport: Transport, python: str) -> str | None:
     """Where the node's Python finds the vllm package (found, not imported: importing takes seconds)."""
     code = "import importlib.util as u; s = u.find_spec('vllm'); print(s.submodule_search_locations[0])"
-    result = await transport.run([python, "-c", code], timeout_s=120)
+    result = await transport.run([python, "-c", code], timeout_s=TIMEOUTS.python_probe_s)
     return result.stdout.strip() or None if result.ok else None
 
 

@@ -17,6 +17,7 @@ import posixpath
 
 from flashspark.cluster.node_cache import NODE_PYTHON, probe_cache
 from flashspark.cluster.reports import ModelPrepareReport, NodeModelPrepared
+from flashspark.cluster.timeouts import TIMEOUTS
 from flashspark.cluster.transport import Transport, pipe_between, transport_for
 from flashspark.errors import ProvenanceError, RecipeError
 from flashspark.provenance.model_cache import ModelCacheReport, download_source
@@ -80,7 +81,9 @@ async def prepare_model(
     else:
         script = download_source()
         result = await head.run(
-            [python or NODE_PYTHON, "-", model, pinned, head_cache, str(workers)], stdin=script, timeout_s=86_400
+            [python or NODE_PYTHON, "-", model, pinned, head_cache, str(workers)],
+            stdin=script,
+            timeout_s=TIMEOUTS.download_s,
         )
         try:
             outcome = json.loads(result.stdout)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+from flashspark.cluster.timeouts import TIMEOUTS
 from flashspark.cluster.transport import Transport
 from flashspark.provenance.model_cache import ModelCacheReport, probe_source
 
@@ -17,7 +18,9 @@ async def probe_cache(
 ) -> tuple[ModelCacheReport | None, str]:
     """(the node's report, "") or (None, why the probe did not run there)."""
     argv = [python, "-", cache, model, revision, "1" if sha256 else "0"]
-    result = await transport.run(argv, stdin=probe_source(), timeout_s=3600 if sha256 else 300)
+    result = await transport.run(
+        argv, stdin=probe_source(), timeout_s=TIMEOUTS.cache_hash_s if sha256 else TIMEOUTS.cache_probe_s
+    )
     try:
         return ModelCacheReport.model_validate(json.loads(result.stdout)), ""
     except ValueError:

@@ -22,6 +22,7 @@ from flashspark.cluster.readiness import probe_api
 from flashspark.cluster.reports import CaptureDiff, CaptureIndex, NodeStatus, Pins, PortState, StatusReport
 from flashspark.cluster.runtimes import ComposeRuntime, image_id, read_log, runtime_for
 from flashspark.cluster.state import NodeProcess, read_state, state_path
+from flashspark.cluster.timeouts import TIMEOUTS
 from flashspark.cluster.transport import Transport, transport_for
 from flashspark.errors import InputError, NodeUnreachable
 from flashspark.recipe.model import Recipe
@@ -48,7 +49,7 @@ async def _node_status(recipe: Recipe, rank: int, process: NodeProcess | None) -
     runtime = runtime_for(recipe)
     entry = NodeStatus(node=node.name, rank=rank, role="head" if rank == 0 else "worker")
     try:
-        entry.reachable = (await transport.run(["true"], timeout_s=30)).ok
+        entry.reachable = (await transport.run(["true"], timeout_s=TIMEOUTS.reach_s)).ok
         if process is not None:
             entry = NodeStatus.model_validate({**entry.model_dump(), **await runtime.describe(transport, process)})
         if isinstance(runtime, ComposeRuntime):
@@ -147,7 +148,7 @@ async def follow_logs(recipe: Recipe, *, since: str | None = None) -> AsyncItera
 
 
 async def _run_text(transport: Transport, argv: list[str]) -> str | None:
-    result = await transport.run(argv, timeout_s=60)
+    result = await transport.run(argv, timeout_s=TIMEOUTS.command_s)
     return result.stdout if result.ok else None
 
 
@@ -181,7 +182,9 @@ async def _capture_node(recipe: Recipe, rank: int, process: NodeProcess | None) 
         if process is not None:
             files["engine.json"] = json.dumps(await runtime.describe(transport, process), indent=2)
             files["log.tail"] = await read_log(runtime, transport, process, lines=200)
-        smi = await transport.run(["sh", "-c", "command -v nvidia-smi >/dev/null && nvidia-smi"], timeout_s=60)
+        smi = await transport.run(
+            ["sh", "-c", "command -v nvidia-smi >/dev/null && nvidia-smi"], timeout_s=TIMEOUTS.command_s
+        )
         if smi.ok:
             files["nvidia-smi.txt"] = smi.stdout
     except NodeUnreachable as error:

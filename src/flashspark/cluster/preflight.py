@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from flashspark.cluster.gid import resolve_gid
 from flashspark.cluster.node_cache import probe_cache
+from flashspark.cluster.timeouts import TIMEOUTS
 from flashspark.cluster.transport import Transport, transport_for
 from flashspark.errors import NodeUnreachable
 from flashspark.recipe.model import Node, Recipe
@@ -48,7 +49,7 @@ async def check_node(recipe: Recipe, rank: int, transport: Transport) -> list[No
     node = recipe.nodes[rank]
     name = node.name
     try:
-        reached = await transport.run(["hostname"], timeout_s=30)
+        reached = await transport.run(["hostname"], timeout_s=TIMEOUTS.reach_s)
     except NodeUnreachable as error:
         return [NodeCheck(name, "reachable", False, error.message, error.fix or "")]
     checks = [NodeCheck(name, "reachable", reached.ok, reached.stdout.strip() or reached.stderr.strip())]

@@ -108,7 +108,7 @@ async def wait_until_ready(
                 listed = await client.models()
             except ClientError:
                 return None
-            return next((dict(m) for m in listed if m.get("id") == target.served_model_name), None)
+            return next((m.model_dump() for m in listed if m.id == target.served_model_name), None)
 
         await poll(
             "port open",
@@ -144,9 +144,7 @@ async def probe_api(base_url: str, api_key: str | None, *, metrics: bool = False
     async with probe_client(base_url, api_key) as client:
         try:
             found.health = await client.health()
-            found.models = [
-                ServedModel(id=m.get("id"), max_model_len=m.get("max_model_len")) for m in await client.models()
-            ]
+            found.models = [ServedModel(id=m.id, max_model_len=m.max_model_len) for m in await client.models()]
             found.version = await client.version()
             if metrics:
                 found.metrics = await client.metrics_text()

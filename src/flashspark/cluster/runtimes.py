@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from flashspark.cluster.state import NodeProcess
+from flashspark.cluster.timeouts import TIMEOUTS
 from flashspark.cluster.transport import Transport
 from flashspark.errors import ClusterError
 from flashspark.recipe.model import Node, Recipe
@@ -70,7 +71,9 @@ def env_file_text(values: dict[str, str], *, export: bool) -> str:
 async def read_log(
     runtime: NodeRuntime, transport: Transport, process: NodeProcess, *, lines: int, since: str | None = None
 ) -> str:
-    result = await transport.run(runtime.log_argv(process, lines=lines, follow=False, since=since), timeout_s=60)
+    result = await transport.run(
+        runtime.log_argv(process, lines=lines, follow=False, since=since), timeout_s=TIMEOUTS.log_read_s
+    )
     return result.stdout if result.ok else result.stdout + result.stderr
 
 
@@ -117,7 +120,8 @@ class ProcessRuntime:
             '! alive "$g"'
         )
         result = await transport.run(
-            ["sh", "-c", script, "flashspark-stop", str(process.pgid), str(int(grace_s * 5))], timeout_s=grace_s + 30
+            ["sh", "-c", script, "flashspark-stop", str(process.pgid), str(int(grace_s * 5))],
+            timeout_s=grace_s + TIMEOUTS.stop_margin_s,
         )
         return [] if result.ok else [f"process group {process.pgid}"]
 
@@ -164,7 +168,9 @@ class ComposeRuntime:
         await transport.write_file(f"{directory}/{SECRETS_ENV_FILE}", env_file_text(secrets, export=False))
         await transport.write_file(f"{directory}/{COMPOSE_FILE}", compose_yaml(launch.compose), mode=0o644)
         # --pull never: a node must run the image preflight verified, never a registry's newer one.
-        up = await transport.run(self.compose_argv(directory, "up", "-d", "--pull", "never"), timeout_s=300)
+        up = await transport.run(
+            self.compose_argv(directory, "up", "-d", "--pull", "never"), timeout_s=TIMEOUTS.compose_up_s
+        )
         if not up.ok:
             raise ClusterError(
                 f"docker compose up failed on {launch.name}: {up.stderr.strip()[-800:]}",
@@ -200,12 +206,12 @@ class ComposeRuntime:
         if directory is not None:
             await transport.run(
                 self.compose_argv(directory, "down", "--timeout", str(int(grace_s)), "--remove-orphans"),
-                timeout_s=grace_s + 60,
+                timeout_s=grace_s + 2 * TIMEOUTS.stop_margin_s,
             )
         left = await self.leftovers(transport)
         ids = [item.split()[-1] for item in left if item.startswith("container ")]
         if ids:
-            await transport.run(["docker", "rm", "-f", *ids], timeout_s=grace_s + 60)
+            await transport.run(["docker", "rm", "-f", *ids], timeout_s=grace_s + 2 * TIMEOUTS.stop_margin_s)
             left = await self.leftovers(transport)
         return left
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from flashspark.cluster.timeouts import TIMEOUTS
 from flashspark.errors import ClusterError, NodeUnreachable
 from flashspark.recipe.model import Node
 
@@ -49,7 +50,9 @@ class Transport(Protocol):
 
     name: str
 
-    async def run(self, argv: list[str], *, stdin: bytes | None = None, timeout_s: float = 60.0) -> CommandResult: ...
+    async def run(
+        self, argv: list[str], *, stdin: bytes | None = None, timeout_s: float = TIMEOUTS.command_s
+    ) -> CommandResult: ...
 
     async def write_file(self, path: str, content: str, *, mode: int = 0o600) -> None: ...
 
@@ -65,7 +68,7 @@ class SshTarget:
     host: str  # [user@]host
     port: int | None = None
     identity: str | None = None
-    connect_timeout_s: int = 10
+    connect_timeout_s: int = TIMEOUTS.ssh_connect_s
     accept_new_host_keys: bool = False
     known_hosts: str | None = None
     control_dir: str | None = None
@@ -183,7 +186,9 @@ class LocalTransport:
 
     name = "local"
 
-    async def run(self, argv: list[str], *, stdin: bytes | None = None, timeout_s: float = 60.0) -> CommandResult:
+    async def run(
+        self, argv: list[str], *, stdin: bytes | None = None, timeout_s: float = TIMEOUTS.command_s
+    ) -> CommandResult:
         return await run_argv(argv, stdin=stdin, timeout_s=timeout_s, env=local_environ())
 
     def local_argv(self, argv: list[str]) -> list[str]:
@@ -205,7 +210,9 @@ class SshTransport:
     def local_argv(self, argv: list[str]) -> list[str]:
         return ssh_argv(self.target, argv)
 
-    async def run(self, argv: list[str], *, stdin: bytes | None = None, timeout_s: float = 60.0) -> CommandResult:
+    async def run(
+        self, argv: list[str], *, stdin: bytes | None = None, timeout_s: float = TIMEOUTS.command_s
+    ) -> CommandResult:
         result = await run_argv(ssh_argv(self.target, argv), stdin=stdin, timeout_s=timeout_s)
         if result.returncode == SSH_UNREACHABLE:
             raise NodeUnreachable(

@@ -139,17 +139,17 @@ async def _run_gate(
     if name == "readiness":
         health = await client.health()
         listed = await client.models()
-        entry = next((m for m in listed if m.get("id") == model), None)
+        entry = next((m for m in listed if m.id == model), None)
         wanted = recipe.engine.max_model_len if recipe is not None else None
         problems = []
         if health != 200:
             problems.append(f"/health answered {health}")
         if entry is None:
             problems.append(f"/v1/models does not list {model!r}")
-        elif wanted is not None and entry.get("max_model_len") != wanted:
-            problems.append(f"max_model_len {entry.get('max_model_len')} != recipe {wanted}")
-        summary = "; ".join(problems) or f"/health 200, {model} max_model_len {entry and entry.get('max_model_len')}"
-        return ("fail" if problems else "pass"), summary, {"health": health, "models": listed}
+        elif wanted is not None and entry.max_model_len != wanted:
+            problems.append(f"max_model_len {entry.max_model_len} != recipe {wanted}")
+        summary = "; ".join(problems) or f"/health 200, {model} max_model_len {entry and entry.max_model_len}"
+        return ("fail" if problems else "pass"), summary, {"health": health, "models": [m.model_dump() for m in listed]}
     if name == "smoke":
         smoke = await run_smoke(client, concurrency=options.smoke_concurrency, expect=options.expect, model=model)
         return ("pass" if smoke.ok else "fail"), f"{smoke.passed}/{smoke.concurrency} exact", _dump(smoke)
