@@ -97,7 +97,12 @@ async def test_unreachable_server_is_a_failed_request() -> None:
 
 async def test_models_skips_entries_that_are_not_models() -> None:
     with StandIn() as server:
-        server.listing = [{"object": "model"}, "junk", {"id": 7}, {"id": "real", "max_model_len": 2048, "owned_by": "x"}]
+        server.listing = [
+            {"object": "model"},
+            "junk",
+            {"id": 7},
+            {"id": "real", "max_model_len": 2048, "owned_by": "x"},
+        ]
         async with OpenAIClient(server.url) as client:
             listed = await client.models()
             first = await client.default_model()

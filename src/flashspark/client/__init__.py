@@ -1,7 +1,8 @@
 """Client: a streaming OpenAI-compatible chat client, an SSE parser and a `/metrics` reader."""
 
-from flashspark.client.chat import ChatRequest, ChatResult, ModelEntry, OpenAIClient, Timeouts, normalize_base_url
+from flashspark.client.chat import OpenAIClient
 from flashspark.client.metrics import MetricsDelta, MetricsSnapshot, SpecDecodeStats, parse_metrics
+from flashspark.client.schema import ChatRequest, ChatResult, ModelEntry, Timeouts, normalize_base_url
 from flashspark.client.sse import SSEEvent, SSEParser
 
 __all__ = [

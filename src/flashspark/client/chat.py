@@ -13,162 +13,18 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
-import msgspec
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 from flashspark._version import __version__
+from flashspark.client.chunks import StreamState, apply_event
+from flashspark.client.schema import ChatRequest, ChatResult, ModelEntry, Timeouts, normalize_base_url
 from flashspark.client.sse import SSEParser
 from flashspark.client.wire import Connection, ConnectionPool, Origin, WireError, request_bytes
 from flashspark.errors import ClientError, HTTPStatusError
 
 NS = 1e-9
-
-
-class ChatRequest(BaseModel):
-    """One chat completion request; `extra` is merged into the JSON body as is."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    messages: list[dict[str, Any]]
-    model: str | None = None
-    max_tokens: int | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    seed: int | None = None
-    stop: list[str] | None = None
-    extra: dict[str, Any] = Field(default_factory=dict)
-
-    def body(self, model: str) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "model": self.model or model,
-            "messages": self.messages,
-            "stream": True,
-            "stream_options": {"include_usage": True},
-        }
-        for key in ("max_tokens", "temperature", "top_p", "seed", "stop"):
-            value = getattr(self, key)
-            if value is not None:
-                body[key] = value
-        body.update(self.extra)
-        return body
-
-
-class ModelEntry(BaseModel):
-    """One entry of GET /v1/models: the id and the context the server serves (anything else it says is kept)."""
-
-    model_config = ConfigDict(extra="allow", frozen=True)
-
-    id: str
-    max_model_len: int | None = None
-
-
-class Timeouts(BaseModel):
-    """Budgets in seconds: connect, first byte, the longest gap between chunks, the whole request."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    connect_s: float = 10.0
-    first_byte_s: float = 600.0
-    stall_s: float = 120.0
-    total_s: float = 1800.0
-
-
-class ChatResult(BaseModel):
-    """What one request produced and when. Times are seconds from the request's start."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    ok: bool = False
-    error: str | None = None
-    error_kind: str | None = Field(
-        default=None,
-        description="connect | timeout | stall | http | stream_error | malformed | reset | empty",
-    )
-    status_code: int | None = None
-    request_id: str | None = None
-    content: str = ""
-    reasoning: str = ""
-    tool_calls: list[dict[str, Any]] = Field(default_factory=list)
-    finish_reason: str | None = None
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    started_at: float = Field(default=0.0, description="Unix time the request was sent.")
-    ttfb_s: float | None = Field(default=None, description="First byte of the response body.")
-    ttft_s: float | None = Field(default=None, description="First token of any kind.")
-    ttfo_s: float | None = Field(default=None, description="First answer (content) token.")
-    last_token_s: float | None = None
-    e2e_s: float | None = None
-    chunk_times_s: list[float] = Field(
-        default_factory=list, description="Arrival time of every chunk that carried a token."
-    )
-
-    @property
-    def decode_tokens_per_s(self) -> float | None:
-        """(N - 1) / (t_last - t_first): per-token, not per-chunk, so multi-token chunks count right."""
-        n = self.completion_tokens
-        if n is None or n < 2 or self.ttft_s is None or self.last_token_s is None:
-            return None
-        span = self.last_token_s - self.ttft_s
-        return (n - 1) / span if span > 0 else None
-
-
-def normalize_base_url(url: str) -> tuple[str, str]:
-    """(server root, OpenAI API base) from either form: http://h:p or http://h:p/v1."""
-    url = url.rstrip("/")
-    if url.endswith("/v1"):
-        return url[: -len("/v1")], url
-    return url, url + "/v1"
-
-
-@dataclass
-class _Stream:
-    """What a stream has produced so far: plain attributes, because it is updated per chunk."""
-
-    content: list[str] = field(default_factory=list)
-    reasoning: list[str] = field(default_factory=list)
-    tool_calls: list[dict[str, Any]] = field(default_factory=list)
-    chunk_times: list[float] = field(default_factory=list)
-    request_id: str | None = None
-    finish_reason: str | None = None
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    ttfb: float | None = None
-    ttft: float | None = None
-    ttfo: float | None = None
-    last: float | None = None
-    status: int | None = None
-    error: str | None = None
-    error_kind: str | None = None
-    done: bool = False
-
-    def fail(self, kind: str, message: str) -> None:
-        if self.error is None:
-            self.error_kind, self.error = kind, message
-
-    def result(self, started_at: float, e2e: float) -> ChatResult:
-        return ChatResult(
-            ok=self.error is None,
-            error=self.error,
-            error_kind=self.error_kind,
-            status_code=self.status,
-            request_id=self.request_id,
-            content="".join(self.content),
-            reasoning="".join(self.reasoning),
-            tool_calls=self.tool_calls,
-            finish_reason=self.finish_reason,
-            prompt_tokens=self.prompt_tokens,
-            completion_tokens=self.completion_tokens,
-            started_at=started_at,
-            ttfb_s=self.ttfb,
-            ttft_s=self.ttft,
-            ttfo_s=self.ttfo,
-            last_token_s=self.last,
-            e2e_s=e2e,
-            chunk_times_s=self.chunk_times,
-        )
 
 
 class OpenAIClient:
@@ -316,7 +172,7 @@ class OpenAIClient:
         """Send one streaming chat request; every failure is recorded in the result."""
         started_at = time.time()
         start = time.perf_counter_ns()
-        stream = _Stream()
+        stream = StreamState()
         try:
             model = request.model or await self.default_model()
             body = json.dumps(request.body(model), separators=(",", ":")).encode()
@@ -436,7 +292,7 @@ class _Collect(_Exchange):
 
 
 class _ChatStream(_Exchange):
-    """Folds a streamed chat answer into `_Stream` as its bytes arrive, timed at their arrival.
+    """Folds a streamed chat answer into `StreamState` as its bytes arrive, timed at their arrival.
 
     The first-byte and stall budgets are one timer per budget period, not a
     timeout per read: at 100k chunks a second per-read timers cost more than
@@ -446,7 +302,7 @@ class _ChatStream(_Exchange):
 
     ERROR_BODY_BYTES = 4096
 
-    def __init__(self, stream: _Stream, start_ns: int, timeouts: Timeouts) -> None:
+    def __init__(self, stream: StreamState, start_ns: int, timeouts: Timeouts) -> None:
         super().__init__()
         self.stream = stream
         self.start_ns = start_ns
@@ -505,7 +361,7 @@ class _ChatStream(_Exchange):
             stream.ttfb = now
             self._arm(self.timeouts.stall_s)
         for payload in self.parser.feed_data(data):
-            _apply_event(payload, stream, now)
+            apply_event(payload, stream, now)
         if stream.error is not None:
             self._give_up()
 
@@ -523,156 +379,7 @@ class _ChatStream(_Exchange):
         elif stream.error is None:
             now = (time.perf_counter_ns() - self.start_ns) * NS
             for payload in self.parser.close_data():
-                _apply_event(payload, stream, now)
+                apply_event(payload, stream, now)
             if stream.error is None and not stream.done:
                 stream.fail("reset", "the stream ended before [DONE]")
         super().on_end(error)
-
-
-class _Delta(msgspec.Struct):
-    content: str | None = None
-    reasoning: str | None = None
-    reasoning_content: str | None = None
-    tool_calls: list[dict[str, Any]] | None = None
-
-
-class _Choice(msgspec.Struct):
-    delta: _Delta | None = None
-    finish_reason: str | None = None
-
-
-class _Usage(msgspec.Struct):
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-
-
-class _Chunk(msgspec.Struct):
-    """The fields of a chat.completion.chunk that the client reads; the rest is skipped unparsed."""
-
-    id: str | None = None
-    choices: list[_Choice] | None = None
-    usage: _Usage | None = None
-    error: Any = msgspec.UNSET
-
-
-# Typed decoding skips what it does not need and builds no dicts: ~0.6 µs a chunk against ~5 µs for
-# json.loads here, the largest single cost of a client reading 100k chunks a second.
-_decode_chunk = msgspec.json.Decoder(_Chunk).decode
-
-
-def _apply_event(payload: bytes, stream: _Stream, now: float) -> None:
-    """Fold one SSE data payload into the stream."""
-    if payload == b"[DONE]" or payload.strip() == b"[DONE]":
-        stream.done = True
-        return
-    try:
-        chunk = _decode_chunk(payload)
-    except msgspec.ValidationError:
-        _apply_untyped(payload, stream, now)  # valid JSON of an unexpected shape: judge it field by field
-        return
-    except msgspec.DecodeError:
-        stream.fail("malformed", f"not JSON in the stream: {payload[:120]!r}")
-        return
-    if chunk.error is not msgspec.UNSET:
-        _fail_with(stream, chunk.error)
-        return
-    if stream.request_id is None:
-        stream.request_id = chunk.id
-    if chunk.usage is not None:
-        _count(stream, chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
-    carried = False
-    for choice in chunk.choices or ():
-        delta = choice.delta or _NO_DELTA
-        # vLLM names it `reasoning`; other servers still send `reasoning_content`.
-        reasoning = delta.reasoning or delta.reasoning_content
-        carried |= _fold(stream, now, delta.content, reasoning, delta.tool_calls, choice.finish_reason)
-    if carried:
-        _mark_token(stream, now)
-
-
-_NO_DELTA = _Delta()
-
-
-def _apply_untyped(payload: bytes, stream: _Stream, now: float) -> None:
-    """The slow, forgiving path for a chunk whose fields do not have the usual types."""
-    try:
-        chunk = json.loads(payload)
-    except ValueError:
-        stream.fail("malformed", f"not JSON in the stream: {payload[:120]!r}")
-        return
-    if not isinstance(chunk, dict):
-        stream.fail("malformed", f"unexpected event: {payload[:120]!r}")
-        return
-    if "error" in chunk:
-        _fail_with(stream, chunk["error"])
-        return
-    if stream.request_id is None and isinstance(chunk.get("id"), str):
-        stream.request_id = chunk["id"]
-    usage = chunk.get("usage")
-    if isinstance(usage, dict):
-        _count(stream, *(_typed(usage.get(key), int) for key in ("prompt_tokens", "completion_tokens")))
-    carried = False
-    choices = chunk.get("choices")
-    for choice in choices if isinstance(choices, list) else ():
-        if not isinstance(choice, dict):
-            continue
-        delta: dict[str, Any] = _typed(choice.get("delta"), dict) or {}
-        carried |= _fold(
-            stream,
-            now,
-            _typed(delta.get("content"), str),
-            _typed(delta.get("reasoning") or delta.get("reasoning_content"), str),
-            _typed(delta.get("tool_calls"), list),
-            _typed(choice.get("finish_reason"), str),
-        )
-    if carried:
-        _mark_token(stream, now)
-
-
-def _typed(value: Any, kind: type) -> Any:
-    return value if isinstance(value, kind) else None
-
-
-def _fail_with(stream: _Stream, error: Any) -> None:
-    message = error.get("message", error) if isinstance(error, dict) else error
-    stream.fail("stream_error", f"error in the stream: {message}")
-
-
-def _count(stream: _Stream, prompt_tokens: int | None, completion_tokens: int | None) -> None:
-    if prompt_tokens is not None:
-        stream.prompt_tokens = prompt_tokens
-    if completion_tokens is not None:
-        stream.completion_tokens = completion_tokens
-
-
-def _fold(
-    stream: _Stream,
-    now: float,
-    content: str | None,
-    reasoning: str | None,
-    tool_calls: list[Any] | None,
-    finish_reason: str | None,
-) -> bool:
-    """One choice's delta into the stream; True when it carried a token of any kind."""
-    carried = False
-    if reasoning:
-        stream.reasoning.append(reasoning)
-        carried = True
-    if content:
-        stream.content.append(content)
-        carried = True
-        if stream.ttfo is None:
-            stream.ttfo = now
-    if tool_calls:
-        stream.tool_calls.extend(tool_calls)
-        carried = True
-    if finish_reason:
-        stream.finish_reason = finish_reason
-    return carried
-
-
-def _mark_token(stream: _Stream, now: float) -> None:
-    if stream.ttft is None:
-        stream.ttft = now
-    stream.last = now
-    stream.chunk_times.append(now)
