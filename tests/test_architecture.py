@@ -16,7 +16,7 @@ import pytest
 SRC = Path(__file__).parents[1] / "src" / "flashspark"
 
 # Modules every layer may use: no FlashSpark imports of their own beyond each other.
-COMMON = {"_version", "errors", "files", "redact", "bootlog"}
+COMMON = {"_version", "errors", "files", "redact", "bootlog", "pins"}
 # Downstream first: a layer imports only layers listed before it.
 ORDER = ["recipe", "render", "plan", "engine", "provenance", "client", "cluster", "gates", "bench", "report", "cli"]
 EDGES: dict[str, set[str]] = {

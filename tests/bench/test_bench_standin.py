@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from flashspark.bench.records import cell_statistics, percentile, record_from
+from flashspark.bench.records import RequestRecord, cell_statistics, percentile, record_from
 from flashspark.bench.results import ResultsWriter, read_requests, read_results
 from flashspark.bench.runner import BenchOptions, run_bench, staggered_cells, static_cells
 from flashspark.client import ChatRequest, ChatResult, OpenAIClient
@@ -58,9 +58,9 @@ def test_failed_requests_are_counted_not_averaged() -> None:
         record_from(bad, cell="c", category="code", index=1),
     ]
     stats = cell_statistics(records, duration_s=2.0)
-    assert (stats["completed"], stats["failed"], stats["error_kinds"]) == (1, 1, {"http": 1})
-    assert stats["median_ttft_ms"] == pytest.approx(100.0) and stats["median_e2el_ms"] == pytest.approx(1000.0)
-    assert stats["output_throughput"] == 5.0
+    assert (stats.completed, stats.failed, stats.error_kinds) == (1, 1, {"http": 1})
+    assert stats.median_ttft_ms == pytest.approx(100.0) and stats.median_e2el_ms == pytest.approx(1000.0)
+    assert stats.output_throughput == 5.0
 
 
 def test_percentile_interpolates_like_numpy() -> None:
@@ -75,7 +75,7 @@ async def test_a_static_and_staggered_run_writes_results_and_a_report(tmp_path: 
             writer = static_writer(tmp_path, server.url)
             cells = static_cells((1, 2), rounds=2) + staggered_cells(3, 0.05)
             summaries = await run_bench(client, cells, options=BenchOptions(warmup_requests=1), writer=writer)
-    assert [s["cell"] for s in summaries] == [
+    assert [s.cell for s in summaries] == [
         "static-c1-r0",
         "static-c1-r1",
         "static-c2-r0",
@@ -83,7 +83,7 @@ async def test_a_static_and_staggered_run_writes_results_and_a_report(tmp_path: 
         "staggered-n3-g0.05",
     ]
     results = read_results(tmp_path)
-    assert results["schema_version"] == 1 and "schema_notes" in results
+    assert results.schema_version == 1 and results.schema_notes
     assert len(read_requests(tmp_path)) == 1 + 1 + 2 + 2 + 3
     assert (tmp_path / "summary.csv").read_text().splitlines()[0].startswith("cell,shape,level")
     written = write_report(tmp_path)
@@ -138,7 +138,7 @@ def test_a_killed_run_keeps_the_requests_that_finished(tmp_path: Path) -> None:
         process.wait()
     finished = read_requests(out)
     assert 3 <= len(finished) < 8
-    assert all(r["error"] is None and r["output_tokens"] == 2 for r in finished)
+    assert all(r.error is None and r.output_tokens == 2 for r in finished)
     assert not (out / "results.json").exists()  # the cell never finished; the requests are still there
 
 
@@ -150,13 +150,13 @@ async def test_a_cell_split_over_client_processes_keeps_every_request_and_its_ti
             options = BenchOptions(warmup_requests=0, processes=2)
             [summary] = await run_bench(client, static_cells((4,), rounds=1), options=options, writer=writer)
     records = read_requests(tmp_path)
-    assert sorted(r["index"] for r in records) == [0, 1, 2, 3]  # each request once, from both processes
-    assert all(r["error"] is None and r["output_tokens"] == 12 for r in records)
-    assert all(r["request_id"] == "chatcmpl-standin" for r in records)  # the server's id, for its log
-    assert all(r["ttft_s"] == pytest.approx(0.2, abs=0.1) for r in records)
-    assert summary["completed"] == 4 and summary["output_throughput"] > 0
+    assert sorted(r.index for r in records) == [0, 1, 2, 3]  # each request once, from both processes
+    assert all(r.error is None and r.output_tokens == 12 for r in records)
+    assert all(r.request_id == "chatcmpl-standin" for r in records)  # the server's id, for its log
+    assert all(r.ttft_s == pytest.approx(0.2, abs=0.1) for r in records)
+    assert summary.completed == 4 and summary.output_throughput > 0
     # released together from one common start: the four ~0.5 s requests overlap instead of queueing
-    starts = sorted(r["started_at"] for r in records)
+    starts = sorted(r.started_at for r in records)
     assert starts[-1] - starts[0] < 0.25
 
 
@@ -185,6 +185,41 @@ async def test_a_static_cell_opens_its_connections_before_the_release(tmp_path: 
             writer = static_writer(tmp_path, server.url)
             await run_bench(client, static_cells((4,), rounds=2), options=options, writer=writer)
     records = read_requests(tmp_path)
-    assert len(records) == 8 and all(r["error"] is None for r in records)
+    assert len(records) == 8 and all(r.error is None for r in records)
     # per round: the warm-up on one connection, then four measured requests that all found four open
     assert open_at_arrival == [1, 4, 4, 4, 4, 4, 4, 4, 4, 4]
+
+
+def test_report_and_compare_name_a_bad_results_file_and_skip_a_torn_request_line(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from flashspark.cli.main import main
+
+    (tmp_path / "results.json").write_text('{"cells": [{"cell": "c1", "completed": "many"}]}')
+    result = CliRunner().invoke(main, ["report", str(tmp_path)])
+    assert result.exit_code == 2 and "not a FlashSpark results file" in result.output
+    assert "cells.0.completed" in result.output and "Traceback" not in result.output
+    (tmp_path / "results.json").write_text("{not json")
+    result = CliRunner().invoke(main, ["compare", str(tmp_path), str(tmp_path)])
+    assert result.exit_code == 2 and "not a FlashSpark results file" in result.output
+    good = RequestRecord.model_construct(
+        cell="c1",
+        category="code",
+        index=0,
+        started_at=0.0,
+        prompt_tokens=1,
+        output_tokens=2,
+        ttfb_s=0.1,
+        ttft_s=0.1,
+        ttfo_s=0.1,
+        e2e_s=0.2,
+        decode_tokens_per_s=10.0,
+        chunks=2,
+        tokens_per_chunk=1.0,
+        chunk_gaps_s=[0.1],
+        finish_reason="length",
+        error=None,
+        error_kind=None,
+    ).model_dump_json()
+    (tmp_path / "requests.jsonl").write_text(good + "\n" + good[: len(good) // 2])  # killed mid-write
+    assert [r.cell for r in read_requests(tmp_path)] == ["c1"]

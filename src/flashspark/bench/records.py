@@ -23,6 +23,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from flashspark.bench.stats import ClientStats
 from flashspark.client import ChatResult
 
 
@@ -98,7 +99,7 @@ def distribution(values: list[float], *, scale: float = 1.0) -> dict[str, float 
     }
 
 
-def cell_statistics(records: list[RequestRecord], duration_s: float) -> dict[str, Any]:
+def cell_statistics(records: list[RequestRecord], duration_s: float) -> ClientStats:
     """Client-side statistics of one cell; names follow `vllm bench serve` where the meaning is the same."""
     ok = [r for r in records if r.error is None]
     failed = [r for r in records if r.error is not None]
@@ -133,4 +134,4 @@ def cell_statistics(records: list[RequestRecord], duration_s: float) -> dict[str
         stats[f"{'median' if key == 'p50' else key}_decode_tokens_per_s"] = value
     for key, value in distribution(gaps, scale=1000).items():
         stats[f"{'median' if key == 'p50' else key}_chunk_gap_ms"] = value
-    return stats
+    return ClientStats.model_validate(stats)

@@ -17,8 +17,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
 from flashspark.bench.records import RequestRecord
+from flashspark.bench.stats import CellSummary
+from flashspark.errors import InputError
 from flashspark.files import write_atomic
+from flashspark.pins import Pins
 
 RESULTS_SCHEMA_VERSION = 1
 SCHEMA_NOTES = {
@@ -85,32 +90,78 @@ class ResultsWriter:
             self._requests.close()
             self._requests = None
 
-    def write_results(self, cells: list[dict[str, Any]], *, model: str) -> None:
+    def write_results(self, cells: list[CellSummary], *, model: str) -> None:
         self._sync_requests()
+        rows = [cell.model_dump(mode="json") for cell in cells]
         document = {
             "schema_version": RESULTS_SCHEMA_VERSION,
             "created_at": self.created_at,
             "model": model,
             **self.meta,
             "schema_notes": SCHEMA_NOTES,
-            "cells": cells,
+            "cells": rows,
         }
         write_atomic(self.results_path, json.dumps(document, indent=2, default=str) + "\n")
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=SUMMARY_COLUMNS, extrasaction="ignore")
         writer.writeheader()
-        for cell in cells:
-            writer.writerow({k: cell.get(k) for k in SUMMARY_COLUMNS})
+        for row in rows:
+            writer.writerow({k: row.get(k) for k in SUMMARY_COLUMNS})
         write_atomic(self.summary_path, buffer.getvalue())
 
 
-def read_results(run_dir: Path) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((run_dir / "results.json").read_text())
-    return data
+class BenchResults(BaseModel):
+    """results.json as read back: what produced the numbers, and every cell."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: int = RESULTS_SCHEMA_VERSION
+    created_at: str | None = None
+    model: str | None = None
+    shape: str = "bench"
+    base_url: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+    pins: Pins = Field(default_factory=Pins)
+    boot: dict[str, Any] | None = Field(
+        default=None, description="The deployment's boot.json, when FlashSpark started it."
+    )
+    recipe: dict[str, Any] | None = Field(
+        default=None, description="The resolved recipe, when it describes the server."
+    )
+    schema_notes: dict[str, str] = Field(default_factory=dict)
+    cells: list[CellSummary] = Field(default_factory=list)
 
 
-def read_requests(run_dir: Path) -> list[dict[str, Any]]:
+def read_results(run_dir: Path) -> BenchResults:
+    """results.json of a run directory; InputError naming the file when it is missing or not one."""
+    path = run_dir / "results.json"
+    try:
+        return BenchResults.model_validate_json(path.read_bytes())
+    except OSError as exc:
+        raise InputError(
+            f"cannot read {path}: {exc.strerror}",
+            where=str(path),
+            fix="point at a run directory written by `flashspark bench`",
+        ) from None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "the document"
+        raise InputError(
+            f"{path} is not a FlashSpark results file ({where}: {first['msg']})",
+            where=str(path),
+            fix="point at a run directory written by `flashspark bench` (and do not edit results.json)",
+        ) from None
+
+
+def read_requests(run_dir: Path) -> list[RequestRecord]:
+    """Every request record of requests.jsonl; a torn line (a killed run's last) is skipped."""
     path = run_dir / "requests.jsonl"
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            records.append(RequestRecord.model_validate_json(line))
+        except ValidationError:
+            continue
+    return records

@@ -28,10 +28,12 @@ from flashspark.bench.options import CATEGORIES, BenchOptions
 from flashspark.bench.prompts import bench_messages
 from flashspark.bench.records import RequestRecord, cell_statistics, record_from
 from flashspark.bench.results import RESULTS_SCHEMA_VERSION, ResultsWriter
+from flashspark.bench.stats import CellSummary, ServerStats
 from flashspark.bench.workers import Share, run_in_processes, send, share_cap, split
 from flashspark.client import ChatRequest, OpenAIClient, parse_metrics
 from flashspark.client.metrics import GENERATION_TOKENS, KV_USAGE, PREEMPTIONS, MetricsSnapshot, gauge_sum
 from flashspark.errors import ClientError, InputError
+from flashspark.pins import Pins
 
 SAMPLE_S = 0.5
 COLD_HIT_WARNING = 0.05
@@ -130,7 +132,7 @@ async def run_cell(
     options: BenchOptions,
     run: str,
     on_record: Callable[[RequestRecord], None],
-) -> dict[str, Any]:
+) -> CellSummary:
     """Warm up, then run one cell; returns its summary (client and server side)."""
     for category in options.categories:
         for w in range(options.warmup_requests):
@@ -167,7 +169,7 @@ async def run_cell(
             await asyncio.gather(*(one(i, delay) for i, delay in enumerate(cell.arrivals_s)))
             duration = time.perf_counter() - started
     after = await _snapshot(client)
-    summary: dict[str, Any] = {
+    meta = {
         "cell": cell.name,
         "shape": cell.shape,
         "level": cell.level,
@@ -175,13 +177,12 @@ async def run_cell(
         "requests": len(cell.arrivals_s),
         "concurrency_cap": cell.concurrency_cap,
     }
-    summary.update(cell_statistics(records, duration))
-    summary["per_category"] = {
+    per_category = {
         category: cell_statistics([r for r in records if r.category == category], duration)
         for category in sorted({r.category for r in records})
     }
-    summary.update(server_side(before, after, duration, sampler.kv_peak))
-    return summary
+    server = server_side(before, after, duration, sampler.kv_peak)
+    return CellSummary.of(meta, cell_statistics(records, duration), per_category, server)
 
 
 def shares_for(client: OpenAIClient, cell: CellPlan, *, model: str, options: BenchOptions, run: str) -> list[Share]:
@@ -209,34 +210,34 @@ def shares_for(client: OpenAIClient, cell: CellPlan, *, model: str, options: Ben
 
 def server_side(
     before: MetricsSnapshot | None, after: MetricsSnapshot | None, duration: float, kv_peak: float | None
-) -> dict[str, Any]:
+) -> ServerStats:
     if before is None or after is None:
-        return {"server_metrics": False}
+        return ServerStats()
     delta = after.minus(before)
     spec = delta.spec_decode
     # Sampled during the cell, and once right after it (a cell shorter than one sample period has only that).
     kv_samples = [v for v in (kv_peak, after.gauges.get(KV_USAGE)) if v is not None]
     hit_rate = delta.prefix_cache_hit_rate
-    out: dict[str, Any] = {
-        "server_metrics": True,
-        "server_output_throughput": delta.counter(GENERATION_TOKENS) / duration if duration > 0 else None,
-        "server_generation_tokens": delta.counter(GENERATION_TOKENS),
-        "spec_decode_num_drafts": spec.drafts,
-        "spec_decode_draft_tokens": spec.draft_tokens,
-        "spec_decode_accepted_tokens": spec.accepted_tokens,
-        "spec_decode_acceptance_rate": spec.acceptance_rate,
-        "spec_decode_acceptance_length": spec.mean_acceptance_length,
-        "spec_decode_per_position_acceptance_rates": spec.per_position_rates,
-        "prefix_cache_hit_rate": hit_rate,
-        "kv_cache_usage_peak": max(kv_samples) if kv_samples else None,
-        "num_preemptions": delta.counter(PREEMPTIONS),
-        "warnings": [],
-    }
+    warnings = []
     if hit_rate is not None and hit_rate > COLD_HIT_WARNING:
-        out["warnings"].append(
+        warnings.append(
             f"{hit_rate:.0%} of prefix-cache queries hit during a cold cell: the result may be flattered by caching"
         )
-    return out
+    return ServerStats(
+        server_metrics=True,
+        server_output_throughput=delta.counter(GENERATION_TOKENS) / duration if duration > 0 else None,
+        server_generation_tokens=delta.counter(GENERATION_TOKENS),
+        spec_decode_num_drafts=spec.drafts,
+        spec_decode_draft_tokens=spec.draft_tokens,
+        spec_decode_accepted_tokens=spec.accepted_tokens,
+        spec_decode_acceptance_rate=spec.acceptance_rate,
+        spec_decode_acceptance_length=spec.mean_acceptance_length,
+        spec_decode_per_position_acceptance_rates=spec.per_position_rates,
+        prefix_cache_hit_rate=hit_rate,
+        kv_cache_usage_peak=max(kv_samples) if kv_samples else None,
+        num_preemptions=delta.counter(PREEMPTIONS),
+        warnings=warnings,
+    )
 
 
 async def run_bench(
@@ -246,8 +247,8 @@ async def run_bench(
     options: BenchOptions,
     writer: ResultsWriter,
     on_record: Callable[[RequestRecord], None] | None = None,
-    on_cell: Callable[[dict[str, Any]], None] | None = None,
-) -> list[dict[str, Any]]:
+    on_cell: Callable[[CellSummary], None] | None = None,
+) -> list[CellSummary]:
     """Run every cell in order, writing as it goes; returns the cell summaries."""
     if not options.categories:
         raise InputError("no prompt category given", key="--categories", fix=f"use {', '.join(CATEGORIES)}")
@@ -258,7 +259,7 @@ async def run_bench(
             )
     model = options.model or await client.default_model()
     run = uuid.uuid4().hex[:8]
-    summaries: list[dict[str, Any]] = []
+    summaries: list[CellSummary] = []
 
     def record(rec: RequestRecord) -> None:
         writer.append_request(rec)
@@ -284,11 +285,11 @@ class BenchRun(BaseModel):
     results: str
     requests: str
     summary: str
-    cells: list[dict[str, Any]]
+    cells: list[CellSummary]
 
     @property
     def failed(self) -> int:
-        return sum(int(c.get("failed") or 0) for c in self.cells)
+        return sum(c.failed for c in self.cells)
 
 
 async def run_bench_session(
@@ -298,18 +299,18 @@ async def run_bench_session(
     shape: str,
     options: BenchOptions,
     run_dir: Path,
-    pins: dict[str, Any],
+    pins: Pins,
     boot: dict[str, Any] | None,
     recipe: dict[str, Any] | None,
     on_record: Callable[[RequestRecord], None] | None = None,
-    on_cell: Callable[[dict[str, Any]], None] | None = None,
+    on_cell: Callable[[CellSummary], None] | None = None,
 ) -> BenchRun:
     """A whole benchmark run: results.json carries the options, the pins, the boot evidence and the recipe."""
     meta: dict[str, Any] = {
         "shape": shape,
         "base_url": client.api,
         "options": options.model_dump(mode="json"),
-        "pins": {**pins, "vllm_version": await client.version()},
+        "pins": pins.merged(vllm_version=await client.version()).model_dump(mode="json", exclude_defaults=True),
         "boot": boot,
         "recipe": recipe,
     }

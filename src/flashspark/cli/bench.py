@@ -26,6 +26,7 @@ from flashspark.cli.console import escape
 if TYPE_CHECKING:
     from flashspark.bench.records import RequestRecord
     from flashspark.bench.runner import BenchRun, CellPlan
+    from flashspark.bench.stats import CellSummary
 
 
 @click.group("bench")
@@ -171,15 +172,15 @@ def bench_request_line(record: RequestRecord) -> str:
     return f"{head}: {record.output_tokens} tokens, TTFT {ttft} ms, {rate} tok/s"
 
 
-def print_bench_cell(cell: dict[str, Any]) -> None:
-    acceptance = cell.get("spec_decode_acceptance_rate")
+def print_bench_cell(cell: CellSummary) -> None:
+    acceptance = cell.spec_decode_acceptance_rate
     console.err.print(
-        f"[bold]{cell['cell']}[/]: {cell['completed']}/{cell['requests']} ok, "
-        f"{cell['output_throughput']:.1f} tok/s aggregate, per-stream "
-        f"{cell['per_stream_decode_tokens_per_s_mean'] or 0:.1f} tok/s, TTFT p50 "
-        f"{cell['median_ttft_ms'] or 0:.0f} ms" + (f", acceptance {acceptance:.3f}" if acceptance is not None else "")
+        f"[bold]{escape(cell.cell)}[/]: {cell.completed}/{cell.requests} ok, "
+        f"{cell.output_throughput:.1f} tok/s aggregate, per-stream "
+        f"{cell.per_stream_decode_tokens_per_s_mean or 0:.1f} tok/s, TTFT p50 "
+        f"{cell.median_ttft_ms or 0:.0f} ms" + (f", acceptance {acceptance:.3f}" if acceptance is not None else "")
     )
-    for warning in cell.get("warnings", []):
+    for warning in cell.warnings:
         console.err.print(f"  [yellow]warning:[/] {escape(warning)}")
 
 
@@ -227,6 +228,6 @@ class BenchProgress:
         else:
             sys.stderr.write(bench_request_line(record) + "\n")
 
-    def cell(self, summary: dict[str, Any]) -> None:
+    def cell(self, summary: CellSummary) -> None:
         if not self.quiet:
             print_bench_cell(summary)

@@ -285,9 +285,7 @@ def print_gate(result: GateResult) -> None:
 
 
 def print_validation(result: ValidationResult, path: Path) -> None:
-    table = console.table(
-        title=f"validate: {result.model} at {result.base_url} (vLLM {result.pins.get('vllm_version')})"
-    )
+    table = console.table(title=f"validate: {result.model} at {result.base_url} (vLLM {result.pins.vllm_version})")
     for column in ("gate", "status", "seconds", "summary"):
         table.add_column(column)
     for gate in result.gates:

@@ -30,20 +30,13 @@ from flashspark.cluster.ports import port_open
 from flashspark.cluster.preflight import GID_CHECK, NodeCheck, preflight
 from flashspark.cluster.provision import provision
 from flashspark.cluster.readiness import ReadinessTarget, wait_until_ready
-from flashspark.cluster.reports import (
-    BootRecord,
-    DownResult,
-    FailureRecord,
-    NodeImage,
-    Pins,
-    ServedModel,
-    UpResult,
-)
+from flashspark.cluster.reports import BootRecord, DownResult, FailureRecord, ServedModel, UpResult
 from flashspark.cluster.runtimes import ComposeRuntime, NodeRuntime, image_labels, read_log, runtime_for
 from flashspark.cluster.state import DeploymentState, NodeProcess, read_state, state_path, write_state
 from flashspark.cluster.transport import Transport, transport_for
 from flashspark.errors import AlreadyRunning, NodeUnreachable, PhaseFailed, PreflightFailed
 from flashspark.files import write_json
+from flashspark.pins import NodeImage, Pins
 from flashspark.provenance.image import MANIFEST_LABEL
 from flashspark.recipe.model import Recipe
 from flashspark.redact import redact

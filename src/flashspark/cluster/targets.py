@@ -16,6 +16,7 @@ from typing import Any
 
 from flashspark.client import OpenAIClient
 from flashspark.cluster.lifecycle import recorded_state
+from flashspark.pins import Pins
 from flashspark.recipe.model import Recipe
 from flashspark.render import render_plan
 
@@ -35,11 +36,11 @@ class Target:
         return self.recipe if self.describes_server else None
 
     @property
-    def pins(self) -> dict[str, Any]:
-        """The pin set recorded at boot, when FlashSpark started the deployment."""
+    def pins(self) -> Pins:
+        """The pin set recorded at boot, when FlashSpark started the deployment (else empty)."""
         if self.boot is None:
-            return {}
-        return {**self.boot.get("pins", {}), "boot_json": self.boot_json}
+            return Pins()
+        return Pins.model_validate(self.boot.get("pins", {})).merged(boot_json=self.boot_json)
 
     def client(self) -> OpenAIClient:
         return OpenAIClient(self.base_url, api_key=self.api_key)

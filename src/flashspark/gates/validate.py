@@ -25,6 +25,7 @@ from flashspark.gates.options import GATES, SANITY
 from flashspark.gates.sanity import DEFAULT_LEVELS, run_sanity
 from flashspark.gates.smoke import DEFAULT_EXPECT, run_smoke
 from flashspark.gates.speculative import run_speculative_gate
+from flashspark.pins import Pins
 from flashspark.recipe.model import Recipe
 
 VALIDATION_SCHEMA_VERSION = 1
@@ -48,7 +49,7 @@ class ValidationResult(BaseModel):
     created_at: str
     base_url: str
     model: str | None
-    pins: dict[str, Any]
+    pins: Pins
     gates: list[GateResult]
     recipe: dict[str, Any] | None
 
@@ -98,7 +99,7 @@ async def run_validate(
     options: ValidateOptions,
     run_dir: Path,
     recipe: Recipe | None = None,
-    pins: dict[str, Any] | None = None,
+    pins: Pins | None = None,
     on_gate: Callable[[GateResult], None] | None = None,
 ) -> ValidationResult:
     """Run the selected gates in order and write validation.json into run_dir."""
@@ -119,7 +120,9 @@ async def run_validate(
         results.append(result)
         if on_gate is not None:
             on_gate(result)
-    all_pins = {"vllm_version": await client.version(), "served_model": model, **(pins or {})}
+    # What the deployment recorded at boot wins over what the server says now.
+    server = Pins(vllm_version=await client.version(), served_model=model)
+    all_pins = server.merged(**(pins.model_dump(exclude_defaults=True) if pins is not None else {}))
     validation = ValidationResult(
         ok=all(r.status in {"pass", "skip"} for r in results),
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),

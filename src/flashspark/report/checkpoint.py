@@ -18,7 +18,9 @@ matplotlib.use("Agg")  # files only, never a window
 
 import matplotlib.pyplot as plt
 
-from flashspark.bench.results import read_requests, read_results
+from flashspark.bench.records import RequestRecord
+from flashspark.bench.results import BenchResults, read_requests, read_results
+from flashspark.bench.stats import CellSummary
 
 
 def _fmt(value: Any, digits: int = 1) -> str:
@@ -33,7 +35,7 @@ def write_report(run_dir: Path) -> list[Path]:
     """Write report.md and its plots into run_dir; return the files written."""
     results = read_results(run_dir)
     requests = read_requests(run_dir)
-    cells: list[dict[str, Any]] = results.get("cells", [])
+    cells = results.cells
     plots = [
         p
         for p in (plot_throughput(run_dir, cells), plot_acceptance(run_dir, cells), plot_ttft(run_dir, requests))
@@ -43,18 +45,17 @@ def write_report(run_dir: Path) -> list[Path]:
     return [run_dir / "report.md", *plots]
 
 
-def markdown(results: dict[str, Any], cells: list[dict[str, Any]], plots: list[Path]) -> str:
-    pins = results.get("pins", {})
-    recipe = results.get("recipe") or {}
-    boot = results.get("boot") or {}
+def markdown(results: BenchResults, cells: list[CellSummary], plots: list[Path]) -> str:
+    pins = results.pins.model_dump(exclude_defaults=True)
+    recipe = results.recipe or {}
+    boot = results.boot or {}
     engine = recipe.get("engine", {})
     lines = [
-        f"# Benchmark checkpoint: {results.get('model')} "
-        f"({results.get('shape', 'bench')}, {results.get('created_at')})",
+        f"# Benchmark checkpoint: {results.model} ({results.shape}, {results.created_at})",
         "",
     ]
     lines += ["## Config", ""]
-    lines += [f"- endpoint: `{results.get('base_url')}`, model `{results.get('model')}`"]
+    lines += [f"- endpoint: `{results.base_url}`, model `{results.model}`"]
     lines += [f"- vLLM {pins.get('vllm_version', '?')}; pins: " + ", ".join(f"{k}={v}" for k, v in pins.items())]
     if recipe:
         lines.append(
@@ -64,7 +65,7 @@ def markdown(results: dict[str, Any], cells: list[dict[str, Any]], plots: list[P
             f"speculative {recipe.get('speculative', {}).get('method')} k="
             f"{recipe.get('speculative', {}).get('num_speculative_tokens')}"
         )
-    options = results.get("options", {})
+    options = results.options
     lines.append(f"- options: {', '.join(f'{k}={v}' for k, v in options.items())}")
     if boot:
         evidence = boot.get("evidence", {})
@@ -89,15 +90,15 @@ def markdown(results: dict[str, Any], cells: list[dict[str, Any]], plots: list[P
     ]
     for c in cells:
         lines.append(
-            f"| {c['cell']} | {c['completed']}/{c['requests']} | {_fmt(c.get('output_throughput'))} | "
-            f"{_fmt(c.get('server_output_throughput'))} | {_fmt(c.get('per_stream_decode_tokens_per_s_mean'))} | "
-            f"{_fmt(c.get('median_ttft_ms'), 0)} / {_fmt(c.get('p99_ttft_ms'), 0)} | "
-            f"{_fmt(c.get('median_e2el_ms'), 0)} | "
-            f"{_fmt(c.get('tokens_per_chunk_mean'), 2)} | {_fmt(c.get('spec_decode_acceptance_rate'), 3)} | "
-            f"{_fmt(c.get('spec_decode_acceptance_length'), 2)} | {_fmt(c.get('prefix_cache_hit_rate'), 3)} | "
-            f"{c.get('error_kinds') or '–'} |"
+            f"| {c.cell} | {c.completed}/{c.requests} | {_fmt(c.output_throughput)} | "
+            f"{_fmt(c.server_output_throughput)} | {_fmt(c.per_stream_decode_tokens_per_s_mean)} | "
+            f"{_fmt(c.median_ttft_ms, 0)} / {_fmt(c.p99_ttft_ms, 0)} | "
+            f"{_fmt(c.median_e2el_ms, 0)} | "
+            f"{_fmt(c.tokens_per_chunk_mean, 2)} | {_fmt(c.spec_decode_acceptance_rate, 3)} | "
+            f"{_fmt(c.spec_decode_acceptance_length, 2)} | {_fmt(c.prefix_cache_hit_rate, 3)} | "
+            f"{c.error_kinds or '–'} |"
         )
-    categories = sorted({cat for c in cells for cat in c.get("per_category", {})})
+    categories = sorted({cat for c in cells for cat in c.per_category})
     if len(categories) > 1:
         lines += [
             "",
@@ -107,34 +108,33 @@ def markdown(results: dict[str, Any], cells: list[dict[str, Any]], plots: list[P
             "|---|---|---|---|---|",
         ]
         for c in cells:
-            for cat, s in c.get("per_category", {}).items():
+            for cat, s in c.per_category.items():
                 lines.append(
-                    f"| {c['cell']} | {cat} | {s['completed']} | "
-                    f"{_fmt(s.get('per_stream_decode_tokens_per_s_mean'))} | "
-                    f"{_fmt(s.get('tokens_per_chunk_mean'), 2)} |"
+                    f"| {c.cell} | {cat} | {s.completed} | "
+                    f"{_fmt(s.per_stream_decode_tokens_per_s_mean)} | {_fmt(s.tokens_per_chunk_mean, 2)} |"
                 )
-    warnings = [w for c in cells for w in c.get("warnings", [])]
+    warnings = [w for c in cells for w in c.warnings]
     if plots:
         lines += ["", "## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots]
     lines += ["", "## Verdict", "", verdict(cells, warnings)]
     return "\n".join(lines) + "\n"
 
 
-def verdict(cells: list[dict[str, Any]], warnings: list[str]) -> str:
+def verdict(cells: list[CellSummary], warnings: list[str]) -> str:
     if not cells:
         return "No cell finished."
-    failed = sum(c["failed"] for c in cells)
-    total = sum(c["requests"] for c in cells)
-    best = max(cells, key=lambda c: c.get("output_throughput") or 0)
-    single = [c for c in cells if c.get("level") == 1]
+    failed = sum(c.failed for c in cells)
+    total = sum(c.requests for c in cells)
+    best = max(cells, key=lambda c: c.output_throughput)
+    single = [c for c in cells if c.level == 1]
     parts = [f"{total - failed}/{total} requests succeeded."]
-    parts.append(f"Best aggregate {_fmt(best.get('output_throughput'))} tok/s in {best['cell']}.")
+    parts.append(f"Best aggregate {_fmt(best.output_throughput)} tok/s in {best.cell}.")
     if single:
         parts.append(
-            f"Single stream decodes at {_fmt(single[0].get('per_stream_decode_tokens_per_s_mean'))} tok/s "
+            f"Single stream decodes at {_fmt(single[0].per_stream_decode_tokens_per_s_mean)} tok/s "
             "per token (not per chunk)."
         )
-    acceptance = [c["spec_decode_acceptance_rate"] for c in cells if c.get("spec_decode_acceptance_rate") is not None]
+    acceptance = [c.spec_decode_acceptance_rate for c in cells if c.spec_decode_acceptance_rate is not None]
     if acceptance:
         parts.append(f"Draft acceptance ranged {min(acceptance):.3f}-{max(acceptance):.3f} across cells.")
     if failed:
@@ -150,24 +150,24 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
-def plot_throughput(run_dir: Path, cells: list[dict[str, Any]]) -> Path | None:
-    static = [c for c in cells if c.get("shape") == "static"]
+def plot_throughput(run_dir: Path, cells: list[CellSummary]) -> Path | None:
+    static = [c for c in cells if c.shape == "static" and c.level is not None]
     if not static:
         return None
-    best: dict[int, dict[str, Any]] = {}
+    best: dict[int, CellSummary] = {}
     for c in static:
-        level = c["level"]
-        if level not in best or (c.get("output_throughput") or 0) > (best[level].get("output_throughput") or 0):
+        level = c.level or 0
+        if level not in best or c.output_throughput > best[level].output_throughput:
             best[level] = c
     levels = sorted(best)
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    ax.plot(levels, [best[lv].get("output_throughput") or 0 for lv in levels], "o-", label="aggregate (client, usage)")
-    server = [best[lv].get("server_output_throughput") for lv in levels]
+    ax.plot(levels, [best[lv].output_throughput for lv in levels], "o-", label="aggregate (client, usage)")
+    server = [best[lv].server_output_throughput for lv in levels]
     if all(v is not None for v in server):
         ax.plot(levels, [float(v) for v in server if v is not None], "s--", label="aggregate (server, /metrics)")
     ax.plot(
         levels,
-        [best[lv].get("per_stream_decode_tokens_per_s_mean") or 0 for lv in levels],
+        [best[lv].per_stream_decode_tokens_per_s_mean or 0 for lv in levels],
         "^-",
         label="per-stream decode (per token)",
     )
@@ -180,29 +180,29 @@ def plot_throughput(run_dir: Path, cells: list[dict[str, Any]]) -> Path | None:
     return _save(fig, run_dir / "throughput.png")
 
 
-def plot_acceptance(run_dir: Path, cells: list[dict[str, Any]]) -> Path | None:
-    rated = [c for c in cells if c.get("spec_decode_per_position_acceptance_rates")]
+def plot_acceptance(run_dir: Path, cells: list[CellSummary]) -> Path | None:
+    rated = [c for c in cells if c.spec_decode_per_position_acceptance_rates]
     if not rated:
         return None
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for c in rated:
-        rates = c["spec_decode_per_position_acceptance_rates"]
-        ax.plot(range(len(rates)), rates, "o-", label=c["cell"])
+        rates = c.spec_decode_per_position_acceptance_rates
+        ax.plot(range(len(rates)), rates, "o-", label=c.cell)
     ax.set_xlabel("draft position")
     ax.set_ylabel("accepted / drafts")
     ax.set_ylim(0, 1.05)
-    ax.set_xticks(range(max(len(c["spec_decode_per_position_acceptance_rates"]) for c in rated)))
+    ax.set_xticks(range(max(len(c.spec_decode_per_position_acceptance_rates) for c in rated)))
     ax.set_title("Speculative acceptance by draft position")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _save(fig, run_dir / "acceptance.png")
 
 
-def plot_ttft(run_dir: Path, requests: list[dict[str, Any]]) -> Path | None:
+def plot_ttft(run_dir: Path, requests: list[RequestRecord]) -> Path | None:
     by_cell: dict[str, list[float]] = {}
     for r in requests:
-        if r.get("error") is None and r.get("ttft_s") is not None:
-            by_cell.setdefault(r["cell"], []).append(r["ttft_s"] * 1000)
+        if r.error is None and r.ttft_s is not None:
+            by_cell.setdefault(r.cell, []).append(r.ttft_s * 1000)
     if not by_cell:
         return None
     names = list(by_cell)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
 from flashspark.bench.results import read_results
+from flashspark.bench.stats import CellSummary
 
 COMPARE_SCHEMA_VERSION = 1
 
@@ -35,16 +35,16 @@ class Comparison(BaseModel):
 
 def compare_runs(a: Path, b: Path) -> Comparison:
     """Per-cell deltas of B against A; a delta inside the two runs' round-to-round spread is flagged as noise."""
-    cells_a = read_results(a).get("cells", [])
-    cells_b = read_results(b).get("cells", [])
+    cells_a = read_results(a).cells
+    cells_b = read_results(b).cells
 
-    def key(c: dict[str, Any]) -> str:
-        return str(c["cell"]).rsplit("-r", 1)[0] if c.get("shape") == "static" else str(c["cell"])
+    def key(c: CellSummary) -> str:
+        return c.cell.rsplit("-r", 1)[0] if c.shape == "static" else c.cell
 
-    def grouped(cells: list[dict[str, Any]]) -> dict[str, list[float]]:
+    def grouped(cells: list[CellSummary]) -> dict[str, list[float]]:
         out: dict[str, list[float]] = {}
         for c in cells:
-            out.setdefault(key(c), []).append(c.get("output_throughput") or 0.0)
+            out.setdefault(key(c), []).append(c.output_throughput)
         return out
 
     ga, gb = grouped(cells_a), grouped(cells_b)

