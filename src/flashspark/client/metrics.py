@@ -73,17 +73,6 @@ class SpecDecodeStats:
             return [0.0 for _ in self.accepted_per_position]
         return [a / self.drafts for a in self.accepted_per_position]
 
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "drafts": self.drafts,
-            "draft_tokens": self.draft_tokens,
-            "accepted_tokens": self.accepted_tokens,
-            "accepted_per_position": self.accepted_per_position,
-            "acceptance_rate": self.acceptance_rate,
-            "mean_acceptance_length": self.mean_acceptance_length,
-            "per_position_rates": self.per_position_rates,
-        }
-
 
 @dataclass(frozen=True)
 class MetricsDelta:
