@@ -142,11 +142,11 @@ def test_gpu_memory_utilization_range(tmp_path: Path, gmu: str, fires: bool) -> 
     assert bool(found) is fires
 
 
-def test_non_loopback_api_needs_expose_and_warns_without_key(tmp_path: Path) -> None:
+def test_non_loopback_api_needs_expose_and_a_key(tmp_path: Path) -> None:
     assert errors_for(problems(tmp_path, {"VLLM_HOST": "0.0.0.0"}), "VLLM_HOST")
     exposed = problems(tmp_path, {"VLLM_HOST": "0.0.0.0", "EXPOSE_API": "1"})
     assert not errors_for(exposed, "VLLM_HOST")
-    assert [p.severity for p in exposed if p.key == "VLLM_API_KEY"] == ["warning"]
+    assert [p.severity for p in exposed if p.key == "VLLM_API_KEY"] == ["error"]
     keyed = problems(tmp_path, {"VLLM_HOST": "0.0.0.0", "EXPOSE_API": "1", "VLLM_API_KEY": "s3cret"})
     assert not [p for p in keyed if p.key in {"VLLM_HOST", "VLLM_API_KEY"}]
 

@@ -117,7 +117,9 @@ def test_local_cpu_plan_is_single_node_without_rendezvous() -> None:
 
 def test_wildcard_bind_is_probed_on_loopback(filled_env: Path) -> None:
     plan = render_plan(
-        resolve_recipe(config=filled_env, sets=["VLLM_HOST=0.0.0.0", "EXPOSE_API=1", "VLLM_PORT=9001"]).recipe
+        resolve_recipe(
+            config=filled_env, sets=["VLLM_HOST=0.0.0.0", "EXPOSE_API=1", "VLLM_API_KEY=sk-wildcard", "VLLM_PORT=9001"]
+        ).recipe
     )
     assert plan.api_base_url == "http://127.0.0.1:9001/v1"
 

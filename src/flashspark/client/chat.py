@@ -53,6 +53,13 @@ class OpenAIClient:
         self._api_path = self.api[len(self.root) :]
         self._headers = {"User-Agent": f"flashspark/{__version__}", "Accept": "application/json, text/event-stream"}
         if api_key:
+            if not all(" " < ch < "\x7f" for ch in api_key):
+                # A header value ends at CR/LF: one in a key would add headers of its own.
+                raise ClientError(
+                    "the API key holds a space, a control or a non-ASCII character",
+                    key="api_key",
+                    fix="use the key exactly as the server was given it (printable ASCII, no spaces)",
+                )
             self._headers["Authorization"] = f"Bearer {api_key}"
         self._max_connections = max_connections
         self._pool: ConnectionPool | None = None

@@ -161,7 +161,7 @@ async def save_tails(
     run_dir: Path,
 ) -> dict[str, str]:
     """Every node's log tail, secrets masked, kept in the run directory (why a deployment stopped)."""
-    secrets = list(recipe.secret_env().values())
+    secrets = recipe.secret_values()
     tails: dict[str, str] = {}
     for rank, process in processes.items():
         try:
@@ -229,7 +229,7 @@ async def up(recipe: Recipe, *, events: Events, environ: Mapping[str, str] | Non
     processes: dict[int, NodeProcess] = {}
     watch = Watch()
     world_size = len(plan.nodes)
-    secrets = list(recipe.secret_env().values())
+    secrets = recipe.secret_values()
     started = time.monotonic()
 
     def on_line(node: str, line: str) -> None:

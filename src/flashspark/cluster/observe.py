@@ -90,7 +90,7 @@ async def status(recipe: Recipe) -> StatusReport:
 async def read_logs(recipe: Recipe, *, lines: int, since: str | None = None) -> list[tuple[str, str]]:
     """(node, redacted log tail) for every node of the recorded deployment."""
     runtime = runtime_for(recipe)
-    secrets = list(recipe.secret_env().values())
+    secrets = recipe.secret_values()
     out = []
     for rank, process in _processes(recipe).items():
         name = recipe.nodes[rank].name
@@ -108,7 +108,7 @@ async def read_logs(recipe: Recipe, *, lines: int, since: str | None = None) -> 
 async def follow_logs(recipe: Recipe, *, since: str | None = None) -> AsyncIterator[tuple[str, str]]:
     """(node, line) from every node as they are written, until the caller stops."""
     runtime = runtime_for(recipe)
-    secrets = list(recipe.secret_env().values())
+    secrets = recipe.secret_values()
     queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
     streams: list[asyncio.subprocess.Process] = []
     pumps: list[asyncio.Task[None]] = []
@@ -202,7 +202,7 @@ async def capture(recipe: Recipe, out_dir: Path) -> CaptureIndex:
         images = await image_pins(recipe, {r: transport_for(n) for r, n in enumerate(recipe.nodes)})
     except NodeUnreachable:
         images = Pins(image=recipe.cluster.image)
-    secrets = list(recipe.secret_env().values())
+    secrets = recipe.secret_values()
     out_dir.mkdir(parents=True, exist_ok=True)
     written: dict[str, str] = {}
 

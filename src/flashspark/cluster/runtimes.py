@@ -13,7 +13,6 @@ take their values as positional parameters ("$1"), never pasted in.
 from __future__ import annotations
 
 import json
-import shlex
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -23,6 +22,7 @@ from flashspark.cluster.transport import Transport
 from flashspark.errors import ClusterError
 from flashspark.recipe.model import Node, Recipe
 from flashspark.render.compose import LABEL_PREFIX, SECRETS_ENV_FILE, project_name
+from flashspark.render.envfiles import compose_env_file, posix_env_file
 from flashspark.render.files import compose_yaml
 from flashspark.render.launch import NodeLaunch
 
@@ -61,13 +61,6 @@ def until_stdin_closes(argv: list[str]) -> list[str]:
     return ["sh", "-c", script, "flashspark-follow", *argv]
 
 
-def env_file_text(values: dict[str, str], *, export: bool) -> str:
-    # compose's env_file takes KEY=VALUE literally; the shell needs quoting.
-    if export:
-        return "".join(f"export {k}={shlex.quote(v)}\n" for k, v in sorted(values.items()))
-    return "".join(f"{k}={v}\n" for k, v in sorted(values.items()))
-
-
 async def read_log(
     runtime: NodeRuntime, transport: Transport, process: NodeProcess, *, lines: int, since: str | None = None
 ) -> str:
@@ -88,9 +81,9 @@ class ProcessRuntime:
         return node.vllm_bin or self.recipe.cluster.vllm_bin
 
     async def start(self, transport: Transport, directory: str, launch: NodeLaunch) -> NodeProcess:
-        secrets = self.recipe.secret_env()
+        secrets = self.recipe.secret_env(self.recipe.nodes[launch.rank])
         values = {**launch.env, **{k: v for k, v in secrets.items() if k in launch.secret_env}}
-        await transport.write_file(f"{directory}/node.env", env_file_text(values, export=True))
+        await transport.write_file(f"{directory}/node.env", posix_env_file(values))
         argv = [self.vllm_bin(self.recipe.nodes[launch.rank]), *launch.argv[1:]]
         script = 'cd "$1" && shift && . ./node.env && setsid nohup "$@" > vllm.log 2>&1 < /dev/null & echo $!'
         result = await transport.run(["sh", "-c", script, "flashspark-start", directory, *argv])
@@ -164,8 +157,9 @@ class ComposeRuntime:
     async def start(self, transport: Transport, directory: str, launch: NodeLaunch) -> NodeProcess:
         if launch.compose is None:
             raise ClusterError(f"the plan for {launch.name} has no compose file", where=launch.name)
-        secrets = {k: v for k, v in self.recipe.secret_env().items() if k in launch.secret_env}
-        await transport.write_file(f"{directory}/{SECRETS_ENV_FILE}", env_file_text(secrets, export=False))
+        node_secrets = self.recipe.secret_env(self.recipe.nodes[launch.rank])
+        secrets = {k: v for k, v in node_secrets.items() if k in launch.secret_env}
+        await transport.write_file(f"{directory}/{SECRETS_ENV_FILE}", compose_env_file(secrets))
         await transport.write_file(f"{directory}/{COMPOSE_FILE}", compose_yaml(launch.compose), mode=0o644)
         # --pull never: a node must run the image preflight verified, never a registry's newer one.
         up = await transport.run(

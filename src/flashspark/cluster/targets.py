@@ -10,6 +10,8 @@ explicitly): gates then take the draft length and acceptance floor from it.
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,8 +48,20 @@ class Target:
         return OpenAIClient(self.base_url, api_key=self.api_key)
 
 
-def resolve_target(recipe: Recipe, *, base_url: str | None, explicit_recipe: bool) -> Target:
-    """The server to talk to (see the module's docstring) and its boot record when FlashSpark started it."""
+# Where a key for the server may come from besides the recipe: the environment, so that it never has to
+# be typed on a command line (visible in `ps`).
+KEY_VARIABLES = ("VLLM_API_KEY", "OPENAI_API_KEY")
+
+
+def resolve_target(
+    recipe: Recipe, *, base_url: str | None, explicit_recipe: bool, environ: Mapping[str, str] | None = None
+) -> Target:
+    """The server to talk to (see the module's docstring) and its boot record when FlashSpark started it.
+
+    The API key is the recipe's, else the first of VLLM_API_KEY and OPENAI_API_KEY set in the environment.
+    """
+    environ = os.environ if environ is None else environ
+    from_environment = next((environ[name] for name in KEY_VARIABLES if environ.get(name)), None)
     boot_json, boot = None, None
     describes_server = base_url is None or explicit_recipe
     if base_url is None:
@@ -58,7 +72,7 @@ def resolve_target(recipe: Recipe, *, base_url: str | None, explicit_recipe: boo
             boot_json, boot = str(path), json.loads(path.read_text())
     return Target(
         base_url=base_url,
-        api_key=recipe.api_key,
+        api_key=recipe.api_key or from_environment,
         recipe=recipe,
         describes_server=describes_server,
         boot_json=boot_json,

@@ -108,3 +108,26 @@ def _expand(value: str, entries: Mapping[str, EnvEntry], environ: Mapping[str, s
         return found
 
     return _EXPAND.sub(substitute, value)
+
+
+# --- what an env file can hold (the writers are in render/envfiles.py) -------------------------
+
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_UNCARRIABLE = {"\n": "a newline", "\r": "a carriage return", "\0": "a NUL character"}
+
+
+def check_env_pair(name: str, value: str) -> None:
+    """Raise RecipeError naming the variable when `name` or `value` cannot be written to an env file."""
+    if not ENV_NAME.match(name):
+        raise RecipeError(
+            f"{name!r} is not a usable environment variable name",
+            key=name,
+            fix="use letters, digits and underscores, not starting with a digit",
+        )
+    for char, what in _UNCARRIABLE.items():
+        if char in value:
+            raise RecipeError(
+                f"the value of {name} contains {what}, which no env file can carry",
+                key=name,
+                fix="remove it from the value (a key or a token never holds one)",
+            )

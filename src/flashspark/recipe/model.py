@@ -14,6 +14,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from flashspark.recipe.secrets import is_secret_name
+
+SECRET_MASK = "**********"  # what pydantic shows for a SecretStr, used for every masked setting
 # The vllm_bin that names FlashSpark's embedded engine instead of an executable on the node.
 EMBEDDED_VLLM = "embedded"
 
@@ -55,11 +58,11 @@ class EngineSettings(Frozen):
     """`vllm serve` engine flags. `None` leaves the flag out (vLLM's default)."""
 
     dtype: str | None = None
-    max_model_len: int | None = None
-    max_num_seqs: int | None = None
-    max_num_batched_tokens: int | None = None
+    max_model_len: int | None = Field(default=None, ge=1)
+    max_num_seqs: int | None = Field(default=None, ge=1)
+    max_num_batched_tokens: int | None = Field(default=None, ge=1)
     gpu_memory_utilization: float | None = None
-    block_size: int | None = None
+    block_size: int | None = Field(default=None, ge=1)
     kv_cache_dtype: str | None = None
     max_cudagraph_capture_size: int | None = Field(
         default=None,
@@ -97,10 +100,10 @@ class SpeculativeSettings(Frozen):
     def _off(cls, value: object) -> object:
         return None if isinstance(value, str) and value.lower() in {"", "none", "off"} else value
 
-    num_speculative_tokens: int | None = None
+    num_speculative_tokens: int | None = None  # range checked per drafter by the rules
     draft_sample_method: str | None = None
-    prompt_lookup_max: int | None = None
-    prompt_lookup_min: int | None = None
+    prompt_lookup_max: int | None = Field(default=None, ge=1)
+    prompt_lookup_min: int | None = Field(default=None, ge=1)
 
     @property
     def enabled(self) -> bool:
@@ -137,8 +140,8 @@ class GenerationFloor(Frozen):
 class ParallelSettings(Frozen):
     """How one vLLM instance spreads over the nodes."""
 
-    tensor_parallel_size: int = 1
-    pipeline_parallel_size: int = 1
+    tensor_parallel_size: int = Field(default=1, ge=1)
+    pipeline_parallel_size: int = Field(default=1, ge=1)
     distributed_executor_backend: str | None = None
     gpus_per_node: int = Field(default=1, description="DGX Spark: one GB10 GPU per node.")
 
@@ -198,7 +201,7 @@ class Node(Frozen):
         default="local",
         description="`local` for the node FlashSpark runs on, else [user@]host for OpenSSH.",
     )
-    ssh_port: int | None = None
+    ssh_port: int | None = Field(default=None, ge=1, le=65535)
     ssh_identity: str | None = None
     ssh_options: list[str] = Field(
         default_factory=list, description="Extra `ssh -o` options, e.g. UserKnownHostsFile=/path."
@@ -226,18 +229,20 @@ class LifecycleSettings(Frozen):
 
     port_timeout_s: float = Field(
         default=1500.0,
+        gt=0,
         description="Process start to API port open: a 1M two-node boot loads ~150 GB and "
         "compiles kernels (the recipe waited up to 25 minutes).",
     )
-    health_timeout_s: float = 300.0
-    models_timeout_s: float = 120.0
+    health_timeout_s: float = Field(default=300.0, gt=0)
+    models_timeout_s: float = Field(default=120.0, gt=0)
     rendezvous_timeout_s: float = Field(
         default=600.0,
+        gt=0,
         description="Multi-node: head start until every rank has joined the process group "
         "(the head logs 'rank 0 in world size N is assigned'); a worker that never connects fails here.",
     )
     stop_timeout_s: float = Field(
-        default=30.0, description="SIGTERM grace before SIGKILL (a headless follower ignores SIGTERM)."
+        default=30.0, gt=0, description="SIGTERM grace before SIGKILL (a headless follower ignores SIGTERM)."
     )
 
 
@@ -353,13 +358,28 @@ class Recipe(Frozen):
         k = self.speculative.num_speculative_tokens if self.speculative.enabled else 0
         return self.engine.max_num_seqs * ((k or 0) + 1)
 
-    def secret_env(self) -> dict[str, str]:
-        """The secrets as the environment variables vLLM reads; only for a process's own env file."""
+    def secret_env(self, node: Node | None = None) -> dict[str, str]:
+        """The secrets as environment variables, only for a process's own owner-only env file: the typed
+        ones (VLLM_API_KEY, HF_TOKEN) and every secret-named variable of the env groups and of `node`'s env
+        (of every node's, when no node is given)."""
         env = {}
         if self.api.api_key is not None:
             env["VLLM_API_KEY"] = self.api.api_key.get_secret_value()
         if self.cluster.hf_token is not None:
             env["HF_TOKEN"] = self.cluster.hf_token.get_secret_value()
+        named = {name: value for name, value in self._grouped_env(node).items() if is_secret_name(name)}
+        return env | {name: named[name] for name in sorted(named) if name not in env}
+
+    def secret_values(self) -> list[str]:
+        """Every secret value this recipe holds, for masking anything FlashSpark writes or prints."""
+        return sorted(set(self.secret_env().values()))
+
+    def _grouped_env(self, node: Node | None) -> dict[str, str]:
+        env: dict[str, str] = {}
+        for group in self.env.values():
+            env.update(group)
+        for each in [node] if node is not None else self.nodes:
+            env.update(each.env)
         return env
 
     @property
@@ -367,5 +387,10 @@ class Recipe(Frozen):
         return self.api.api_key.get_secret_value() if self.api.api_key is not None else None
 
     def public_dict(self) -> dict[str, Any]:
-        """The resolved recipe as JSON-able data with secrets masked."""
-        return self.model_dump(mode="json")
+        """The resolved recipe as JSON-able data with secrets masked (typed secrets and secret-named env)."""
+        data = self.model_dump(mode="json")
+        for group in data["env"].values():
+            group.update({k: SECRET_MASK for k in group if is_secret_name(k)})
+        for node in data["nodes"]:
+            node["env"].update({k: SECRET_MASK for k in node["env"] if is_secret_name(k)})
+        return data

@@ -9,16 +9,19 @@ errors are fatal.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from flashspark.errors import Problem
+from flashspark.errors import Problem, RecipeError
 from flashspark.recipe import keys
+from flashspark.recipe.envfile import check_env_pair
 from flashspark.recipe.model import EMBEDDED_VLLM, Recipe
+from flashspark.recipe.secrets import is_secret_name
 
 Rule = Callable[[Recipe], list[Problem]]
 
-LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1"}
+MASK = "**********"
 
 
 def node_key(index: int, head_key: str, worker_field: str) -> str:
@@ -254,9 +257,55 @@ def rule_gpu_memory_utilization(recipe: Recipe) -> list[Problem]:
     return [Problem("GPU_MEMORY_UTILIZATION", gmu, "must be in (0, 1]", "use a fraction such as 0.80")]
 
 
+def is_loopback(host: str) -> bool:
+    """An address test, not a prefix test: 127.evil.example is a name that resolves anywhere."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+# `vllm serve` flags that typed recipe fields own: an extra arg repeating one would silently win
+# (the last occurrence counts), e.g. a --host that escapes the exposure rule.
+OWNED_FLAGS = {
+    "--host": "VLLM_HOST",
+    "--port": "VLLM_PORT",
+    "--api-key": "VLLM_API_KEY",
+    "--served-model-name": "SERVED_MODEL_NAME",
+    "--max-model-len": "MAX_MODEL_LEN",
+    "--max-num-seqs": "MAX_NUM_SEQS",
+    "--tensor-parallel-size": "TENSOR_PARALLEL_SIZE",
+    "--kv-cache-dtype": "KV_CACHE_DTYPE",
+    "--speculative-config": "speculative.*",
+    "--nnodes": "the nodes",
+    "--node-rank": "the nodes",
+    "--master-addr": "MASTER_ADDR",
+    "--master-port": "MASTER_PORT",
+    "--headless": "the node's rank",
+}
+
+
+def rule_extra_args_do_not_override(recipe: Recipe) -> list[Problem]:
+    problems = []
+    for arg in recipe.engine.extra_args:
+        flag = arg.split("=", 1)[0]
+        if flag in OWNED_FLAGS:
+            problems.append(
+                Problem(
+                    "engine.extra_args",
+                    arg,
+                    f"{flag} is set by FlashSpark from {OWNED_FLAGS[flag]}; a second one would override it",
+                    f"set {OWNED_FLAGS[flag]} instead, and remove {flag} from the extra args",
+                )
+            )
+    return problems
+
+
 def rule_api_exposure(recipe: Recipe) -> list[Problem]:
     host = recipe.api.host
-    if host in LOOPBACK_HOSTS or host.startswith("127."):
+    if is_loopback(host):
         return []
     if not recipe.api.expose:
         return [
@@ -272,12 +321,58 @@ def rule_api_exposure(recipe: Recipe) -> list[Problem]:
             Problem(
                 "VLLM_API_KEY",
                 None,
-                f"the API is exposed on {host} with no API key",
-                "set VLLM_API_KEY, or restrict access at the firewall",
-                severity="warning",
+                f"the API is exposed on {host} with no API key: anyone who reaches it can use it",
+                "set VLLM_API_KEY (or VLLM_HOST=127.0.0.1 to keep it on the head)",
             )
         ]
     return []
+
+
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z")
+
+
+def rule_names_are_safe(recipe: Recipe) -> list[Problem]:
+    """Names that become folders, files, compose projects and labels: no path, no shell, no newline."""
+    problems = []
+    named = [("DEPLOYMENT_NAME", recipe.cluster.name)]
+    named += [(node_key(i, "HEAD_NAME", "NAME"), node.name) for i, node in enumerate(recipe.nodes)]
+    for key, name in named:
+        if not SAFE_NAME.match(name):
+            problems.append(
+                Problem(
+                    key,
+                    name,
+                    "a name must be 1-63 letters, digits, '_', '.' or '-', starting with a letter or digit",
+                    "pick a plain name such as spark1 (it names folders, files and compose labels)",
+                )
+            )
+    for index, node in enumerate(recipe.nodes):
+        if node.ssh.startswith("-") or any(not ch.isprintable() or ch.isspace() for ch in node.ssh):
+            problems.append(
+                Problem(
+                    node_key(index, "HEAD_HOST", "HOST"),
+                    node.ssh,
+                    "an ssh target is [user@]host: no spaces, control characters or leading '-'",
+                    "write the node's address or ssh alias, e.g. root@192.168.192.4",
+                )
+            )
+    return problems
+
+
+def rule_env_is_writable(recipe: Recipe) -> list[Problem]:
+    """Every variable must be writable to the node's env files (identifier names, one-line values)."""
+    problems = []
+    scopes = [(f"env.{group}", values) for group, values in recipe.env.items()]
+    scopes += [(f"nodes.{node.name}.env", node.env) for node in recipe.nodes]
+    scopes += [("", recipe.secret_env())]
+    for scope, values in scopes:
+        for name, value in values.items():
+            try:
+                check_env_pair(name, value)
+            except RecipeError as error:
+                shown = MASK if is_secret_name(name) else value
+                problems.append(Problem(f"{scope}.{name}" if scope else name, shown, error.message, error.fix or ""))
+    return problems
 
 
 def rule_gid_index(recipe: Recipe) -> list[Problem]:
@@ -344,6 +439,9 @@ RULES: tuple[Rule, ...] = (
     rule_gid_index,
     rule_node_names_unique,
     rule_embedded_engine_is_local,
+    rule_extra_args_do_not_override,
+    rule_names_are_safe,
+    rule_env_is_writable,
 )
 
 

@@ -21,6 +21,8 @@ from pydantic import BaseModel, ConfigDict
 from flashspark.errors import Problem, RecipeError
 from flashspark.recipe import keys
 from flashspark.recipe.envfile import EnvEntry
+from flashspark.recipe.model import SECRET_MASK
+from flashspark.recipe.secrets import is_secret_name
 
 DEFAULT_PROFILE = "agent-1m"
 
@@ -96,7 +98,7 @@ def load_profile_tree(name: str) -> Tree:
     return _load_profile_tree(name, seen=())
 
 
-def _load_profile_tree(name: str, seen: tuple[str, ...]) -> Tree:
+def _load_profile_tree(name: object, seen: tuple[str, ...]) -> Tree:
     if name in seen:
         raise RecipeError(
             f"profile {name!r} extends itself through {' -> '.join(seen)}",
@@ -104,9 +106,10 @@ def _load_profile_tree(name: str, seen: tuple[str, ...]) -> Tree:
             value=name,
             fix="break the cycle of `extends` between the profiles",
         )
+    # Only a shipped profile, by name: a path-like name ("../../x") must not reach the file system.
     resource = resources.files("flashspark.recipe") / "profiles" / f"{name}.toml"
-    if not resource.is_file():
-        close = difflib.get_close_matches(name, profile_names(), n=1)
+    if not isinstance(name, str) or name not in profile_names():
+        close = difflib.get_close_matches(str(name), profile_names(), n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
         raise RecipeError(
             f"unknown profile {name!r}",
@@ -199,7 +202,7 @@ def env_layer(
             layer.problems.append(
                 Problem(
                     key,
-                    value,
+                    shown(key, value),
                     "recognised but not used",
                     keys.RECOGNISED_UNUSED[key],
                     severity="note",
@@ -214,13 +217,20 @@ def env_layer(
             close = difflib.get_close_matches(key, keys.all_flat_keys(), n=1, cutoff=0.75)
             fix = f"did you mean {close[0]}?" if close else "remove it, or check its spelling"
             layer.problems.append(
-                Problem(key, value, "unknown key, ignored", fix, severity="warning", where=_where(source, entry))
+                Problem(
+                    key, shown(key, value), "unknown key, ignored", fix, severity="warning", where=_where(source, entry)
+                )
             )
 
     if nodes:
         count = max(max(nodes) + 1, min_nodes if shared else 1)
         _place_nodes(layer, nodes, shared, Origin(kind, source), count)
     return layer
+
+
+def shown(key: str, value: object) -> object:
+    """A value as a message may show it: masked when its key's name says it is a secret."""
+    return SECRET_MASK if is_secret_name(key) else value
 
 
 def _where(source: str, entry: EnvEntry) -> str:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import shlex
 from pathlib import Path
 
 import yaml
 
 from flashspark.files import write_atomic
+from flashspark.render.envfiles import comment_line, posix_env_file
 from flashspark.render.launch import LaunchPlan
 
 
@@ -22,10 +22,10 @@ def write_plan_files(plan: LaunchPlan, out: Path) -> list[Path]:
     for node in plan.nodes:
         folder = out / f"rank{node.rank}-{node.name}"
         command = folder / "command.sh"
-        lines = ["#!/bin/sh", f"# {plan.deployment}: rank {node.rank} ({node.role}) on {node.ssh}"]
-        lines += [f"export {key}={shlex.quote(value)}" for key, value in node.env.items()]
-        lines.append("exec " + node.command_line())
-        write_atomic(command, "\n".join(lines) + "\n", mode=0o755)
+        head = ["#!/bin/sh", comment_line(f"{plan.deployment}: rank {node.rank} ({node.role}) on {node.ssh}")]
+        secrets = [comment_line(f"{name}: set from an owner-only env file at launch") for name in node.secret_env]
+        text = "\n".join(head + secrets) + "\n" + posix_env_file(node.env) + "exec " + node.command_line() + "\n"
+        write_atomic(command, text, mode=0o755)
         written.append(command)
         if node.compose is not None:
             compose = folder / "compose.yaml"

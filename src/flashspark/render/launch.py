@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from flashspark.recipe.model import Frozen, Node, Recipe
+from flashspark.recipe.secrets import is_secret_name
 from flashspark.render.compose import render_compose
 
 PLAN_SCHEMA_VERSION = 1
@@ -173,7 +174,10 @@ def render_env(recipe: Recipe, node: Node) -> tuple[dict[str, str], list[str], d
         env["NCCL_IB_GID_INDEX"] = str(node.gid_index)
     elif node.gid_index == "auto":
         pending["NCCL_IB_GID_INDEX"] = "auto"
-    return dict(sorted(env.items())), list(recipe.secret_env()), pending
+    # Secret-named variables never enter the plain env (rendered, printed): they go to the
+    # node's owner-only env file with the typed secrets.
+    plain = {name: value for name, value in env.items() if not is_secret_name(name)}
+    return dict(sorted(plain.items())), list(recipe.secret_env(node)), pending
 
 
 def render_plan(recipe: Recipe) -> LaunchPlan:
