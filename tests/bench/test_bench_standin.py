@@ -223,3 +223,21 @@ def test_report_and_compare_name_a_bad_results_file_and_skip_a_torn_request_line
     ).model_dump_json()
     (tmp_path / "requests.jsonl").write_text(good + "\n" + good[: len(good) // 2])  # killed mid-write
     assert [r.cell for r in read_requests(tmp_path)] == ["c1"]
+
+
+def test_a_second_run_into_the_same_folder_is_refused_and_the_first_kept(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from flashspark.cli.main import main
+
+    out = tmp_path / "run"
+    with StandIn() as server:
+        args = ["bench", "static", "--base-url", server.url, "--concurrency", "1", "--warmup", "0", "--out", str(out)]
+        first = CliRunner().invoke(main, args)
+        assert first.exit_code == 0, first.output
+        kept = (out / "requests.jsonl").read_text()
+        second = CliRunner().invoke(main, args)
+    assert second.exit_code == 2 and "already holds a benchmark run" in second.output
+    assert (out / "requests.jsonl").read_text() == kept
+    blocked = CliRunner().invoke(main, [*args[:-1], str(tmp_path / "run" / "requests.jsonl" / "x")])
+    assert blocked.exit_code == 2 and "Traceback" not in blocked.output

@@ -116,3 +116,14 @@ async def test_a_server_listing_no_usable_model_is_a_client_error() -> None:
         async with OpenAIClient(server.url) as client:
             with pytest.raises(ClientError, match="lists no models"):
                 await client.default_model()
+
+
+async def test_an_event_that_never_ends_fails_the_request_at_the_bound(server: StandIn) -> None:
+    from flashspark.client.sse import MAX_EVENT_BYTES
+
+    endless = [(0.0, b"data: " + b"x" * 65536) for _ in range(MAX_EVENT_BYTES // 65536 + 2)]
+    server.queue(Reply(chunks=endless, then="stall", stall_s=30))
+    async with OpenAIClient(server.url) as client:
+        result = await client.stream_chat(REQUEST)
+    # "malformed" at the bound, not "stall" after the server's 30 s of silence.
+    assert not result.ok and result.error_kind == "malformed" and "without ending" in (result.error or "")

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from flashspark.client.sse import SSEEvent, SSEParser
+from flashspark.client.sse import SSEEvent, SSEOverflow, SSEParser
 
 RECORDED = (Path(__file__).parents[1] / "cases" / "vllm" / "chat_stream_echo_ngram.sse").read_bytes()
 
@@ -62,3 +63,15 @@ def test_utf8_split_inside_a_character_survives() -> None:
     raw = 'data: {"c": "日本"}\n\n'.encode()
     middle = raw.index("本".encode()) + 1
     assert parse_all([raw[:middle], raw[middle:]])[0].data == '{"c": "日本"}'
+
+
+def test_an_event_that_never_ends_is_refused_at_the_bound_not_buffered_forever() -> None:
+    parser = SSEParser(max_event_bytes=1000)
+    assert parser.feed(b"data: " + b"x" * 994) == []  # exactly 1000 bytes pending: still allowed
+    with pytest.raises(SSEOverflow, match="1,000 bytes"):
+        parser.feed(b"y")
+    # A long stream of normal events is never near the bound, however it is cut.
+    parser = SSEParser(max_event_bytes=1000)
+    stream = b"".join(b"data: %d\n\n" % i for i in range(5000))
+    events = [e.data for cut in range(0, len(stream), 7) for e in parser.feed(stream[cut : cut + 7])]
+    assert events == [str(i) for i in range(5000)]

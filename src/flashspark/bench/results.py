@@ -68,10 +68,28 @@ class ResultsWriter:
     def __init__(self, run_dir: Path, *, meta: dict[str, Any]) -> None:
         self.run_dir = run_dir
         self.meta = meta
-        run_dir.mkdir(parents=True, exist_ok=True)
         self.requests_path = run_dir / "requests.jsonl"
         self.results_path = run_dir / "results.json"
         self.summary_path = run_dir / "summary.csv"
+        # One run per directory: appending a second run's requests to the first's would make one
+        # report of two runs, and nothing in the lines would tell them apart.
+        if self.requests_path.exists() or self.results_path.exists():
+            raise InputError(
+                f"{run_dir} already holds a benchmark run",
+                key="--out",
+                value=str(run_dir),
+                where=str(run_dir),
+                fix="pick a new --out folder, or leave --out unset for a new run directory",
+            )
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InputError(
+                f"cannot create the run directory {run_dir}: {exc.strerror}",
+                key="--out",
+                value=str(run_dir),
+                fix="pick a folder you can write to",
+            ) from None
         self.created_at = datetime.now(UTC).isoformat(timespec="seconds")
         self._requests: TextIO | None = None
 

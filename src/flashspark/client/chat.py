@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from flashspark._version import __version__
 from flashspark.client.chunks import StreamState, apply_event
 from flashspark.client.schema import ChatRequest, ChatResult, ModelEntry, Timeouts, normalize_base_url
-from flashspark.client.sse import SSEParser
+from flashspark.client.sse import SSEOverflow, SSEParser
 from flashspark.client.wire import Connection, ConnectionPool, Origin, WireError, request_bytes
 from flashspark.errors import ClientError, HTTPStatusError
 
@@ -367,7 +367,12 @@ class _ChatStream(_Exchange):
         if stream.ttfb is None:
             stream.ttfb = now
             self._arm(self.timeouts.stall_s)
-        for payload in self.parser.feed_data(data):
+        try:
+            payloads = self.parser.feed_data(data)
+        except SSEOverflow as overflow:
+            stream.fail("malformed", str(overflow))
+            payloads = []
+        for payload in payloads:
             apply_event(payload, stream, now)
         if stream.error is not None:
             self._give_up()

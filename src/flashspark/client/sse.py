@@ -10,6 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# No chat chunk comes near this; an "event" that grows past it without a blank line is a broken
+# or hostile stream, and holding (and re-scanning) it would cost memory and CPU without end.
+MAX_EVENT_BYTES = 1 << 20
+
+
+class SSEOverflow(ValueError):
+    """An event grew past MAX_EVENT_BYTES without ending."""
+
 
 @dataclass(frozen=True)
 class SSEEvent:
@@ -28,9 +36,13 @@ class SSEParser:
     path of a client reading 100k events per second.
     """
 
-    def __init__(self) -> None:
-        self._buffer = b""
+    def __init__(self, *, max_event_bytes: int = MAX_EVENT_BYTES) -> None:
+        # The unfinished event, kept as parts: joined and split only when a chunk can end it, so a
+        # long event costs one scan of each chunk, not one of everything so far per chunk.
+        self._pending: list[bytes] = []
+        self._pending_size = 0
         self._cr_pending = False
+        self.max_event_bytes = max_event_bytes
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
         events = (_parse_block(block) for block in self._blocks(chunk))
@@ -57,17 +69,28 @@ class SSEParser:
             self._cr_pending = True
         if b"\r" in chunk:
             chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        buffer = self._buffer + chunk if self._buffer else chunk
+        if self._pending and b"\n\n" not in chunk and self._pending[-1][-1:] + chunk[:1] != b"\n\n":
+            self._keep([*self._pending, chunk])  # the event goes on
+            return []
+        buffer = b"".join([*self._pending, chunk]) if self._pending else chunk
         blocks = buffer.split(b"\n\n")
-        self._buffer = blocks.pop()
+        self._keep([blocks.pop()])
         return blocks
+
+    def _keep(self, parts: list[bytes]) -> None:
+        self._pending = [part for part in parts if part]
+        self._pending_size = sum(len(part) for part in self._pending)
+        if self._pending_size > self.max_event_bytes:
+            size, self._pending, self._pending_size = self._pending_size, [], 0
+            raise SSEOverflow(f"an SSE event grew past {self.max_event_bytes:,} bytes ({size:,}) without ending")
 
     def close(self) -> list[SSEEvent]:
         """End of stream: an event without its closing blank line is still delivered."""
         if self._cr_pending:
-            self._buffer += b"\n"
+            self._pending.append(b"\n")
             self._cr_pending = False
-        block, self._buffer = self._buffer.strip(b"\n"), b""
+        block = b"".join(self._pending).strip(b"\n")
+        self._pending, self._pending_size = [], 0
         event = _parse_block(block) if block else None
         return [event] if event is not None else []
 
