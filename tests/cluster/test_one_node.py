@@ -8,6 +8,7 @@ failed boot leaves behind. The real engine on this path is proven by tests/engin
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -95,3 +96,22 @@ def test_the_embedded_engine_is_refused_for_a_node_reached_over_ssh(tmp_path: Pa
     toml.write_text(toml.read_text().replace("[[nodes]]", '[cluster]\nvllm_bin = "/opt/vllm/bin/vllm"\n[[nodes]]'))
     check = cli("config", "check")
     assert check.returncode == 0 and not [p for p in json.loads(check.stdout)["problems"] if p["key"] == "VLLM_BIN"]
+
+
+def test_a_node_folder_another_user_could_change_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    script, record = stand_in(tmp_path)
+    toml = one_node_toml(tmp_path, script, free_port())
+    home = tmp_path / "home"
+    env = {"PATH": "/usr/bin:/bin", "FLASHSPARK_HOME": str(home)}
+    folder = home / "nodes" / "solo" / "local"
+    for make_unsafe in (lambda: folder.chmod(0o777), lambda: os.chown(folder, 65534, 65534)):
+        folder.mkdir(parents=True, exist_ok=True)
+        folder.chmod(0o700)
+        make_unsafe()
+        up = subprocess.run(
+            [FLASHSPARK, "up", "--env", str(toml), "--json"], capture_output=True, text=True, env=env, timeout=120
+        )
+        assert up.returncode == 5, up.stdout + up.stderr
+        assert "not a private folder" in json.loads(up.stdout)["message"]
+        assert not (folder / "node.env").exists() and not record.exists()  # nothing written, nothing started
+        subprocess.run(["rm", "-rf", str(folder)], check=True)

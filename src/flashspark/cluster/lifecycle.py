@@ -53,15 +53,21 @@ PORT_RELEASE_S = 10.0
 RENDEZVOUS_DONE = re.compile(r"rank \d+ in world size (\d+) is assigned as")
 
 
+# On a remote node, relative to the ssh user's home (the login's working directory): a folder of
+# that user's own, never a predictable name in a shared /tmp that another user could create first.
+REMOTE_NODES_DIR = ".cache/flashspark/nodes"
+
+
 def node_dir(recipe: Recipe, rank: int) -> str:
     """Where a node keeps its rendered files and engine log: its checkout_dir, else a per-deployment folder
-    (under FLASHSPARK_HOME for this machine, /tmp on a remote node)."""
+    of the user's own (FLASHSPARK_HOME on this machine, ~/.cache/flashspark on a remote node). The runtime
+    checks that it is private (ours, no group or other write) before writing or sourcing anything there."""
     node = recipe.nodes[rank]
     if node.checkout_dir:
         return f"{node.checkout_dir}/{node.name}"
     if node.ssh == "local":
         return f"{recipe.paths.home}/nodes/{recipe.cluster.name}/{node.name}"
-    return f"/tmp/flashspark-{recipe.cluster.name}/{node.name}"
+    return f"{REMOTE_NODES_DIR}/{recipe.cluster.name}/{node.name}"
 
 
 def new_run_dir(recipe: Recipe, kind: str) -> Path:

@@ -61,6 +61,26 @@ def until_stdin_closes(argv: list[str]) -> list[str]:
     return ["sh", "-c", script, "flashspark-follow", *argv]
 
 
+# Create the node's folder owner-only, then insist that it is ours, a real folder and not writable
+# by group or others: a folder someone else made (or opened) first could hold an env file we source.
+PRIVATE_DIR = (
+    'umask 077 && mkdir -p "$1" && [ -d "$1" ] && [ ! -L "$1" ] && [ -O "$1" ] '
+    '&& [ -z "$(find "$1" -maxdepth 0 -perm /022)" ]'
+)
+
+
+async def ensure_private_dir(transport: Transport, directory: str, node: str) -> None:
+    checked = await transport.run(["sh", "-c", PRIVATE_DIR, "flashspark-private", directory])
+    if not checked.ok:
+        raise ClusterError(
+            f"{directory} on {node} is not a private folder of this user (another owner, a link, or "
+            "writable by group or others): nothing was written or started there",
+            where=node,
+            fix="remove that folder (or make it yours with mode 700), or set the node's checkout_dir "
+            "to a folder only you own",
+        )
+
+
 async def read_log(
     runtime: NodeRuntime, transport: Transport, process: NodeProcess, *, lines: int, since: str | None = None
 ) -> str:
@@ -83,6 +103,7 @@ class ProcessRuntime:
     async def start(self, transport: Transport, directory: str, launch: NodeLaunch) -> NodeProcess:
         secrets = self.recipe.secret_env(self.recipe.nodes[launch.rank])
         values = {**launch.env, **{k: v for k, v in secrets.items() if k in launch.secret_env}}
+        await ensure_private_dir(transport, directory, launch.name)
         await transport.write_file(f"{directory}/node.env", posix_env_file(values))
         argv = [self.vllm_bin(self.recipe.nodes[launch.rank]), *launch.argv[1:]]
         script = 'cd "$1" && shift && . ./node.env && setsid nohup "$@" > vllm.log 2>&1 < /dev/null & echo $!'
@@ -159,6 +180,7 @@ class ComposeRuntime:
             raise ClusterError(f"the plan for {launch.name} has no compose file", where=launch.name)
         node_secrets = self.recipe.secret_env(self.recipe.nodes[launch.rank])
         secrets = {k: v for k, v in node_secrets.items() if k in launch.secret_env}
+        await ensure_private_dir(transport, directory, launch.name)
         await transport.write_file(f"{directory}/{SECRETS_ENV_FILE}", compose_env_file(secrets))
         await transport.write_file(f"{directory}/{COMPOSE_FILE}", compose_yaml(launch.compose), mode=0o644)
         # --pull never: a node must run the image preflight verified, never a registry's newer one.
