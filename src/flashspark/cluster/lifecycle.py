@@ -277,15 +277,14 @@ async def up(recipe: Recipe, *, events: Events, environ: Mapping[str, str] | Non
         head = processes[0]
         head_log = await read_log(runtime, transports[0], head, lines=BOOT_LOG_LINES)
         boot = parse_boot_log(head_log)
-        pins = Pins(
+        # What the head logged wins over what provisioning installed (the same, unless the image differs).
+        pins = provisioned.pins.merged(
             runtime=recipe.cluster.runtime,
             model=recipe.model.id,
             model_revision=recipe.model.revision,
-            **provisioned.pins,
+            vllm_version=boot.vllm_version,
             **(await image_pins(recipe, transports)).model_dump(exclude_defaults=True),
         )
-        if boot.vllm_version:
-            pins = pins.model_copy(update={"vllm_version": boot.vllm_version})
         record = BootRecord(
             deployment=recipe.cluster.name,
             profile=recipe.profile.name,

@@ -64,7 +64,7 @@ async def prepare_model(
     *,
     revision: str | None = None,
     python: str | None = None,
-    workers: int = 8,
+    workers: int,
 ) -> ModelPrepareReport:
     """Head: verify, else download; workers: verify, else copy from the head; then verify everywhere."""
     model = recipe.model.id

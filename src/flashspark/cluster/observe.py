@@ -21,27 +21,23 @@ from flashspark.cluster.preflight import node_ports
 from flashspark.cluster.readiness import probe_api
 from flashspark.cluster.reports import CaptureDiff, CaptureIndex, NodeStatus, PortState, StatusReport
 from flashspark.cluster.runtimes import ComposeRuntime, image_id, read_log, runtime_for
-from flashspark.cluster.state import NodeProcess, read_state, state_path
+from flashspark.cluster.state import DeploymentState, NodeProcess, read_state, state_path
 from flashspark.cluster.timeouts import TIMEOUTS
 from flashspark.cluster.transport import Transport, transport_for
 from flashspark.errors import InputError, NodeUnreachable
 from flashspark.pins import Pins
 from flashspark.recipe.model import Recipe
 from flashspark.redact import redact
-from flashspark.render import probe_host
+from flashspark.render import api_base_url
 
 
-def _processes(recipe: Recipe) -> dict[int, NodeProcess | None]:
-    state = read_state(state_path(recipe))
+def _processes(recipe: Recipe, state: DeploymentState | None) -> dict[int, NodeProcess | None]:
     known = {p.rank: p for p in state.nodes} if state is not None else {}
     return {rank: known.get(rank) for rank in range(len(recipe.nodes))}
 
 
-def _base_url(recipe: Recipe) -> str:
-    state = read_state(state_path(recipe))
-    if state is not None:
-        return state.base_url
-    return f"http://{probe_host(recipe.api.host)}:{recipe.api.port}/v1"
+def _base_url(recipe: Recipe, state: DeploymentState | None) -> str:
+    return state.base_url if state is not None else api_base_url(recipe)
 
 
 async def _node_status(recipe: Recipe, rank: int, process: NodeProcess | None) -> NodeStatus:
@@ -67,9 +63,9 @@ async def _node_status(recipe: Recipe, rank: int, process: NodeProcess | None) -
 async def status(recipe: Recipe) -> StatusReport:
     """Per node: reachable, runtime state, image, ports; for the head's API: health and served model."""
     state = read_state(state_path(recipe))
-    processes = _processes(recipe)
+    processes = _processes(recipe, state)
     nodes = list(await asyncio.gather(*(_node_status(recipe, r, p) for r, p in processes.items())))
-    api = await probe_api(_base_url(recipe), recipe.api_key)
+    api = await probe_api(_base_url(recipe, state), recipe.api_key)
     serving = any(m.id == recipe.model.served_name for m in api.models)
     report = StatusReport(
         deployment=recipe.cluster.name,
@@ -92,7 +88,7 @@ async def read_logs(recipe: Recipe, *, lines: int, since: str | None = None) -> 
     runtime = runtime_for(recipe)
     secrets = recipe.secret_values()
     out = []
-    for rank, process in _processes(recipe).items():
+    for rank, process in _processes(recipe, read_state(state_path(recipe))).items():
         name = recipe.nodes[rank].name
         if process is None:
             out.append((name, "(no engine recorded on this node)"))
@@ -118,7 +114,7 @@ async def follow_logs(recipe: Recipe, *, since: str | None = None) -> AsyncItera
         async for raw in stream.stdout:
             await queue.put((node, redact(raw.decode(errors="replace").rstrip("\n"), secrets)))
 
-    for rank, process in _processes(recipe).items():
+    for rank, process in _processes(recipe, read_state(state_path(recipe))).items():
         if process is None:
             continue
         argv = transport_for(recipe.nodes[rank]).local_argv(
@@ -195,9 +191,9 @@ async def _capture_node(recipe: Recipe, rank: int, process: NodeProcess | None) 
 
 async def capture(recipe: Recipe, out_dir: Path) -> CaptureIndex:
     """Write the evidence bundle into out_dir (one folder per node, `api/`, capture.json); return the index."""
-    processes = _processes(recipe)
-    per_node = await asyncio.gather(*(_capture_node(recipe, r, p) for r, p in processes.items()))
-    api = await probe_api(_base_url(recipe), recipe.api_key, metrics=True)
+    state = read_state(state_path(recipe))
+    per_node = await asyncio.gather(*(_capture_node(recipe, r, p) for r, p in _processes(recipe, state).items()))
+    api = await probe_api(_base_url(recipe, state), recipe.api_key, metrics=True)
     try:
         images = await image_pins(recipe, {r: transport_for(n) for r, n in enumerate(recipe.nodes)})
     except NodeUnreachable:

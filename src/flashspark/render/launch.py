@@ -89,6 +89,11 @@ def probe_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
+def api_base_url(recipe: Recipe) -> str:
+    """Where clients on the head reach the recipe's API (…/v1); a wildcard bind is probed on loopback."""
+    return f"http://{probe_host(recipe.api.host)}:{recipe.api.port}/v1"
+
+
 def render_argv(recipe: Recipe, rank: int) -> list[str]:
     """The `vllm serve` argument list for one rank."""
     engine, spec, parallel = recipe.engine, recipe.speculative, recipe.parallel
@@ -200,7 +205,6 @@ def render_plan(recipe: Recipe) -> LaunchPlan:
             compose = render_compose(recipe, node, rank=rank, argv=launch.argv, env=env, has_secrets=bool(secrets))
             launch = launch.model_copy(update={"compose": compose})
         nodes.append(launch)
-    host = probe_host(recipe.api.host)
     return LaunchPlan(
         profile=recipe.profile.name,
         deployment=recipe.cluster.name,
@@ -208,6 +212,6 @@ def render_plan(recipe: Recipe) -> LaunchPlan:
         served_model_name=recipe.model.served_name,
         api_host=recipe.api.host,
         api_port=recipe.api.port,
-        api_base_url=f"http://{host}:{recipe.api.port}/v1",
+        api_base_url=api_base_url(recipe),
         nodes=nodes,
     )
