@@ -241,3 +241,32 @@ def test_the_key_for_a_server_can_come_from_the_environment(filled_env: Path) ->
     assert resolve_target(keyed, base_url=None, explicit_recipe=True, environ={"OPENAI_API_KEY": "x"}).api_key == (
         "sk-recipe"
     )
+
+
+@pytest.mark.parametrize("setting", ["WORKER99999999_HOST=x", "nodes.99999999.ssh=a", "WORKER64_HOST=x"])
+def test_a_huge_node_index_is_refused_not_allocated(setting: str) -> None:
+    code, _, stderr = run("config", "check", "--profile", "local-cpu", "--set", setting)
+    assert code == 2 and "past the last" in stderr and "Traceback" not in stderr
+
+
+def test_the_last_allowed_node_index_still_resolves() -> None:
+    recipe = resolve_recipe(profile="local-cpu", sets=["WORKER63_HOST=root@10.0.0.63"], strict=False).recipe
+    assert len(recipe.nodes) == 64 and recipe.nodes[63].ssh == "root@10.0.0.63"
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        (b"\xff\xfe\x00binary", "not UTF-8"),
+        (b"profile = 5\n", "`profile` must be a profile name"),
+        (b"nodes = 5\n", "`nodes` must be a list of tables"),
+        (b'nodes = ["a"]\n', "`nodes` must be a list of tables"),
+        (b"[env]\ncpu = 3\n", "`env.cpu` must be a table"),
+        (b"engine = 1\n", "`engine` must be a table"),
+    ],
+)
+def test_a_config_file_of_the_wrong_shape_is_named_not_a_traceback(tmp_path: Path, content: bytes, says: str) -> None:
+    path = tmp_path / "c.toml"
+    path.write_bytes(content)
+    code, _, stderr = run("config", "check", "--env", str(path))
+    assert code == 2 and says in stderr and "Traceback" not in stderr

@@ -58,15 +58,26 @@ def parse_env_text(text: str, *, source: str, environ: Mapping[str, str] | None 
     return entries
 
 
-def read_env_file(path: Path, *, environ: Mapping[str, str] | None = None) -> dict[str, EnvEntry]:
+def read_config_text(path: Path) -> str:
+    """A cluster file's text; RecipeError naming the file when it cannot be read or is not UTF-8 text."""
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except OSError as exc:
         raise RecipeError(
             f"cannot read the config file {path}: {exc.strerror}",
             where=str(path),
             fix="check the path, or create one with `flashspark config init`",
         ) from exc
+    except UnicodeDecodeError as exc:
+        raise RecipeError(
+            f"the config file {path} is not UTF-8 text (byte {exc.start} is not)",
+            where=str(path),
+            fix="point --env at the cluster file (.env.dspark or .toml), saved as UTF-8",
+        ) from None
+
+
+def read_env_file(path: Path, *, environ: Mapping[str, str] | None = None) -> dict[str, EnvEntry]:
+    text = read_config_text(path)
     return parse_env_text(text, source=str(path), environ=environ)
 
 

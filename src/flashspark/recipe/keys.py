@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import re
 
+#: The largest list position a setting may name (WORKER63_HOST, nodes.63.ssh, ...): more nodes than any
+#: DGX Spark cluster; a larger index is a typo, and would make a list that long.
+MAX_INDEX = 63
+
 #: Flat name -> dotted recipe path, for keys that are not per node.
 SCALAR_KEYS: dict[str, str] = {
     "PROFILE": "profile.name",

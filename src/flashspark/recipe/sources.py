@@ -20,8 +20,8 @@ from pydantic import BaseModel, ConfigDict
 
 from flashspark.errors import Problem, RecipeError
 from flashspark.recipe import keys
-from flashspark.recipe.envfile import EnvEntry
-from flashspark.recipe.model import SECRET_MASK
+from flashspark.recipe.envfile import EnvEntry, read_config_text
+from flashspark.recipe.model import SECRET_MASK, Recipe
 from flashspark.recipe.secrets import is_secret_name
 
 DEFAULT_PROFILE = "agent-1m"
@@ -140,13 +140,7 @@ def profile_layer(name: str) -> Layer:
 
 def toml_layer(path: Path) -> Layer:
     try:
-        tree = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise RecipeError(
-            f"cannot read the config file {path}: {exc.strerror}",
-            where=str(path),
-            fix="check the path, or create one with `flashspark config init --format toml`",
-        ) from exc
+        tree = tomllib.loads(read_config_text(path))
     except tomllib.TOMLDecodeError as exc:
         raise RecipeError(
             f"{path} is not valid TOML: {exc}",
@@ -155,6 +149,7 @@ def toml_layer(path: Path) -> Layer:
         ) from exc
     if "profile" in tree and isinstance(tree["profile"], str):
         tree["profile"] = {"name": tree["profile"]}
+    _check_shape(tree, path)
     return Layer(tree=tree, origins={p: Origin("file", str(path)) for p in leaf_paths(tree)})
 
 
@@ -192,6 +187,13 @@ def env_layer(
                 shared[key] = entry
         elif (match := keys.WORKER_KEY.match(key)) and match["field"] in keys.NODE_FIELDS:
             index = int(match["index"] or 1)
+            if index > keys.MAX_INDEX:
+                raise RecipeError(
+                    f"{key}: worker {index} is past the last node a cluster file may name ({keys.MAX_INDEX})",
+                    key=key,
+                    where=_where(source, entry),
+                    fix="number workers WORKER_, WORKER2_, WORKER3_, ...",
+                )
             field_name = keys.NODE_FIELDS[match["field"]]
             current = nodes.setdefault(index, {})
             # WORKER_SCRIPT_DIR wins over WORKER_DIR, as in the recipe's scripts.
@@ -231,6 +233,31 @@ def env_layer(
 def shown(key: str, value: object) -> object:
     """A value as a message may show it: masked when its key's name says it is a secret."""
     return SECRET_MASK if is_secret_name(key) else value
+
+
+def _check_shape(tree: Tree, path: Path) -> None:
+    """Every recipe section a table, `nodes` a list of tables, each env group a table: the shapes the
+    layering walks, checked before it does (`nodes = 5` is a mistake to name, not to crash on)."""
+    wrong = [
+        (key, "a table", f"write it as a [{key}] table")
+        for key, value in tree.items()
+        if key in Recipe.model_fields and key != "nodes" and not isinstance(value, dict)
+    ]
+    nodes = tree.get("nodes", [])
+    if not isinstance(nodes, list) or not all(isinstance(node, dict) for node in nodes):
+        wrong.append(("nodes", "a list of tables", "write each node as a [[nodes]] table"))
+    env = tree.get("env", {})
+    if isinstance(env, dict):
+        wrong += [
+            (f"env.{group}", "a table", f'write it as an [env.{group}] table of NAME = "value"')
+            for group, values in env.items()
+            if not isinstance(values, dict)
+        ]
+    if wrong:
+        key, shape, fix = wrong[0]
+        if key == "profile":
+            shape, fix = "a profile name or a table", 'write profile = "agent-1m" (see `flashspark profiles`)'
+        raise RecipeError(f"{path}: `{key}` must be {shape}", key=key, where=str(path), fix=fix)
 
 
 def _where(source: str, entry: EnvEntry) -> str:
@@ -317,6 +344,12 @@ def set_path(tree: Tree, path: str, value: object) -> None:
         nxt: Any = value if last else ([] if parts[position + 1].isdigit() else {})
         if isinstance(cursor, list):
             index = int(part)
+            if index > keys.MAX_INDEX:
+                raise RecipeError(
+                    f"{path}: position {index} is past the last one a setting may name ({keys.MAX_INDEX})",
+                    key=path,
+                    fix="count list positions from 0 (nodes.1 is the first worker)",
+                )
             while len(cursor) <= index:
                 cursor.append({})
             if last:
