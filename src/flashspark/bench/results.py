@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from flashspark.bench.records import RequestRecord
 from flashspark.bench.stats import CellSummary
 from flashspark.errors import InputError
-from flashspark.files import write_atomic
+from flashspark.files import append_line, write_atomic, write_json
 from flashspark.pins import Pins
 
 RESULTS_SCHEMA_VERSION = 1
@@ -99,7 +98,7 @@ class ResultsWriter:
         # fsync took 0.3 ms (p50) to 4 ms (p99) on this disk; the cell's end syncs (write_results).
         if self._requests is None:
             self._requests = open(self.requests_path, "a", encoding="utf-8")  # noqa: SIM115 (closed per cell)
-        self._requests.write(record.model_dump_json() + "\n")
+        append_line(self._requests, record.model_dump_json())
         self._requests.flush()
 
     def _sync_requests(self) -> None:
@@ -119,7 +118,7 @@ class ResultsWriter:
             "schema_notes": SCHEMA_NOTES,
             "cells": rows,
         }
-        write_atomic(self.results_path, json.dumps(document, indent=2, default=str) + "\n")
+        write_json(self.results_path, document)
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=SUMMARY_COLUMNS, extrasaction="ignore")
         writer.writeheader()

@@ -133,10 +133,22 @@ async def run_cell(
     run: str,
     on_record: Callable[[RequestRecord], None],
 ) -> CellSummary:
-    """Warm up, then run one cell; returns its summary (client and server side)."""
+    """Warm up, then run one cell; returns its summary (client and server side).
+
+    A failed warm-up stops the run: the cell would measure a server that is not serving (and,
+    against one that stalls, wait a stall timeout per request to say so).
+    """
     for category in options.categories:
         for w in range(options.warmup_requests):
-            await client.stream_chat(request_for(category, model=model, options=options, run=f"{run}w", index=w))
+            result = await client.stream_chat(
+                request_for(category, model=model, options=options, run=f"{run}w", index=w)
+            )
+            if not result.ok:
+                raise ClientError(
+                    f"a warm-up request of cell {cell.name} failed ({result.error_kind}): {result.error}",
+                    where=client.api,
+                    fix="check the server (`flashspark status`, `flashspark smoke`); nothing of this cell was measured",
+                )
     records: list[RequestRecord] = []
     semaphore = asyncio.Semaphore(cell.concurrency_cap) if cell.concurrency_cap else None
     # Everything a request needs is made before the release, connections included: the measured
@@ -272,7 +284,23 @@ async def run_bench(
         writer.write_results(summaries, model=model)
         if on_cell is not None:
             on_cell(summary)
+        if server_gone(summary):
+            raise ClientError(
+                f"every request of cell {summary.cell} failed ({summary.error_kinds}): the server stopped answering",
+                where=str(writer.results_path),
+                fix="the cells measured so far are kept there; check the server, then run the bench again",
+            )
     return summaries
+
+
+# Failures that say the server is not answering at all (not that it answered badly).
+GONE_KINDS = frozenset({"connect", "timeout", "stall", "reset"})
+
+
+def server_gone(summary: CellSummary) -> bool:
+    """True when no request of the cell completed and every failure was the server not answering."""
+    kinds = summary.error_kinds
+    return summary.completed == 0 and summary.failed > 0 and bool(kinds) and set(kinds) <= GONE_KINDS
 
 
 class BenchRun(BaseModel):

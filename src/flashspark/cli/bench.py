@@ -81,7 +81,9 @@ def run_bench_command(shape: str, cells: list[CellPlan], *, rounds: int, as_json
         ignore_eos=not common["no_ignore_eos"],
         processes=common["processes"],
     )
-    target, resolved = resolve_target(common["config"], common["profile"], common["sets"], common["base_url"])
+    target, resolved = resolve_target(
+        common["config"], common["profile"], common["sets"], common["base_url"], common["timeouts"]
+    )
     run_dir = common["out"] or new_run_dir(resolved.recipe, f"bench-{shape}")
     server = target.server_recipe
     progress = BenchProgress(total=sum(len(c.arrivals_s) for c in cells), quiet=as_json)

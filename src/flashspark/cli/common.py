@@ -22,6 +22,7 @@ from flashspark.errors import FlashsparkError, InputError
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
+    from flashspark.client.schema import Timeouts
     from flashspark.cluster.targets import Target
     from flashspark.recipe import ResolvedRecipe
 
@@ -88,12 +89,61 @@ recipe_options = apply(
     ]
 )
 
-target_options = apply(
-    [
+# (flag, Timeouts field, what it bounds): every command that talks to a server takes these.
+TIMEOUT_FLAGS = (
+    ("--connect-timeout", "connect_s", "Seconds to open a connection"),
+    ("--first-byte-timeout", "first_byte_s", "Seconds to the first byte of a reply (prefill included)"),
+    ("--stall-timeout", "stall_s", "Longest silence inside a streamed reply, in seconds"),
+    ("--request-timeout", "total_s", "Seconds one request may take in all"),
+)
+
+
+def _timeout_option(flag: str, field: str, what: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    from flashspark.client.schema import Timeouts
+
+    default = Timeouts.model_fields[field].default
+    return click.option(flag, field, type=float, default=None, metavar="SECONDS", help=f"{what} (default {default:g}).")
+
+
+def target_options(func: Callable[P, R]) -> Callable[P, R]:
+    """--base-url, --model and the four timeouts, which the command receives as one `timeouts` dict.
+
+    The dict is checked later, by `resolve_target`: this wrapper runs outside `handle_errors`.
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        kwargs["timeouts"] = {field: kwargs.pop(field) for _, field, _ in TIMEOUT_FLAGS}
+        return func(*args, **kwargs)
+
+    options = [
         click.option("--base-url", default=None, help="Any OpenAI-compatible server (default: the deployment)."),
         click.option("--model", default=None, help="Model id to request (default: the first the server lists)."),
+        *(_timeout_option(*flag) for flag in TIMEOUT_FLAGS),
     ]
-)
+    return apply(options)(wrapper)  # type: ignore[arg-type,return-value]
+
+
+def timeouts_from(chosen: dict[str, float | None]) -> Timeouts:
+    """The client's Timeouts from the flags given (None: the default); a bad value names its flag."""
+    from pydantic import ValidationError
+
+    from flashspark.client.schema import Timeouts
+
+    given = {field: value for field, value in chosen.items() if value is not None}
+    try:
+        return Timeouts(**given)
+    except ValidationError as error:
+        detail = error.errors()[0]
+        field = str(detail["loc"][0])
+        flag = next(f for f, name, _ in TIMEOUT_FLAGS if name == field)
+        raise InputError(
+            f"{flag} {detail['msg'].lower()}",
+            key=flag,
+            value=str(given.get(field)),
+            fix="give a positive number of seconds",
+        ) from None
+
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 
@@ -137,14 +187,20 @@ def deployment_recipe(config: Path | None, profile: str | None, sets: tuple[str,
 
 
 def resolve_target(
-    config: Path | None, profile: str | None, sets: tuple[str, ...], base_url: str | None
+    config: Path | None,
+    profile: str | None,
+    sets: tuple[str, ...],
+    base_url: str | None,
+    timeouts: dict[str, float | None],
 ) -> tuple[Target, ResolvedRecipe]:
-    """The server a gate or a bench talks to (see `cluster.targets`)."""
+    """The server a gate or a bench talks to (see `cluster.targets`), with the timeouts chosen."""
     from flashspark.cluster.targets import resolve_target as resolve
 
+    budgets = timeouts_from(timeouts)
     resolved = deployment_recipe(config, profile, sets)
     explicit = profile is not None or config is not None or bool(sets)
-    return resolve(resolved.recipe, base_url=base_url, explicit_recipe=explicit), resolved
+    target = resolve(resolved.recipe, base_url=base_url, explicit_recipe=explicit, timeouts=budgets)
+    return target, resolved
 
 
 def parse_levels(text: str) -> tuple[int, ...]:

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from flashspark.errors import FlashsparkError, PhaseFailed, Problem, RecipeInvalid
+from flashspark.redact import redact_exact
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -45,6 +46,29 @@ class LazyConsole:
     @property
     def is_terminal(self) -> bool:
         return self.real.is_terminal
+
+
+class RedactingStream:
+    """stdout or stderr, with registered secrets and URL passwords masked from every write: whatever
+    prints (a table, an error, JSON, a progress line), a secret does not reach the terminal or a log."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def write(self, text: str) -> int:
+        self._inner.write(redact_exact(text))
+        return len(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def redact_output() -> None:
+    """Route this process's stdout and stderr through RedactingStream (once)."""
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if not isinstance(stream, RedactingStream):
+            setattr(sys, name, RedactingStream(stream))
 
 
 out = LazyConsole(stderr=False)

@@ -43,6 +43,7 @@ def smoke_command(
     sets: tuple[str, ...],
     base_url: str | None,
     model: str | None,
+    timeouts: dict[str, float | None],
     concurrency: int,
     expect: str,
     max_tokens: int,
@@ -51,7 +52,7 @@ def smoke_command(
     """N concurrent deterministic requests; each must return EXPECT exactly. Exit 4 on any miss."""
     from flashspark.gates.smoke import run_smoke
 
-    target, _ = resolve_target(config, profile, sets, base_url)
+    target, _ = resolve_target(config, profile, sets, base_url, timeouts)
 
     async def go() -> SmokeReport:
         async with target.client() as client:
@@ -82,6 +83,7 @@ def sanity_command(
     sets: tuple[str, ...],
     base_url: str | None,
     model: str | None,
+    timeouts: dict[str, float | None],
     levels: str,
     max_tokens: int,
     strict_cjk: bool,
@@ -100,7 +102,7 @@ def sanity_command(
     from flashspark.gates.sanity import run_sanity
 
     chosen = parse_levels(levels)
-    target, resolved = resolve_target(config, profile, sets, base_url)
+    target, resolved = resolve_target(config, profile, sets, base_url, timeouts)
     run_dir = out or new_run_dir(resolved.recipe, "sanity")
 
     async def go() -> SanityReport:
@@ -137,6 +139,7 @@ def correctness_command(
     sets: tuple[str, ...],
     base_url: str | None,
     model: str | None,
+    timeouts: dict[str, float | None],
     modes: tuple[str, ...],
     acceptance_floor: float | None,
     as_json: bool,
@@ -144,7 +147,7 @@ def correctness_command(
     """A deterministic victim, alone then under churn: byte-identical or exit 4 with the first difference."""
     from flashspark.gates.correctness import default_floor, run_correctness
 
-    target, _ = resolve_target(config, profile, sets, base_url)
+    target, _ = resolve_target(config, profile, sets, base_url, timeouts)
     server = target.server_recipe
     floor = acceptance_floor
     if floor is None and server is not None:
@@ -172,6 +175,7 @@ def validate_command(
     sets: tuple[str, ...],
     base_url: str | None,
     model: str | None,
+    timeouts: dict[str, float | None],
     only: tuple[str, ...],
     skip: tuple[str, ...],
     out: Path | None,
@@ -182,7 +186,7 @@ def validate_command(
     from flashspark.gates.validate import options_from_recipe, run_validate, select_gates
 
     gates = select_gates(only, skip)
-    target, resolved = resolve_target(config, profile, sets, base_url)
+    target, resolved = resolve_target(config, profile, sets, base_url, timeouts)
     run_dir = out or new_run_dir(resolved.recipe, "validate")
     options = options_from_recipe(target.server_recipe, model=model, gates=gates)
 

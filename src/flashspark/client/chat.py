@@ -23,6 +23,7 @@ from flashspark.client.schema import ChatRequest, ChatResult, ModelEntry, Timeou
 from flashspark.client.sse import SSEOverflow, SSEParser
 from flashspark.client.wire import Connection, ConnectionPool, Origin, WireError, request_bytes
 from flashspark.errors import ClientError, HTTPStatusError
+from flashspark.redact import add_masks
 
 NS = 1e-9
 
@@ -45,6 +46,7 @@ class OpenAIClient:
     ) -> None:
         self.root, self.api = normalize_base_url(base_url)
         self.api_key = api_key
+        add_masks([api_key])
         self.timeouts = timeouts or Timeouts()
         try:
             self._origin = Origin.from_url(self.root)

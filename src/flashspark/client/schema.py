@@ -46,14 +46,20 @@ class ModelEntry(BaseModel):
 
 
 class Timeouts(BaseModel):
-    """Budgets in seconds: connect, first byte, the longest gap between chunks, the whole request."""
+    """Budgets in seconds: connect, first byte, the longest gap between chunks, the whole request.
+
+    The defaults notice a dead or stalled server in seconds: a healthy engine streams a chunk at
+    every decode step (well under a second, even behind chunked prefill), so 30 s without a byte is
+    a stall. The first byte waits for prefill: raise `first_byte_s` for prompts of 100K tokens and
+    more (TTFT grows to minutes there), and `total_s` for very long decodes.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    connect_s: float = 10.0
-    first_byte_s: float = 600.0
-    stall_s: float = 120.0
-    total_s: float = 1800.0
+    connect_s: float = Field(default=10.0, gt=0, le=3600)
+    first_byte_s: float = Field(default=120.0, gt=0, le=86400)
+    stall_s: float = Field(default=30.0, gt=0, le=86400)
+    total_s: float = Field(default=1800.0, gt=0, le=7 * 86400)
 
 
 class ChatResult(BaseModel):

@@ -26,7 +26,7 @@ from flashspark.cluster.runtimes import image_id, image_labels
 from flashspark.cluster.timeouts import TIMEOUTS
 from flashspark.cluster.transport import Transport, pipe_between, transport_for
 from flashspark.errors import InputError, NodeUnreachable, ProvenanceError
-from flashspark.files import write_atomic, write_json
+from flashspark.files import write_json
 from flashspark.provenance.image import (
     MANIFEST_LABEL,
     MANIFEST_PATH,
@@ -140,7 +140,7 @@ async def build_image(recipe: Recipe, *, tag: str | None = None, on_each: bool =
         run_dir=str(run_dir),
     )
     write_json(run_dir / "image-manifest.json", report.manifest)
-    write_atomic(run_dir / "image-build.json", report.model_dump_json(indent=2) + "\n")
+    write_json(run_dir / "image-build.json", report.model_dump(mode="json"))
     return report
 
 

@@ -35,7 +35,7 @@ from flashspark.cluster.runtimes import ComposeRuntime, NodeRuntime, image_label
 from flashspark.cluster.state import DeploymentState, NodeProcess, read_state, state_path, write_state
 from flashspark.cluster.transport import Transport, transport_for
 from flashspark.errors import AlreadyRunning, NodeUnreachable, PhaseFailed, PreflightFailed
-from flashspark.files import write_json
+from flashspark.files import write_atomic, write_json
 from flashspark.pins import NodeImage, Pins
 from flashspark.provenance.image import MANIFEST_LABEL
 from flashspark.recipe.model import Recipe
@@ -175,7 +175,7 @@ async def save_tails(
         except NodeUnreachable as error:
             text = f"(unreachable: {error.message})"
         tails[process.node] = redact(text, secrets)
-        (run_dir / f"rank{rank}-{process.node}.log.tail").write_text(tails[process.node])
+        write_atomic(run_dir / f"rank{rank}-{process.node}.log.tail", tails[process.node])
     return tails
 
 

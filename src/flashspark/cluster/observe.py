@@ -25,6 +25,7 @@ from flashspark.cluster.state import DeploymentState, NodeProcess, read_state, s
 from flashspark.cluster.timeouts import TIMEOUTS
 from flashspark.cluster.transport import Transport, transport_for
 from flashspark.errors import InputError, NodeUnreachable
+from flashspark.files import write_atomic
 from flashspark.pins import Pins
 from flashspark.recipe.model import Recipe
 from flashspark.redact import redact
@@ -203,10 +204,8 @@ async def capture(recipe: Recipe, out_dir: Path) -> CaptureIndex:
     written: dict[str, str] = {}
 
     def put(relative: str, text: str) -> None:
-        path = out_dir / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
         clean = redact(text, secrets)
-        path.write_text(clean)
+        write_atomic(out_dir / relative, clean)
         written[relative] = hashlib.sha256(clean.encode()).hexdigest()
 
     for rank, files in enumerate(per_node):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from flashspark.files import write_atomic
+from flashspark.files import write_json
 from flashspark.recipe.model import Recipe
 
 STATE_SCHEMA_VERSION = 1
@@ -71,4 +71,4 @@ def read_state(path: Path) -> DeploymentState | None:
 
 
 def write_state(path: Path, state: DeploymentState) -> None:
-    write_atomic(path, state.model_dump_json(indent=2) + "\n", mode=0o600)
+    write_json(path, state.model_dump(mode="json"), mode=0o600)

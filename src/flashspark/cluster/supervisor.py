@@ -23,6 +23,7 @@ from flashspark.cluster.runtimes import runtime_for
 from flashspark.cluster.state import DeploymentState
 from flashspark.cluster.transport import transport_for
 from flashspark.errors import ClientError, ClusterError, NotRunning
+from flashspark.files import append_line
 from flashspark.recipe.model import Recipe
 
 
@@ -37,7 +38,7 @@ class SupervisorLog:
         entry = {"t": round(time.time(), 3), "event": kind, **details}
         self.events.append(entry)
         with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(entry) + "\n")
+            append_line(handle, json.dumps(entry))
 
 
 async def first_death(recipe: Recipe, state: DeploymentState, *, check_s: float, health_failures: int) -> str:

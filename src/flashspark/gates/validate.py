@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from flashspark.client import OpenAIClient
 from flashspark.errors import ClientError, InputError
-from flashspark.files import write_atomic
+from flashspark.files import write_json
 from flashspark.gates.correctness import default_floor, run_correctness
 from flashspark.gates.options import GATES, SANITY
 from flashspark.gates.sanity import DEFAULT_LEVELS, run_sanity
@@ -132,7 +132,7 @@ async def run_validate(
         gates=results,
         recipe=recipe.public_dict() if recipe is not None else None,
     )
-    write_atomic(run_dir / "validation.json", validation.model_dump_json(indent=2) + "\n")
+    write_json(run_dir / "validation.json", validation.model_dump(mode="json"))
     return validation
 
 

@@ -22,11 +22,18 @@ _EXPAND = re.compile(
 )
 
 
+# A cluster file is a few kilobytes. The bounds keep a wrong or hostile file from costing minutes
+# or gigabytes before it is refused (tomllib is quadratic in a dotted key's length).
+MAX_CONFIG_BYTES = 1 << 20
+MAX_LINE_CHARS = 16 << 10
+
+
 @dataclass(frozen=True)
 class EnvEntry:
     key: str
     value: str
     line: int
+    replaces_line: int | None = None  # an earlier line that set the same key (this one wins)
 
 
 def parse_env_text(text: str, *, source: str, environ: Mapping[str, str] | None = None) -> dict[str, EnvEntry]:
@@ -49,19 +56,21 @@ def parse_env_text(text: str, *, source: str, environ: Mapping[str, str] | None 
                 fix="write one KEY=VALUE per line; start comments with #",
             )
         key = match["key"]
-        value = _unquote(match["value"], where=f"{source}:{number}")
-        if value.startswith("\x00raw:"):
-            value = value[len("\x00raw:") :]
-        else:
+        value, literal = _unquote(match["value"], where=f"{source}:{number}")
+        if not literal:
             value = _expand(value, entries, environ, where=f"{source}:{number}")
-        entries[key] = EnvEntry(key=key, value=value, line=number)
+        earlier = entries.pop(key, None)  # popped: the entry takes its place in line order
+        entries[key] = EnvEntry(key=key, value=value, line=number, replaces_line=earlier.line if earlier else None)
     return entries
 
 
 def read_config_text(path: Path) -> str:
-    """A cluster file's text; RecipeError naming the file when it cannot be read or is not UTF-8 text."""
+    """A cluster file's text; RecipeError naming the file when it cannot be read, is not UTF-8 text,
+    holds a NUL byte, or passes the size bounds."""
     try:
-        return path.read_text(encoding="utf-8")
+        with path.open("rb") as handle:
+            data = handle.read(MAX_CONFIG_BYTES + 1)
+        text = data.decode("utf-8")
     except OSError as exc:
         raise RecipeError(
             f"cannot read the config file {path}: {exc.strerror}",
@@ -74,6 +83,26 @@ def read_config_text(path: Path) -> str:
             where=str(path),
             fix="point --env at the cluster file (.env.dspark or .toml), saved as UTF-8",
         ) from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise RecipeError(
+            f"the config file {path} is larger than {MAX_CONFIG_BYTES >> 20} MiB: not a cluster file",
+            where=str(path),
+            fix="point --env at the cluster file (.env.dspark or .toml); one is a few kilobytes",
+        )
+    for number, line in enumerate(text.split("\n"), start=1):
+        if "\0" in line:
+            raise RecipeError(
+                f"line {number} of {path} holds a NUL byte",
+                where=f"{path}:{number}",
+                fix="remove it: no setting holds one (is this a binary file?)",
+            )
+        if len(line) > MAX_LINE_CHARS:
+            raise RecipeError(
+                f"line {number} of {path} is longer than {MAX_LINE_CHARS} characters",
+                where=f"{path}:{number}",
+                fix="split the value (a list can span lines in TOML); no setting needs a line this long",
+            )
+    return text
 
 
 def read_env_file(path: Path, *, environ: Mapping[str, str] | None = None) -> dict[str, EnvEntry]:
@@ -81,7 +110,8 @@ def read_env_file(path: Path, *, environ: Mapping[str, str] | None = None) -> di
     return parse_env_text(text, source=str(path), environ=environ)
 
 
-def _unquote(value: str, *, where: str) -> str:
+def _unquote(value: str, *, where: str) -> tuple[str, bool]:
+    """The value without its quotes, and whether it is literal (single quotes: no expansion, as in a shell)."""
     value = value.strip()
     if value[:1] in {"'", '"'}:
         quote = value[0]
@@ -93,9 +123,16 @@ def _unquote(value: str, *, where: str) -> str:
                 where=where,
                 fix=f"close the value with a matching {quote}",
             )
-        inner = value[1:end]
-        # Single quotes are literal in a shell: mark them so no expansion happens.
-        return "\x00raw:" + inner if quote == "'" else inner
+        rest = value[end + 1 :]
+        # A shell glues `"8888"junk` into 8888junk; reading it as 8888 would hide the mistake.
+        if rest.strip() and not re.match(r"\s+#", rest):
+            raise RecipeError(
+                f"text after the closing quote: {rest.strip()!r}",
+                value=value,
+                where=where,
+                fix="put the whole value inside the quotes (a comment needs a space before its #)",
+            )
+        return value[1:end], quote == "'"
     # An unquoted value ends at a comment that follows whitespace.
     comment = re.search(r"\s#", value)
     if comment:
@@ -107,7 +144,7 @@ def _unquote(value: str, *, where: str) -> str:
             where=where,
             fix="write the literal value",
         )
-    return value.strip()
+    return value.strip(), False
 
 
 def _expand(value: str, entries: Mapping[str, EnvEntry], environ: Mapping[str, str], *, where: str) -> str:

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from flashspark.recipe.secrets import is_secret_name
+from flashspark.secrets import is_secret_name
 
 SECRET_MASK = "**********"  # what pydantic shows for a SecretStr, used for every masked setting
 # The vllm_bin that names FlashSpark's embedded engine instead of an executable on the node.

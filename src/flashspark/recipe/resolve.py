@@ -28,6 +28,7 @@ from flashspark.recipe.sources import (
     set_layer,
     toml_layer,
 )
+from flashspark.redact import add_masks
 
 
 @dataclass(frozen=True)
@@ -149,6 +150,8 @@ def resolve_recipe(
         problems.extend(_type_problems(exc, tree, origins))
         raise RecipeInvalid(problems) from None
 
+    # From here on no file this process writes can hold one of the recipe's secrets (flashspark.files).
+    add_masks(recipe.secret_values())
     problems.extend(_locate(check_recipe(recipe), origins))
     resolved = ResolvedRecipe(recipe=recipe, origins=origins, problems=problems)
     if strict and resolved.errors:

@@ -17,7 +17,7 @@ from flashspark.errors import Problem, RecipeError
 from flashspark.recipe import keys
 from flashspark.recipe.envfile import check_env_pair
 from flashspark.recipe.model import EMBEDDED_VLLM, Recipe
-from flashspark.recipe.secrets import is_secret_name
+from flashspark.secrets import is_secret_name
 
 Rule = Callable[[Recipe], list[Problem]]
 

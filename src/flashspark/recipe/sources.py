@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from pydantic import BaseModel, ConfigDict
 
@@ -22,7 +22,7 @@ from flashspark.errors import Problem, RecipeError
 from flashspark.recipe import keys
 from flashspark.recipe.envfile import EnvEntry, read_config_text
 from flashspark.recipe.model import SECRET_MASK, Recipe
-from flashspark.recipe.secrets import is_secret_name
+from flashspark.secrets import is_secret_name
 
 DEFAULT_PROFILE = "agent-1m"
 
@@ -147,6 +147,10 @@ def toml_layer(path: Path) -> Layer:
             where=str(path),
             fix="fix the TOML syntax at the position named",
         ) from exc
+    except RecursionError:
+        _too_deep(path)
+    if depth(tree) > MAX_DEPTH:
+        _too_deep(path)
     if "profile" in tree and isinstance(tree["profile"], str):
         tree["profile"] = {"name": tree["profile"]}
     _check_shape(tree, path)
@@ -177,6 +181,17 @@ def env_layer(
 
     for entry in entries.values():
         key, value = entry.key, entry.value
+        if entry.replaces_line is not None:
+            layer.problems.append(
+                Problem(
+                    key,
+                    shown(key, value),
+                    f"set twice (lines {entry.replaces_line} and {entry.line}); the later line wins",
+                    "keep one of the two lines",
+                    severity="warning",
+                    where=_where(source, entry),
+                )
+            )
         if value == "":
             continue  # An empty value means "not set", as in the recipe's scripts.
         if key in keys.SCALAR_KEYS:
@@ -228,6 +243,33 @@ def env_layer(
         count = max(max(nodes) + 1, min_nodes if shared else 1)
         _place_nodes(layer, nodes, shared, Origin(kind, source), count)
     return layer
+
+
+# The recipe's deepest setting is nodes.<i>.env.<NAME> inside a table: 4 levels; 8 leaves room.
+MAX_DEPTH = 8
+
+
+def depth(tree: object) -> int:
+    """How deeply tables and lists nest (iterative: a hostile file must not exhaust the stack)."""
+    deepest, stack = 0, [(tree, 0)]
+    while stack:
+        item, level = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, level + 1)
+        if deepest > MAX_DEPTH:
+            return deepest
+        stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
+def _too_deep(path: Path) -> NoReturn:
+    raise RecipeError(
+        f"{path} nests tables or lists more than {MAX_DEPTH} levels deep",
+        where=str(path),
+        fix="no setting nests this deep: check the file (see `flashspark config init` for the shape)",
+    )
 
 
 def shown(key: str, value: object) -> object:

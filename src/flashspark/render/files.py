@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from flashspark.files import write_atomic
+from flashspark.files import write_atomic, write_json
 from flashspark.render.envfiles import comment_line, posix_env_file
 from flashspark.render.launch import LaunchPlan
 
@@ -18,7 +18,7 @@ def compose_yaml(document: dict[str, object]) -> str:
 def write_plan_files(plan: LaunchPlan, out: Path) -> list[Path]:
     """Write the plan; returns the files written. Secrets are never among them."""
     written = [out / "plan.json"]
-    write_atomic(written[0], plan.model_dump_json(indent=2) + "\n")
+    write_json(written[0], plan.model_dump(mode="json"))
     for node in plan.nodes:
         folder = out / f"rank{node.rank}-{node.name}"
         command = folder / "command.sh"

@@ -15,8 +15,8 @@ from typing import Any, Literal
 from pydantic import Field
 
 from flashspark.recipe.model import Frozen, Node, Recipe
-from flashspark.recipe.secrets import is_secret_name
 from flashspark.render.compose import render_compose
+from flashspark.secrets import is_secret_name
 
 PLAN_SCHEMA_VERSION = 1
 CONTAINER_HF_HOME = "/cache/huggingface"

@@ -21,6 +21,7 @@ import matplotlib.pyplot as plt
 from flashspark.bench.records import RequestRecord
 from flashspark.bench.results import BenchResults, read_requests, read_results
 from flashspark.bench.stats import CellSummary
+from flashspark.files import write_atomic
 
 
 def _fmt(value: Any, digits: int = 1) -> str:
@@ -41,7 +42,7 @@ def write_report(run_dir: Path) -> list[Path]:
         for p in (plot_throughput(run_dir, cells), plot_acceptance(run_dir, cells), plot_ttft(run_dir, requests))
         if p is not None
     ]
-    (run_dir / "report.md").write_text(markdown(results, cells, plots))
+    write_atomic(run_dir / "report.md", markdown(results, cells, plots))
     return [run_dir / "report.md", *plots]
 
 
