@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from flashspark.redact import clear_masks
+
 CASES = Path(__file__).parent / "cases"
 
 # Variables FlashSpark reads from the process environment.
@@ -32,6 +34,8 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.setenv("HOME", str(tmp_path / "user-home"))
     monkeypatch.chdir(tmp_path)
     yield tmp_path
+    # Secrets registered for masking are per process; a test's must not mask the next test's output.
+    clear_masks()
 
 
 @pytest.fixture

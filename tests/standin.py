@@ -99,6 +99,8 @@ class StandIn:
         self.listing: list[Any] | None = None  # GET /v1/models' data, when a test needs odd entries
         self.default = stream_reply([(0.0, "hello")], completion_tokens=1)
         self.requests: list[dict[str, Any]] = []
+        self.in_flight = 0  # chat requests being answered now, and the most there ever were at once
+        self.max_in_flight = 0
         # When set, decides the reply from the request body (before the queue is used).
         self.responder: Callable[[dict[str, Any]], Reply | None] | None = None
         self._loop = asyncio.new_event_loop()
@@ -176,7 +178,12 @@ class StandIn:
             reply = self.responder(request) if self.responder else None
             if reply is None:
                 reply = self.replies.popleft() if self.replies else self.default
-            await self._chat(writer, reply)
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            try:
+                await self._chat(writer, reply)
+            finally:
+                self.in_flight -= 1
         elif path == "/health":
             await self._plain(writer, 200, b"", "text/plain")
         elif path.endswith("/v1/models"):

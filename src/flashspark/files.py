@@ -16,9 +16,11 @@ from typing import Any, TextIO
 from flashspark.redact import redact_data, redact_exact
 
 
-def write_atomic(path: Path, text: str, *, mode: int = 0o644) -> None:
-    """Write via a temporary file in the same folder and rename it into place (registered secrets masked)."""
-    text = redact_exact(text)
+def write_atomic(path: Path, text: str, *, mode: int = 0o644, redacted: bool = False) -> None:
+    """Write via a temporary file in the same folder and rename it into place, registered secrets masked
+    (`redacted`: the caller already masked them where they can be, as `write_json` does inside strings)."""
+    if not redacted:
+        text = redact_exact(text)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
@@ -34,7 +36,9 @@ def write_atomic(path: Path, text: str, *, mode: int = 0o644) -> None:
 def write_json(path: Path, payload: Any, *, mode: int = 0o644) -> None:
     """`payload` as indented JSON, atomically, secrets masked by key name and by shape
     (values JSON cannot hold are written as strings)."""
-    write_atomic(path, json.dumps(redact_data(payload), indent=2, default=str) + "\n", mode=mode)
+    # Masked inside the data, not in the text: a registered value that happens to be a number or
+    # `true` must not turn into a bare *** that no JSON reader accepts.
+    write_atomic(path, json.dumps(redact_data(payload), indent=2, default=str) + "\n", mode=mode, redacted=True)
 
 
 def append_line(handle: TextIO, line: str) -> None:

@@ -54,6 +54,11 @@ def add_masks(values: Iterable[str | None]) -> None:
     _masks.update(v for v in values if v and len(v) >= MIN_EXACT)
 
 
+def clear_masks() -> None:
+    """Forget the registered values (a test resolving many recipes must not mask the next one's output)."""
+    _masks.clear()
+
+
 def _exact(text: str, secrets: Iterable[str]) -> str:
     values = _masks.union(s for s in secrets if s and len(s) >= MIN_EXACT)
     for value in sorted(values, key=len, reverse=True):  # longest first: a secret containing another
@@ -76,15 +81,18 @@ def redact_exact(text: str) -> str:
     return _URL_CREDENTIALS.sub(lambda m: m.group(1) + MASK, _exact(text, ()))
 
 
-def redact_data(data: Any) -> Any:
-    """JSON-shaped data with every secret-named key's value masked and every string redacted."""
+def redact_data(data: Any, *, by_key: bool = True) -> Any:
+    """JSON-shaped data with every string redacted and, `by_key`, every secret-named key's string value
+    masked. A bare `key` names a setting in FlashSpark's payloads (an error's key), not a secret."""
     if isinstance(data, dict):
         return {
-            key: MASK if is_secret_name(str(key)) and isinstance(value, str) and value else redact_data(value)
+            key: MASK
+            if by_key and key != "key" and is_secret_name(str(key)) and isinstance(value, str) and value
+            else redact_data(value, by_key=by_key)
             for key, value in data.items()
         }
     if isinstance(data, list | tuple):
-        return [redact_data(item) for item in data]
+        return [redact_data(item, by_key=by_key) for item in data]
     if isinstance(data, str):
         return redact(data)
     return data

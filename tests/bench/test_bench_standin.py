@@ -105,6 +105,47 @@ def test_compare_flags_deltas_inside_the_spread(tmp_path: Path) -> None:
     assert rows[0].within_noise is False and rows[0].delta_pct == pytest.approx(43.81, abs=0.01)
 
 
+def results_of(folder: Path, values: list[float], shape: str = "static") -> Path:
+    folder.mkdir()
+    cells = [{"cell": f"static-c4-r{i}", "shape": shape, "output_throughput": v} for i, v in enumerate(values)]
+    (folder / "results.json").write_text(json.dumps({"cells": cells}))
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "within"),
+    [
+        # spread = (104 - 100) + (109 - 107) = 6; delta = 108 - 102 = 6: at the boundary, noise.
+        ([100.0, 104.0], [107.0, 109.0], True),
+        # spread 6, delta 6.5: just past it, a change (a threshold twice as wide would call it noise).
+        ([100.0, 104.0], [107.5, 109.5], False),
+        # spread 6, delta -9: a drop past the spread.
+        ([100.0, 104.0], [92.0, 94.0], False),
+    ],
+)
+def test_the_noise_threshold_is_the_sum_of_both_runs_spreads(
+    tmp_path: Path, a: list[float], b: list[float], within: bool
+) -> None:
+    [row] = compare_runs(results_of(tmp_path / "a", a), results_of(tmp_path / "b", b)).cells
+    assert row.spread == pytest.approx(6.0) and row.within_noise is within
+    assert row.a == pytest.approx(sum(a) / 2) and row.b == pytest.approx(sum(b) / 2)
+    assert row.delta == pytest.approx(row.b - row.a) and row.delta_pct == pytest.approx((row.b / row.a - 1) * 100)
+
+
+def test_rounds_of_a_static_cell_are_compared_as_one_cell_and_other_shapes_by_name(tmp_path: Path) -> None:
+    [static] = compare_runs(results_of(tmp_path / "a", [1.0, 3.0]), results_of(tmp_path / "b", [2.0, 2.0])).cells
+    assert static.cell == "static-c4" and static.a == 2.0
+    rate = compare_runs(
+        results_of(tmp_path / "c", [1.0, 3.0], shape="rate"), results_of(tmp_path / "d", [2.0, 5.0], shape="rate")
+    ).cells
+    assert [(r.cell, r.spread) for r in rate] == [("static-c4-r0", 0.0), ("static-c4-r1", 0.0)]
+
+
+def test_a_cell_with_no_throughput_in_run_a_has_no_percentage(tmp_path: Path) -> None:
+    [row] = compare_runs(results_of(tmp_path / "a", [0.0]), results_of(tmp_path / "b", [5.0])).cells
+    assert row.delta_pct is None and row.delta == 5.0 and row.within_noise is False
+
+
 def test_a_killed_run_keeps_the_requests_that_finished(tmp_path: Path) -> None:
     with StandIn() as server:
         # Each request takes ~1 s; the run would take ~8 s.
@@ -142,6 +183,7 @@ def test_a_killed_run_keeps_the_requests_that_finished(tmp_path: Path) -> None:
     assert not (out / "results.json").exists()  # the cell never finished; the requests are still there
 
 
+@pytest.mark.spawns
 async def test_a_cell_split_over_client_processes_keeps_every_request_and_its_timing(tmp_path: Path) -> None:
     with StandIn() as server:
         server.responder = lambda body: spec_stream()
@@ -160,6 +202,7 @@ async def test_a_cell_split_over_client_processes_keeps_every_request_and_its_ti
     assert starts[-1] - starts[0] < 0.25
 
 
+@pytest.mark.spawns
 async def test_a_client_process_that_fails_is_named_with_its_cause() -> None:
     from flashspark.bench.workers import Share, run_in_processes
 

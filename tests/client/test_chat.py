@@ -127,3 +127,14 @@ async def test_an_event_that_never_ends_fails_the_request_at_the_bound(server: S
         result = await client.stream_chat(REQUEST)
     # "malformed" at the bound, not "stall" after the server's 30 s of silence.
     assert not result.ok and result.error_kind == "malformed" and "without ending" in (result.error or "")
+
+
+async def test_ttft_is_the_first_token_not_the_role_chunk_that_arrives_long_before_it(server: StandIn) -> None:
+    # vLLM-like servers may send the role chunk at once; the first token comes after prefill (0.5 s).
+    reply = stream_reply([(0.5, "A"), (0.1, "B")], completion_tokens=2)
+    result = await run(server, reply)
+    assert result.ok and result.content == "AB"
+    assert result.ttfb_s is not None and result.ttfb_s < 0.25  # the body began with the role chunk
+    assert result.ttft_s is not None and result.ttft_s >= 0.45  # the first token, not that chunk
+    assert result.ttfo_s == result.ttft_s
+    assert result.decode_tokens_per_s == pytest.approx(1 / (result.last_token_s - result.ttft_s))

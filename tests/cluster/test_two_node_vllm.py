@@ -82,6 +82,12 @@ def run_cli(toml: Path, home: Path, *args: str) -> subprocess.CompletedProcess[s
     )
 
 
+def process_start_ticks(pid: int) -> int:
+    """When a process started, in clock ticks since boot (/proc/PID/stat field 22)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
 def assert_no_secret_in(*roots: Path, allow: tuple[str, ...] = ()) -> set[str]:
     """Every file under the roots is free of the planted secrets (the owner-only env files aside)."""
     seen = set()
@@ -107,6 +113,10 @@ def test_tp2_across_two_nodes_serves_and_stops_clean(netns_cluster: NetnsCluster
         assert up.returncode == 0, up.stderr[-3000:]
         state = json.loads(up.stdout)
         assert [n["node"] for n in state["nodes"]] == ["node1", "node2"]
+        # Workers first, as observed on the nodes: the kernel's start time of each node's engine
+        # (the namespaced nodes share this kernel's clock), not the order FlashSpark logged.
+        started = {n["node"]: process_start_ticks(n["pid"]) for n in state["nodes"]}
+        assert started["node2"] < started["node1"], started
         # Progress streamed both nodes' log lines and the rendezvous phase while it booted.
         assert "node2 |" in up.stderr and "node1 |" in up.stderr and "rendezvous" in up.stderr
 

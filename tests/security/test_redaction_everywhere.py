@@ -74,3 +74,13 @@ def test_an_error_naming_a_url_with_a_password_prints_it_masked() -> None:
         assert done.returncode == 4
         assert PASSWORD not in done.stdout + done.stderr
         assert f"user:{MASK}@127.0.0.1:9" in done.stdout + done.stderr
+
+
+def test_a_registered_value_that_is_also_a_number_never_breaks_the_json_written(tmp_path: Path) -> None:
+    add_masks(["8192"])  # a (weak) key that equals a number the data holds
+    files.write_json(tmp_path / "r.json", {"max_model_len": 8192, "note": "sent 8192", "key": "VLLM_API_KEY"})
+    assert json.loads((tmp_path / "r.json").read_text()) == {
+        "max_model_len": 8192,
+        "note": f"sent {MASK}",
+        "key": "VLLM_API_KEY",  # a bare `key` names a setting, it is not one
+    }

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from flashspark.errors import FlashsparkError, PhaseFailed, Problem, RecipeInvalid
-from flashspark.redact import redact_exact
+from flashspark.redact import redact_data, redact_exact
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -59,6 +59,10 @@ class RedactingStream:
         self._inner.write(redact_exact(text))
         return len(text)
 
+    def write_redacted(self, text: str) -> None:
+        """Text whose secrets were masked inside its data already (JSON): written as it is."""
+        self._inner.write(text)
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
@@ -90,21 +94,30 @@ def print_plain(text: str, *, err: bool = False) -> None:
     (globals()["err"] if err else out).print(text, markup=False)
 
 
-def print_json(payload: Any) -> None:
-    sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
-    sys.stdout.flush()  # a supervising `up` keeps running after its first document
+def _write_data(text: str) -> None:
+    stream = sys.stdout
+    if isinstance(stream, RedactingStream):
+        stream.write_redacted(text)
+    else:
+        stream.write(text)
+    stream.flush()  # a supervising `up` keeps running after its first document
+
+
+def print_json(payload: Any, *, indent: int | None = 2) -> None:
+    """Data as JSON on stdout, secrets masked inside its strings (by shape, registered values). Not by
+    key name: what is printed is built from the masked recipe, and its maps name secret settings
+    (`config check`'s origins) without holding them."""
+    _write_data(json.dumps(redact_data(payload, by_key=False), indent=indent, default=str) + "\n")
 
 
 def print_model(report: BaseModel) -> None:
-    """A typed report as JSON on stdout, exactly as the model serialises it."""
-    sys.stdout.write(report.model_dump_json(indent=2) + "\n")
-    sys.stdout.flush()
+    """A typed report as JSON on stdout, as the model serialises it."""
+    print_json(report.model_dump(mode="json"))
 
 
 def print_ndjson(payload: Any) -> None:
     """One JSON document per line, for streams (logs --follow)."""
-    sys.stdout.write(json.dumps(payload, default=str) + "\n")
-    sys.stdout.flush()
+    print_json(payload, indent=None)
 
 
 def error_payload(error: FlashsparkError) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from flashspark.bootlog import parse_boot_log
 from flashspark.cluster.events import Events
-from flashspark.cluster.ports import port_open
+from flashspark.cluster.ports import port_held
 from flashspark.cluster.preflight import GID_CHECK, NodeCheck, preflight
 from flashspark.cluster.provision import provision
 from flashspark.cluster.readiness import ReadinessTarget, wait_until_ready
@@ -431,9 +431,9 @@ async def down(recipe: Recipe, *, events: Events) -> DownResult:
     api_port = state.api_port if state is not None else recipe.api.port
     # A stopped server's socket can take a moment to close.
     deadline = time.monotonic() + PORT_RELEASE_S
-    while port_open(api_host, api_port) and time.monotonic() < deadline:
+    while port_held(api_host, api_port) and time.monotonic() < deadline:
         await asyncio.sleep(0.2)
-    result.port_free = not port_open(api_host, api_port)
+    result.port_free = not port_held(api_host, api_port)
     if result.clean:
         path.unlink(missing_ok=True)
     return result

@@ -20,7 +20,7 @@ from flashspark.cluster.reports import ModelPrepareReport, NodeModelPrepared
 from flashspark.cluster.timeouts import TIMEOUTS
 from flashspark.cluster.transport import Transport, pipe_between, transport_for
 from flashspark.errors import ProvenanceError, RecipeError
-from flashspark.provenance.model_cache import ModelCacheReport, download_source
+from flashspark.provenance.model_cache import ModelCacheReport, download_program
 from flashspark.recipe.model import Recipe
 
 
@@ -79,7 +79,7 @@ async def prepare_model(
     if head_report is not None and head_report.ok:
         actions[recipe.nodes[0].name] = "complete, not downloaded"
     else:
-        script = download_source()
+        script = download_program(recipe.secret_env(recipe.nodes[0]).get("HF_TOKEN"))
         result = await head.run(
             [python or NODE_PYTHON, "-", model, pinned, head_cache, str(workers)],
             stdin=script,

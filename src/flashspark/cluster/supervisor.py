@@ -61,17 +61,17 @@ async def first_death(recipe: Recipe, state: DeploymentState, *, check_s: float,
             await asyncio.sleep(check_s)
 
 
-async def supervise(
-    recipe: Recipe,
-    *,
-    events: Events,
-    max_restarts: int,
-    check_s: float = 5.0,
-    health_failures: int = 3,
-    backoff_s: float = 10.0,
-) -> None:
-    """Watch `state` (already up) and restart the deployment on death, forever or until the budget
-    is spent (raises ClusterError). Cancel it (Ctrl-C) to stop supervising; the deployment stays up."""
+async def supervise(recipe: Recipe, *, events: Events, max_restarts: int) -> None:
+    """Watch the deployment (already up) and restart it on death, forever or until the budget is spent
+    (raises ClusterError). Cancel it (Ctrl-C) to stop supervising; the deployment stays up. How often it
+    checks, how many /health failures count as a death and the pause before a restart are the recipe's
+    (`lifecycle.supervise_*`)."""
+    settings = recipe.lifecycle
+    check_s, health_failures, backoff_s = (
+        settings.supervise_check_s,
+        settings.supervise_health_failures,
+        settings.supervise_backoff_s,
+    )
     state = _recorded(recipe)
     log = SupervisorLog(Path(state.run_dir) / "supervisor.jsonl")
     log.write("watching", nodes=[p.node for p in state.nodes], run_dir=state.run_dir)

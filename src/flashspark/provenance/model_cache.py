@@ -7,6 +7,7 @@ this module gives its verdict a typed shape.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -53,6 +54,16 @@ def probe_source() -> bytes:
     return Path(cache_probe.__file__).read_bytes()
 
 
-def download_source() -> bytes:
-    """The download script's source, to run on a node as `python - MODEL REVISION CACHE WORKERS`."""
-    return Path(hub_download.__file__).read_bytes()
+def download_program(hf_token: str | None) -> bytes:
+    """The download script as a program for `python - MODEL REVISION CACHE WORKERS` on a node.
+
+    A token travels inside the program, on the ssh connection's stdin: never in an argument (`ps`
+    shows those) or a file. The script itself is compiled from a string, so that the line setting
+    the token can come first while the script keeps its own `from __future__` imports.
+    """
+    source = Path(hub_download.__file__).read_text(encoding="utf-8")
+    lines = ["import os"]
+    if hf_token:
+        lines.append(f"os.environ['HF_TOKEN'] = {json.dumps(hf_token)}")
+    lines.append(f"exec(compile({json.dumps(source)}, 'hub_download.py', 'exec'), {{'__name__': '__main__'}})")
+    return ("\n".join(lines) + "\n").encode()

@@ -244,6 +244,15 @@ class LifecycleSettings(Frozen):
     stop_timeout_s: float = Field(
         default=30.0, gt=0, description="SIGTERM grace before SIGKILL (a headless follower ignores SIGTERM)."
     )
+    supervise_check_s: float = Field(
+        default=5.0, gt=0, le=3600, description="`up --supervise`: seconds between checks of every engine and /health."
+    )
+    supervise_health_failures: int = Field(
+        default=3, ge=1, le=1000, description="`up --supervise`: failed /health checks in a row that count as a death."
+    )
+    supervise_backoff_s: float = Field(
+        default=10.0, ge=0, le=3600, description="`up --supervise`: pause between a verified down and the restart."
+    )
 
 
 class SizingFacts(Frozen):

@@ -1,0 +1,85 @@
+"""A stand-in for `vllm serve`, for the supervisor's fault paths: it serves /health and /v1/models on
+the port it is given, and a control file decides its fate: `ok`, `sick` (/health answers 503), `die`
+(exits at once), `orphan` (leaves a child in a session of its own that keeps the API port, as a
+crashed engine's leftover worker can; its pid in `<control>.orphan`). Its starts are appended to
+`<control>.starts`.
+
+It stands in for the engine only where a real one will not fail on demand; the real engine's boots
+are in tests/engine and tests/cluster/test_two_node_vllm.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+def option(name: str) -> str:
+    return sys.argv[sys.argv.index(name) + 1]
+
+
+CONTROL = os.environ["STANDIN_CONTROL"]
+PORT = int(option("--port"))
+NAME = option("--served-model-name")
+MAX_MODEL_LEN = int(option("--max-model-len"))
+
+
+def mode() -> str:
+    try:
+        with open(CONTROL) as handle:
+            return handle.read().strip()
+    except FileNotFoundError:
+        return "ok"
+
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        if self.path == "/health":
+            status, body = (503, b"sick") if mode() == "sick" else (200, b"")
+        elif self.path.endswith("/models"):
+            status, body = (
+                200,
+                json.dumps({"object": "list", "data": [{"id": NAME, "max_model_len": MAX_MODEL_LEN}]}).encode(),
+            )
+        else:
+            status, body = 404, b""
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def watch(server: ThreadingHTTPServer) -> None:
+    while True:
+        current = mode()
+        if current == "die":
+            os._exit(1)
+        if current == "orphan" and os.fork() == 0:
+            os.setsid()  # out of the engine's process group: a stop of the group does not reach it
+            with open(CONTROL + ".orphan", "w") as handle:
+                handle.write(str(os.getpid()))
+            time.sleep(600)
+            os._exit(0)
+        if current == "orphan":
+            os._exit(1)  # the parent dies; the child keeps the inherited listening socket open
+        time.sleep(0.1)
+
+
+def main() -> None:
+    with open(CONTROL + ".starts", "a") as handle:
+        handle.write(f"{time.time()}\n")
+    server = ThreadingHTTPServer(("127.0.0.1", PORT), Handler)
+    threading.Thread(target=watch, args=(server,), daemon=True).start()
+    print(f"stand-in engine serving {NAME} on {PORT}", flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

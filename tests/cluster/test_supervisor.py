@@ -1,0 +1,175 @@
+"""The supervisor's paths on one real node (this machine, the process runtime), its engine a stand-in
+that dies, turns sick or leaves an orphan on command: the restart budget, exact; a death by /health;
+a down that is not clean is not restarted over. The lifecycle runs in this process (so that the
+mutation run sees these tests exercise the supervisor); the CLI's `up --supervise` is covered by
+tests/cluster/test_two_node_vllm.py with the real engine."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flashspark.cluster.lifecycle import down, up
+from flashspark.cluster.supervisor import supervise
+from flashspark.errors import ClusterError
+from flashspark.recipe import resolve_recipe
+from flashspark.recipe.model import Recipe
+from tests.cluster.test_one_node import free_port
+
+ENGINE = Path(__file__).with_name("standin_engine.py")
+
+
+class Quiet:
+    """Lifecycle events, kept for the assertions instead of printed."""
+
+    def __init__(self) -> None:
+        self.phases: list[tuple[str, str, str]] = []
+
+    def phase(self, name: str, status: str, detail: str = "") -> None:
+        self.phases.append((name, status, detail))
+
+    def log_line(self, node: str, line: str) -> None:
+        pass
+
+    def note(self, text: str) -> None:
+        pass
+
+
+class StandInDeployment:
+    """A one-node deployment whose engine is tests/cluster/standin_engine.py, and its control file."""
+
+    def __init__(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, health_failures: int = 2) -> None:
+        self.control = tmp_path / "control"
+        self.control.write_text("ok")
+        launcher = tmp_path / "vllm"
+        launcher.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{ENGINE}" "$@"\n')
+        launcher.chmod(0o755)
+        toml = tmp_path / "solo.toml"
+        toml.write_text(
+            'profile = "local-cpu"\n'
+            f'[cluster]\nname = "supervised"\nvllm_bin = "{launcher}"\n'
+            '[model]\nid = "example/stand-in"\nserved_name = "stand-in"\n'
+            f"[api]\nport = {free_port()}\n"
+            "[lifecycle]\nport_timeout_s = 30\nstop_timeout_s = 2\nsupervise_check_s = 0.2\n"
+            f"supervise_health_failures = {health_failures}\nsupervise_backoff_s = 0\n"
+            f'[env.standin]\nSTANDIN_CONTROL = "{self.control}"\n'
+        )
+        monkeypatch.setenv("FLASHSPARK_HOME", str(tmp_path / "home"))
+        self.recipe: Recipe = resolve_recipe(config=toml).recipe
+        self.journal = Path()
+
+    async def start(self) -> None:
+        started = await up(self.recipe, events=Quiet())
+        self.journal = Path(started.run_dir) / "supervisor.jsonl"
+
+    def events(self) -> list[dict[str, Any]]:
+        if not self.journal.exists():
+            return []
+        return [json.loads(line) for line in self.journal.read_text().splitlines()]
+
+    async def wait_for(self, kind: str, count: int = 1, timeout_s: float = 60) -> list[dict[str, Any]]:
+        for _ in range(int(timeout_s / 0.1)):
+            found = [e for e in self.events() if e["event"] == kind]
+            if len(found) >= count:
+                return found
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"no {count} {kind!r} events: {self.events()}")
+
+    def starts(self) -> int:
+        path = Path(f"{self.control}.starts")
+        return len(path.read_text().splitlines()) if path.exists() else 0
+
+    async def stop(self, task: asyncio.Task[None]) -> None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, ClusterError):
+            await task
+        self.control.write_text("die")
+        orphan = Path(f"{self.control}.orphan")
+        if orphan.exists():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(orphan.read_text()), signal.SIGKILL)
+        await down(self.recipe, events=Quiet())
+
+
+async def test_the_restart_budget_is_exact_and_a_spent_budget_is_an_error_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    deployment = StandInDeployment(tmp_path, monkeypatch)
+    await deployment.start()
+    task = asyncio.create_task(supervise(deployment.recipe, events=Quiet(), max_restarts=2))
+    try:
+        for restart in (1, 2):
+            deployment.control.write_text("die")
+            await deployment.wait_for("stopped", restart)
+            deployment.control.write_text("ok")
+            assert len(await deployment.wait_for("restarted", restart)) == restart
+        deployment.control.write_text("die")  # the third death: the budget of 2 is spent
+        with pytest.raises(ClusterError, match=r"restart budget \(2\) is spent"):
+            await asyncio.wait_for(asyncio.shield(task), 60)
+    finally:
+        await deployment.stop(task)
+    kinds = [e["event"] for e in deployment.events()]
+    assert kinds.count("restarted") == 2 and kinds[-1] == "gave up" and deployment.starts() == 3
+    died = [e for e in deployment.events() if e["event"] == "died"]
+    assert len(died) == 3 and all(e["reason"] == "the engine of local (rank 0) exited" for e in died)
+    assert all(Path(e["tails"]).name == f"death-{n}" for n, e in enumerate(died, start=1))
+
+
+async def test_a_deployment_whose_health_fails_is_restarted_though_its_engine_lives(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    deployment = StandInDeployment(tmp_path, monkeypatch, health_failures=3)
+    await deployment.start()
+    task = asyncio.create_task(supervise(deployment.recipe, events=Quiet(), max_restarts=1))
+    try:
+        deployment.control.write_text("sick")
+        [died] = await deployment.wait_for("died")
+        deployment.control.write_text("ok")
+        restarted = await deployment.wait_for("restarted")
+    finally:
+        await deployment.stop(task)
+    assert died["reason"] == "/health failed 3 checks in a row"
+    assert len(restarted) == 1 and deployment.starts() == 2
+
+
+async def test_one_failed_health_check_below_the_threshold_is_not_a_death(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    deployment = StandInDeployment(tmp_path, monkeypatch, health_failures=1000)
+    await deployment.start()
+    task = asyncio.create_task(supervise(deployment.recipe, events=Quiet(), max_restarts=1))
+    try:
+        deployment.control.write_text("sick")
+        await asyncio.sleep(1.5)  # ~7 failed checks, far below 1000
+        deployment.control.write_text("ok")
+        await asyncio.sleep(0.5)
+        assert [e["event"] for e in deployment.events()] == ["watching"] and not task.done()
+    finally:
+        await deployment.stop(task)
+
+
+async def test_a_deployment_that_cannot_be_stopped_cleanly_is_not_restarted_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    deployment = StandInDeployment(tmp_path, monkeypatch)
+    await deployment.start()
+    task = asyncio.create_task(supervise(deployment.recipe, events=Quiet(), max_restarts=3))
+    try:
+        deployment.control.write_text("orphan")  # the engine dies, its orphan keeps the API port
+        with pytest.raises(ClusterError, match="could not be stopped cleanly"):
+            await asyncio.wait_for(asyncio.shield(task), 60)
+    finally:
+        await deployment.stop(task)
+    events = deployment.events()
+    stopped = next(e for e in events if e["event"] == "stopped")
+    assert stopped["clean"] is False
+    assert events[-1]["event"] == "gave up" and events[-1]["reason"] == "down was not clean"
+    assert deployment.starts() == 1  # no second engine was started beside the leftover
