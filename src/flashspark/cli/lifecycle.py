@@ -24,6 +24,8 @@ from flashspark.cli.common import (
     load_recipe,
     recipe_options,
     run,
+    timeout_options,
+    timeouts_from,
 )
 from flashspark.cli.console import escape
 from flashspark.engine.models import LOCAL_MODELS
@@ -177,16 +179,24 @@ def down_command(config: Path | None, profile: str | None, sets: tuple[str, ...]
 
 @click.command("status")
 @recipe_options
+@timeout_options(probe=True)
 @json_option
 @handle_errors
-def status_command(config: Path | None, profile: str | None, sets: tuple[str, ...], as_json: bool) -> None:
+def status_command(
+    config: Path | None,
+    profile: str | None,
+    sets: tuple[str, ...],
+    timeouts: dict[str, float | None],
+    as_json: bool,
+) -> None:
     """Is the deployment serving: per node engine, image and ports; /health and the served model.
 
     Exit 0 when it serves, 5 when not.
     """
     from flashspark.cluster.observe import status
 
-    report = run(status(deployment_recipe(config, profile, sets).recipe))
+    budgets = timeouts_from(timeouts, probe=True)
+    report = run(status(deployment_recipe(config, profile, sets).recipe, timeouts=budgets))
     finish(report, as_json, lambda: print_status(report), ok=report.running, fail_code=exit_codes.CLUSTER)
 
 
@@ -239,6 +249,7 @@ def logs_command(
     default=None,
     help="Compare two captures (A B) instead of taking one.",
 )
+@timeout_options(probe=True)
 @json_option
 @handle_errors
 def capture_command(
@@ -247,6 +258,7 @@ def capture_command(
     sets: tuple[str, ...],
     directory: Path | None,
     diff_dirs: tuple[Path, Path] | None,
+    timeouts: dict[str, float | None],
     as_json: bool,
 ) -> None:
     """The evidence bundle per node (host, engine, inspect, log tail, nvidia-smi, /v1/models, /metrics).
@@ -262,8 +274,9 @@ def capture_command(
         report = diff_captures(*diff_dirs)
         finish(report, as_json, lambda: print_capture_diff(report))
         return
+    budgets = timeouts_from(timeouts, probe=True)
     recipe = deployment_recipe(config, profile, sets).recipe
-    index = run(capture(recipe, directory or new_run_dir(recipe, "capture")))
+    index = run(capture(recipe, directory or new_run_dir(recipe, "capture"), timeouts=budgets))
     finish(index, as_json, lambda: console.print_plain(f"capture: {len(index.files)} files in {index.directory}"))
 
 

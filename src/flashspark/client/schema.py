@@ -62,6 +62,10 @@ class Timeouts(BaseModel):
     total_s: float = Field(default=1800.0, gt=0, le=7 * 86400)
 
 
+# Asking a server how it is (readiness, status, capture, the supervisor): short budgets, a few seconds.
+PROBE_TIMEOUTS = Timeouts(connect_s=5.0, first_byte_s=10.0, stall_s=10.0, total_s=30.0)
+
+
 class ChatResult(BaseModel):
     """What one request produced and when. Times are seconds from the request's start."""
 

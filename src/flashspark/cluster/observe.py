@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from flashspark.client.metrics import parse_metrics
+from flashspark.client.schema import PROBE_TIMEOUTS, Timeouts
 from flashspark.cluster.lifecycle import image_pins
 from flashspark.cluster.preflight import node_ports
 from flashspark.cluster.readiness import probe_api
@@ -61,12 +62,12 @@ async def _node_status(recipe: Recipe, rank: int, process: NodeProcess | None) -
     return entry
 
 
-async def status(recipe: Recipe) -> StatusReport:
+async def status(recipe: Recipe, *, timeouts: Timeouts = PROBE_TIMEOUTS) -> StatusReport:
     """Per node: reachable, runtime state, image, ports; for the head's API: health and served model."""
     state = read_state(state_path(recipe))
     processes = _processes(recipe, state)
     nodes = list(await asyncio.gather(*(_node_status(recipe, r, p) for r, p in processes.items())))
-    api = await probe_api(_base_url(recipe, state), recipe.api_key)
+    api = await probe_api(_base_url(recipe, state), recipe.api_key, timeouts=timeouts)
     serving = any(m.id == recipe.model.served_name for m in api.models)
     report = StatusReport(
         deployment=recipe.cluster.name,
@@ -190,11 +191,11 @@ async def _capture_node(recipe: Recipe, rank: int, process: NodeProcess | None) 
     return files
 
 
-async def capture(recipe: Recipe, out_dir: Path) -> CaptureIndex:
+async def capture(recipe: Recipe, out_dir: Path, *, timeouts: Timeouts = PROBE_TIMEOUTS) -> CaptureIndex:
     """Write the evidence bundle into out_dir (one folder per node, `api/`, capture.json); return the index."""
     state = read_state(state_path(recipe))
     per_node = await asyncio.gather(*(_capture_node(recipe, r, p) for r, p in _processes(recipe, state).items()))
-    api = await probe_api(_base_url(recipe, state), recipe.api_key, metrics=True)
+    api = await probe_api(_base_url(recipe, state), recipe.api_key, metrics=True, timeouts=timeouts)
     try:
         images = await image_pins(recipe, {r: transport_for(n) for r, n in enumerate(recipe.nodes)})
     except NodeUnreachable:

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from flashspark.client import OpenAIClient, Timeouts
+from flashspark.client.schema import PROBE_TIMEOUTS
 from flashspark.cluster.events import Events
 from flashspark.cluster.ports import port_open
 from flashspark.cluster.reports import ApiProbe, ServedModel
@@ -24,7 +25,6 @@ from flashspark.errors import ClientError, PhaseFailed
 from flashspark.recipe.model import Recipe
 
 POLL_S = 0.5
-PROBE_TIMEOUTS = Timeouts(connect_s=5.0, first_byte_s=10.0, stall_s=10.0, total_s=30.0)
 T = TypeVar("T")
 
 
@@ -52,9 +52,9 @@ class ReadinessTarget:
         )
 
 
-def probe_client(base_url: str, api_key: str | None) -> OpenAIClient:
+def probe_client(base_url: str, api_key: str | None, timeouts: Timeouts = PROBE_TIMEOUTS) -> OpenAIClient:
     """A client with short budgets, for asking a server how it is."""
-    return OpenAIClient(base_url, api_key=api_key, timeouts=PROBE_TIMEOUTS, max_connections=4)
+    return OpenAIClient(base_url, api_key=api_key, timeouts=timeouts, max_connections=4)
 
 
 async def wait_until_ready(
@@ -138,10 +138,12 @@ async def wait_until_ready(
     return entry
 
 
-async def probe_api(base_url: str, api_key: str | None, *, metrics: bool = False) -> ApiProbe:
+async def probe_api(
+    base_url: str, api_key: str | None, *, metrics: bool = False, timeouts: Timeouts = PROBE_TIMEOUTS
+) -> ApiProbe:
     """What a running server says now: /health status, served models, version (and raw /metrics)."""
     found = ApiProbe(base_url=base_url)
-    async with probe_client(base_url, api_key) as client:
+    async with probe_client(base_url, api_key, timeouts) as client:
         try:
             found.health = await client.health()
             found.models = [ServedModel(id=m.id, max_model_len=m.max_model_len) for m in await client.models()]

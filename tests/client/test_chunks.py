@@ -1,0 +1,113 @@
+"""Folding SSE payloads into a stream's state, on both paths: the typed fast path and the forgiving
+one a chunk of unexpected types falls back to (forced here by a stray non-object choice, which both
+paths must skip). Every field of the state is asserted, and the time a token first arrived."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from flashspark.client.chunks import StreamState, apply_event
+
+
+def fold(*chunks: Any, untyped: bool = False) -> StreamState:
+    """Apply each chunk at t = 1, 2, 3 ... seconds; `untyped` forces the fallback path."""
+    stream = StreamState()
+    for now, chunk in enumerate(chunks, start=1):
+        if untyped and isinstance(chunk, dict):
+            chunk = {**chunk, "choices": [0, *chunk.get("choices", [])]}  # a stray choice first
+        payload = chunk if isinstance(chunk, bytes) else json.dumps(chunk).encode()
+        apply_event(payload, stream, float(now))
+    return stream
+
+
+def choice(finish: str | None = None, **delta: Any) -> dict[str, Any]:
+    return {"index": 0, "delta": delta, "finish_reason": finish}
+
+
+PATHS = pytest.mark.parametrize("untyped", [False, True], ids=["typed", "untyped"])
+
+
+@PATHS
+def test_every_field_of_a_chunk_lands_where_it_belongs(untyped: bool) -> None:
+    call = {"index": 0, "id": "call_1", "function": {"name": "f", "arguments": "{}"}}
+    stream = fold(
+        {"id": "req-1", "choices": [choice(role="assistant", content="")]},
+        {"id": "req-2", "choices": [choice(reasoning="think")]},
+        {"choices": [choice(content="Hi")]},
+        {"choices": [choice(tool_calls=[call])]},
+        {"choices": [choice(finish="tool_calls")]},
+        {"choices": [], "usage": {"prompt_tokens": 11, "completion_tokens": 4}},
+        untyped=untyped,
+    )
+    assert stream.request_id == "req-1"  # the first chunk's id is kept
+    assert (stream.reasoning, stream.content, stream.tool_calls) == (["think"], ["Hi"], [call])
+    assert (stream.finish_reason, stream.prompt_tokens, stream.completion_tokens) == ("tool_calls", 11, 4)
+    # The role chunk carries no token: the first token is the reasoning at t=2, the first answer at t=3.
+    assert (stream.ttft, stream.ttfo, stream.last, stream.chunk_times) == (2.0, 3.0, 4.0, [2.0, 3.0, 4.0])
+    assert stream.error is None and not stream.done
+
+
+@PATHS
+def test_reasoning_content_is_read_where_a_server_still_sends_it(untyped: bool) -> None:
+    assert fold({"choices": [choice(reasoning_content="r")]}, untyped=untyped).reasoning == ["r"]
+
+
+@PATHS
+def test_one_choice_carrying_a_token_marks_the_chunk_even_if_the_next_does_not(untyped: bool) -> None:
+    stream = fold({"choices": [choice(content="a"), choice(finish="stop")]}, untyped=untyped)
+    assert stream.chunk_times == [1.0] and stream.ttft == 1.0 and stream.finish_reason == "stop"
+
+
+@PATHS
+def test_a_chunk_with_only_a_finish_reason_is_not_a_token(untyped: bool) -> None:
+    stream = fold({"choices": [choice(finish="length")]}, untyped=untyped)
+    assert stream.ttft is None and stream.chunk_times == [] and stream.finish_reason == "length"
+
+
+@PATHS
+@pytest.mark.parametrize(
+    ("error", "message"),
+    [({"message": "boom", "code": 500}, "error in the stream: boom"), ("plain", "error in the stream: plain")],
+)
+def test_an_error_in_the_stream_fails_it_with_the_servers_message(untyped: bool, error: Any, message: str) -> None:
+    stream = fold({"choices": [choice(content="a")]}, {"error": error}, untyped=untyped)
+    assert (stream.error_kind, stream.error) == ("stream_error", message)
+
+
+def test_an_error_object_without_a_message_is_shown_whole() -> None:
+    stream = fold({"error": {"code": 500}})
+    assert stream.error == "error in the stream: {'code': 500}"
+
+
+def test_what_is_not_json_fails_the_stream_naming_the_first_120_bytes() -> None:
+    junk = b"x" * 200
+    stream = fold(junk)
+    assert (stream.error_kind, stream.error) == ("malformed", f"not JSON in the stream: {junk[:120]!r}")
+    stream = fold(b"[1, " + b"2, " * 100 + b"3]")
+    assert stream.error_kind == "malformed" and stream.error == f"unexpected event: {(b'[1, ' + b'2, ' * 100)[:120]!r}"
+
+
+def test_the_first_failure_is_the_one_kept() -> None:
+    stream = fold(b"not json", {"error": "later"})
+    assert stream.error_kind == "malformed" and stream.error.startswith("not JSON")
+
+
+def test_done_ends_the_stream_with_or_without_spaces() -> None:
+    assert fold(b"[DONE]").done and fold(b" [DONE] ").done
+
+
+def test_fields_of_the_wrong_type_are_ignored_on_the_forgiving_path() -> None:
+    stream = fold(
+        {"id": 7, "choices": {"not": "a list"}, "usage": {"prompt_tokens": "11", "completion_tokens": 3}},
+        {"id": "late", "choices": [{"delta": "text", "finish_reason": 5}, choice(content=["x"], tool_calls="y")]},
+    )
+    assert stream.request_id == "late" and stream.prompt_tokens is None and stream.completion_tokens == 3
+    assert stream.content == [] and stream.tool_calls == [] and stream.finish_reason is None and stream.error is None
+
+
+def test_a_later_usage_chunk_only_overwrites_the_counts_it_carries() -> None:
+    stream = fold({"usage": {"prompt_tokens": 9}}, {"usage": {"completion_tokens": 2}})
+    assert (stream.prompt_tokens, stream.completion_tokens) == (9, 2)
