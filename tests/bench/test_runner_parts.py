@@ -110,3 +110,168 @@ async def test_a_session_records_its_metadata_and_the_servers_side(tmp_path: Pat
     assert cell.completed == 2 and cell.server_metrics
     assert cell.server_generation_tokens == 10 and cell.num_preemptions == 1
     assert cell.kv_cache_usage_peak == pytest.approx(0.3)
+
+
+def scrape(
+    *,
+    generated: int,
+    drafts: int,
+    draft_tokens: int,
+    accepted: int,
+    per_pos: list[int],
+    hits: int,
+    queries: int,
+    preempted: int,
+    kv: float,
+) -> str:
+    labels = 'engine="0",model_name="m"'
+    lines = [
+        f"vllm:generation_tokens_total{{{labels}}} {generated}",
+        f"vllm:spec_decode_num_drafts_total{{{labels}}} {drafts}",
+        f"vllm:spec_decode_num_draft_tokens_total{{{labels}}} {draft_tokens}",
+        f"vllm:spec_decode_num_accepted_tokens_total{{{labels}}} {accepted}",
+        *(
+            f'vllm:spec_decode_num_accepted_tokens_per_pos_total{{{labels},position="{i}"}} {v}'
+            for i, v in enumerate(per_pos)
+        ),
+        f"vllm:prefix_cache_hits_total{{{labels}}} {hits}",
+        f"vllm:prefix_cache_queries_total{{{labels}}} {queries}",
+        f"vllm:num_preemptions_total{{{labels}}} {preempted}",
+        f"vllm:kv_cache_usage_perc{{{labels}}} {kv}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def test_the_server_side_of_a_cell_is_the_delta_of_two_scrapes() -> None:
+    from flashspark.bench.runner import server_side
+    from flashspark.client import parse_metrics
+
+    before = parse_metrics(
+        scrape(
+            generated=100,
+            drafts=10,
+            draft_tokens=50,
+            accepted=20,
+            per_pos=[8, 6, 4, 1, 1],
+            hits=0,
+            queries=0,
+            preempted=1,
+            kv=0.0,
+        )
+    )
+    after = parse_metrics(
+        scrape(
+            generated=300,
+            drafts=30,
+            draft_tokens=150,
+            accepted=80,
+            per_pos=[26, 22, 17, 9, 6],
+            hits=10,
+            queries=100,
+            preempted=3,
+            kv=0.2,
+        )
+    )
+    stats = server_side(before, after, 4.0, 0.6)
+    assert stats.server_metrics and stats.server_generation_tokens == 200
+    assert stats.server_output_throughput == 50.0  # 200 tokens over 4 s
+    assert (stats.spec_decode_num_drafts, stats.spec_decode_draft_tokens, stats.spec_decode_accepted_tokens) == (
+        20,
+        100,
+        60,
+    )
+    assert stats.spec_decode_acceptance_rate == pytest.approx(0.6)
+    assert stats.spec_decode_acceptance_length == pytest.approx(1 + 60 / 20)
+    assert stats.spec_decode_per_position_acceptance_rates == pytest.approx([0.9, 0.8, 0.65, 0.4, 0.25])
+    assert stats.prefix_cache_hit_rate == pytest.approx(0.1) and stats.num_preemptions == 2
+    assert stats.kv_cache_usage_peak == 0.6  # the sampled peak beats the last gauge (0.2)
+    assert stats.warnings == [
+        "10% of prefix-cache queries hit during a cold cell: the result may be flattered by caching"
+    ]
+    assert server_side(before, after, 4.0, None).kv_cache_usage_peak == pytest.approx(0.2)
+    assert server_side(before, after, 0.0, None).server_output_throughput is None
+
+
+def test_a_cold_cell_at_the_warning_line_or_without_scrapes_warns_of_nothing() -> None:
+    from flashspark.bench.runner import server_side
+    from flashspark.client import parse_metrics
+
+    zero = dict(generated=0, drafts=0, draft_tokens=0, accepted=0, per_pos=[0], preempted=0, kv=0.0)
+    before = parse_metrics(scrape(hits=0, queries=0, **zero))  # type: ignore[arg-type]
+    at_line = parse_metrics(scrape(hits=5, queries=100, **zero))  # type: ignore[arg-type]
+    assert server_side(before, at_line, 1.0, None).warnings == []  # 5 % is the line, not past it
+    assert server_side(None, at_line, 1.0, None).server_metrics is False
+    assert server_side(before, None, 1.0, None).server_metrics is False
+
+
+async def test_a_cell_in_this_process_warms_up_salted_keeps_its_cap_its_schedule_and_its_categories(
+    tmp_path: Path,
+) -> None:
+    from flashspark.bench.results import ResultsWriter
+    from flashspark.bench.runner import run_bench
+
+    with StandIn(model="m") as server:
+        server.default = stream_reply([(0.3, "abcde")], completion_tokens=5)  # each request ~0.3 s
+        async with OpenAIClient(server.url) as client:
+            writer = ResultsWriter(tmp_path / "run", meta={})
+            [cell] = await run_bench(
+                client,
+                [CellPlan("rate-x", "rate", [0.0, 0.0, 0.0, 0.0, 0.6], concurrency_cap=2, level=2)],
+                options=BenchOptions(categories=("code", "prose"), warmup_requests=1),
+                writer=writer,
+            )
+        sent = list(server.requests)
+        most = server.max_in_flight
+    warmups, measured = sent[:2], sent[2:]
+    salts = [r["messages"][0]["content"].split("]")[0] for r in sent]
+    assert all(r["model"] == "m" for r in sent) and len(measured) == 5
+    assert salts[0].endswith("w-0") and salts[1].endswith("w-0")  # one warm-up per category, salted apart
+    assert [s.rsplit("-", 1)[1] for s in salts[2:]] == ["0", "1", "2", "3", "4"]
+    assert all("rate-x" in s for s in salts[2:])
+    assert most == 2  # the cap held in this process too
+    assert (
+        cell.completed == 5 and cell.per_category["code"].completed == 3 and cell.per_category["prose"].completed == 2
+    )
+    # Requests 0-3 arrive together (two at a time, ~0.6 s); request 4 at 0.6 s: the cell lasts ~0.9 s.
+    assert 0.7 < 25 / cell.output_throughput < 2.0
+
+
+async def test_a_failed_warm_up_names_the_cell_the_server_and_what_to_do(tmp_path: Path) -> None:
+    from flashspark.bench.results import ResultsWriter
+    from flashspark.bench.runner import run_bench
+    from flashspark.errors import ClientError
+    from tests.standin import Reply
+
+    with StandIn(model="m") as server:
+        server.default = Reply(status=500)
+        async with OpenAIClient(server.url) as client:
+            with pytest.raises(ClientError) as caught:
+                await run_bench(
+                    client,
+                    [CellPlan("static-c1-r0", "static", [0.0], level=1)],
+                    options=BenchOptions(),
+                    writer=ResultsWriter(tmp_path / "run", meta={}),
+                )
+    error = caught.value
+    assert error.message.startswith("a warm-up request of cell static-c1-r0 failed (http): ")
+    assert error.where == f"{server.url}/v1"
+    assert error.fix == "check the server (`flashspark status`, `flashspark smoke`); nothing of this cell was measured"
+
+
+@pytest.mark.parametrize(("categories", "value"), [((), None), (("code", "poetry"), "poetry")])
+async def test_prompt_categories_are_checked_before_anything_is_sent(
+    categories: tuple[str, ...], value: str | None
+) -> None:
+    from flashspark.bench.results import ResultsWriter
+    from flashspark.bench.runner import run_bench
+    from flashspark.errors import InputError
+
+    with StandIn(model="m") as server:
+        async with OpenAIClient(server.url) as client:
+            with pytest.raises(InputError) as caught:
+                await run_bench(
+                    client, [], options=BenchOptions(categories=categories), writer=ResultsWriter(Path("r"), meta={})
+                )
+        assert server.requests == []
+    assert caught.value.key == "--categories" and caught.value.value == value
+    assert caught.value.fix == "use code, agent, spec_copy, prose"
