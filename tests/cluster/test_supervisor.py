@@ -32,6 +32,7 @@ class Quiet:
 
     def __init__(self) -> None:
         self.phases: list[tuple[str, str, str]] = []
+        self.notes: list[str] = []
 
     def phase(self, name: str, status: str, detail: str = "") -> None:
         self.phases.append((name, status, detail))
@@ -40,7 +41,7 @@ class Quiet:
         pass
 
     def note(self, text: str) -> None:
-        pass
+        self.notes.append(text)
 
 
 class StandInDeployment:
@@ -104,7 +105,8 @@ async def test_the_restart_budget_is_exact_and_a_spent_budget_is_an_error_naming
 ) -> None:
     deployment = StandInDeployment(tmp_path, monkeypatch)
     await deployment.start()
-    task = asyncio.create_task(supervise(deployment.recipe, events=Quiet(), max_restarts=2))
+    events = Quiet()
+    task = asyncio.create_task(supervise(deployment.recipe, events=events, max_restarts=2))
     try:
         for restart in (1, 2):
             deployment.control.write_text("die")
@@ -118,9 +120,28 @@ async def test_the_restart_budget_is_exact_and_a_spent_budget_is_an_error_naming
         await deployment.stop(task)
     kinds = [e["event"] for e in deployment.events()]
     assert kinds.count("restarted") == 2 and kinds[-1] == "gave up" and deployment.starts() == 3
-    died = [e for e in deployment.events() if e["event"] == "died"]
-    assert len(died) == 3 and all(e["reason"] == "the engine of local (rank 0) exited" for e in died)
+    reason = "the engine of local (rank 0) exited"
+    journal = deployment.events()
+    died = [e for e in journal if e["event"] == "died"]
+    assert len(died) == 3 and all(e["reason"] == reason for e in died)
     assert all(Path(e["tails"]).name == f"death-{n}" for n, e in enumerate(died, start=1))
+    assert all(Path(e["tails"], "rank0-local.log.tail").is_file() for e in died)  # each death's evidence kept
+    first_run = str(deployment.journal.parent)
+    assert journal[0] == {**journal[0], "event": "watching", "nodes": ["local"], "run_dir": first_run}
+    stopped = [e for e in journal if e["event"] == "stopped"]
+    assert all(e["clean"] is True and e["stopped"] == ["local"] and e["unreachable"] == {} for e in stopped)
+    restarted = [e for e in journal if e["event"] == "restarted"]
+    assert [e["restart"] for e in restarted] == [1, 2] and all(e["run_dir"] != first_run for e in restarted)
+    assert all(isinstance(e["boot_s"], float) and isinstance(e["t"], float) for e in restarted)
+    assert journal[-1] == {**journal[-1], "event": "gave up", "restarts": 2}
+    assert events.notes == [f"supervisor: restart {n}/2 in 0 s ({reason})" for n in (1, 2)]
+    assert [p for p in events.phases if p[0] == "supervisor"] == [
+        ("supervisor", "fail", reason),
+        ("supervisor", "ok", "restart 1 serving again"),
+        ("supervisor", "fail", reason),
+        ("supervisor", "ok", "restart 2 serving again"),
+        ("supervisor", "fail", reason),
+    ]
 
 
 async def test_a_deployment_whose_health_fails_is_restarted_though_its_engine_lives(
@@ -151,6 +172,21 @@ async def test_one_failed_health_check_below_the_threshold_is_not_a_death(
         await asyncio.sleep(1.5)  # ~7 failed checks, far below 1000
         deployment.control.write_text("ok")
         await asyncio.sleep(0.5)
+        assert [e["event"] for e in deployment.events()] == ["watching"] and not task.done()
+    finally:
+        await deployment.stop(task)
+
+
+async def test_failed_health_checks_count_only_in_a_row(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    deployment = StandInDeployment(tmp_path, monkeypatch, health_failures=3)
+    await deployment.start()
+    task = asyncio.create_task(supervise(deployment.recipe, events=Quiet(), max_restarts=1))
+    try:
+        for _ in range(4):  # ~1-2 failed checks (0.2 s apart) each time, then healthy again
+            deployment.control.write_text("sick")
+            await asyncio.sleep(0.25)
+            deployment.control.write_text("ok")
+            await asyncio.sleep(0.5)
         assert [e["event"] for e in deployment.events()] == ["watching"] and not task.done()
     finally:
         await deployment.stop(task)
