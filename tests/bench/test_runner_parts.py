@@ -222,7 +222,7 @@ async def test_a_cell_in_this_process_warms_up_salted_keeps_its_cap_its_schedule
             )
         sent = list(server.requests)
         most = server.max_in_flight
-    warmups, measured = sent[:2], sent[2:]
+    measured = sent[2:]
     salts = [r["messages"][0]["content"].split("]")[0] for r in sent]
     assert all(r["model"] == "m" for r in sent) and len(measured) == 5
     assert salts[0].endswith("w-0") and salts[1].endswith("w-0")  # one warm-up per category, salted apart
