@@ -112,6 +112,9 @@ def main() -> int:
         # mutmut's exit status says nothing about the kill rate; the table below does.
         subprocess.run([str(mutmut), "run", "--max-children", str(args.jobs)], check=False)
     table = tabulate()
+    if not table["total"]["checked"]:
+        print("no mutant was checked: read mutmut's output above (a failing clean run stops it)", file=sys.stderr)  # noqa: T201
+        return 2
     (ROOT / "mutants").mkdir(exist_ok=True)
     (ROOT / "mutants" / "kill-rate.json").write_text(json.dumps(table, indent=2) + "\n")
     print(markdown(table))  # noqa: T201 - the script's output
