@@ -9,6 +9,7 @@ every test passes.
     python scripts/mutation.py                 run (resumes: mutmut keeps results in ./mutants)
     python scripts/mutation.py --fresh         forget earlier results first
     python scripts/mutation.py --report-only   only tabulate ./mutants
+    python scripts/mutation.py --survivors     re-check only the mutants that survived (after new tests)
     python scripts/mutation.py --min 0.9       exit 1 when the overall kill rate is below 90 %
 
 It prints a per-module table (Markdown) and writes mutants/kill-rate.json. `mutmut results` then
@@ -44,6 +45,18 @@ def ensure_mutmut() -> Path:
 def modules() -> list[str]:
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mutmut"]
     return list(config["only_mutate"])
+
+
+def survivors() -> list[str]:
+    """Mutants that survived or had no test: mutmut keeps a result once it has one, so new tests are
+    judged against these only when they are named again."""
+    names = []
+    for module in modules():
+        meta = ROOT / "mutants" / f"{module}.meta"
+        if meta.exists():
+            codes = json.loads(meta.read_text())["exit_code_by_key"]
+            names += [name for name, code in codes.items() if code in SURVIVED]
+    return names
 
 
 def tabulate() -> dict[str, dict[str, object]]:
@@ -101,6 +114,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--fresh", action="store_true", help="remove ./mutants (earlier results) first")
     parser.add_argument("--report-only", action="store_true", help="tabulate the results in ./mutants")
+    parser.add_argument("--survivors", action="store_true", help="re-check the survivors of an earlier run")
     parser.add_argument("--min", type=float, default=None, help="fail below this overall kill rate (0-1)")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
     args = parser.parse_args()
@@ -110,7 +124,11 @@ def main() -> int:
             shutil.rmtree(ROOT / "mutants", ignore_errors=True)
         mutmut = ensure_mutmut()
         # mutmut's exit status says nothing about the kill rate; the table below does.
-        subprocess.run([str(mutmut), "run", "--max-children", str(args.jobs)], check=False)
+        names = survivors() if args.survivors else []
+        if args.survivors and not names:
+            print("no survivors to re-check", file=sys.stderr)  # noqa: T201
+        else:
+            subprocess.run([str(mutmut), "run", "--max-children", str(args.jobs), *names], check=False)
     table = tabulate()
     if not table["total"]["checked"]:
         print("no mutant was checked: read mutmut's output above (a failing clean run stops it)", file=sys.stderr)  # noqa: T201

@@ -142,7 +142,9 @@ def test_rounds_of_a_static_cell_are_compared_as_one_cell_and_other_shapes_by_na
 
 
 def test_a_cell_with_no_throughput_in_run_a_has_no_percentage(tmp_path: Path) -> None:
-    [row] = compare_runs(results_of(tmp_path / "a", [0.0]), results_of(tmp_path / "b", [5.0])).cells
+    comparison = compare_runs(results_of(tmp_path / "a", [0.0]), results_of(tmp_path / "b", [5.0]))
+    assert (comparison.a, comparison.b) == (str(tmp_path / "a"), str(tmp_path / "b"))
+    [row] = comparison.cells
     assert row.delta_pct is None and row.delta == 5.0 and row.within_noise is False
 
 

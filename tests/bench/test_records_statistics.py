@@ -90,3 +90,53 @@ def test_a_cell_of_failures_has_no_latency_and_no_rate() -> None:
     assert (stats.completed, stats.failed, stats.output_throughput) == (0, 1, 0.0)
     assert stats.mean_e2el_ms is None and stats.per_stream_decode_tokens_per_s_mean is None
     assert stats.tokens_per_chunk_mean is None
+
+
+def test_a_record_keeps_every_field_of_its_result_and_derives_the_chunk_figures() -> None:
+    from flashspark.bench.records import record_from
+    from flashspark.client import ChatResult
+
+    result = ChatResult(
+        ok=True,
+        request_id="req-1",
+        prompt_tokens=12,
+        completion_tokens=9,
+        started_at=100.0,
+        ttfb_s=0.01,
+        ttft_s=0.1,
+        ttfo_s=0.2,
+        last_token_s=0.5,
+        e2e_s=0.6,
+        finish_reason="length",
+        chunk_times_s=[0.1, 0.2000004, 0.5],
+    )
+    record = record_from(result, cell="c", category="agent", index=4)
+    assert record.model_dump() == {
+        "cell": "c",
+        "category": "agent",
+        "index": 4,
+        "request_id": "req-1",
+        "started_at": 100.0,
+        "prompt_tokens": 12,
+        "output_tokens": 9,
+        "ttfb_s": 0.01,
+        "ttft_s": 0.1,
+        "ttfo_s": 0.2,
+        "e2e_s": 0.6,
+        "decode_tokens_per_s": pytest.approx(8 / 0.4),
+        "chunks": 3,
+        "tokens_per_chunk": 3.0,
+        "chunk_gaps_s": [0.1, 0.3],
+        "finish_reason": "length",
+        "error": None,
+        "error_kind": None,
+    }
+    failed = record_from(
+        ChatResult(error="reset", error_kind="reset", chunk_times_s=[0.1]), cell="c", category="code", index=0
+    )
+    assert (failed.tokens_per_chunk, failed.chunks, failed.error, failed.error_kind) == (None, 1, "reset", "reset")
+
+
+def test_failures_of_one_kind_are_counted_together() -> None:
+    records = [record(i, error="x", error_kind="stall") for i in range(3)] + [record(3, error="y")]
+    assert cell_statistics(records, 1.0).error_kinds == {"stall": 3, "unknown": 1}

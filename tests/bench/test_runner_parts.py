@@ -275,3 +275,127 @@ async def test_prompt_categories_are_checked_before_anything_is_sent(
         assert server.requests == []
     assert caught.value.key == "--categories" and caught.value.value == value
     assert caught.value.fix == "use code, agent, spec_copy, prose"
+
+
+@pytest.mark.parametrize(
+    ("completed", "failed", "kinds", "gone"),
+    [
+        (0, 2, {"stall": 1, "connect": 1}, True),
+        (0, 1, {"reset": 1}, True),
+        (0, 1, {"timeout": 1}, True),
+        (1, 1, {"stall": 1}, False),  # one answer: the server is there, measured as sick
+        (0, 2, {"stall": 1, "http": 1}, False),  # an HTTP error is an answer
+        (0, 0, {}, False),  # an empty cell says nothing
+    ],
+)
+def test_a_server_is_gone_only_when_nothing_was_answered(
+    completed: int, failed: int, kinds: dict[str, int], gone: bool
+) -> None:
+    from flashspark.bench.runner import server_gone
+    from flashspark.bench.stats import CellSummary
+
+    summary = CellSummary.model_validate(
+        {
+            "cell": "c",
+            "shape": "static",
+            "requests": completed + failed,
+            "completed": completed,
+            "failed": failed,
+            "error_kinds": kinds,
+        }
+    )
+    assert server_gone(summary) is gone
+
+
+async def test_a_run_stops_after_a_cell_nobody_answered_naming_where_its_results_are(tmp_path: Path) -> None:
+    from flashspark.bench.results import ResultsWriter
+    from flashspark.bench.runner import run_bench
+    from flashspark.errors import ClientError
+    from tests.standin import Reply, chunk, sse
+
+    with StandIn(model="m") as server:
+        server.default = Reply(chunks=[(0.0, sse(chunk("", role="assistant")))], then="stall", stall_s=30)
+        async with OpenAIClient(server.url, timeouts=Timeouts(stall_s=0.3)) as client:
+            writer = ResultsWriter(tmp_path / "run", meta={})
+            with pytest.raises(ClientError) as caught:
+                await run_bench(
+                    client,
+                    [CellPlan("static-c1-r0", "static", [0.0], level=1), CellPlan("static-c2-r0", "static", [0.0] * 2)],
+                    options=BenchOptions(warmup_requests=0),
+                    writer=writer,
+                )
+        assert len(server.requests) == 1  # the second cell never ran
+    error = caught.value
+    assert error.message == "every request of cell static-c1-r0 failed ({'stall': 1}): the server stopped answering"
+    assert error.where == str(tmp_path / "run" / "results.json")
+    assert error.fix == "the cells measured so far are kept there; check the server, then run the bench again"
+
+
+async def test_unknown_categories_are_named() -> None:
+    from flashspark.bench.results import ResultsWriter
+    from flashspark.bench.runner import run_bench
+    from flashspark.errors import InputError
+
+    async with OpenAIClient("http://127.0.0.1:9") as client:
+        for categories, message in (((), "no prompt category given"), (("poetry",), "unknown category 'poetry'")):
+            with pytest.raises(InputError) as caught:
+                await run_bench(
+                    client, [], options=BenchOptions(categories=categories), writer=ResultsWriter(Path("x"), meta={})
+                )
+            assert caught.value.message == message
+
+
+async def test_every_request_of_a_run_carries_its_eight_character_run_id_and_arrives_on_schedule(
+    tmp_path: Path,
+) -> None:
+    import re
+
+    from flashspark.bench.records import RequestRecord
+    from flashspark.bench.results import ResultsWriter
+    from flashspark.bench.runner import run_bench
+
+    records: list[RequestRecord] = []
+    with StandIn(model="m") as server:
+        async with OpenAIClient(server.url) as client:
+            await run_bench(
+                client,
+                [CellPlan("staggered-n2-g0.5", "staggered", [0.0, 0.5], level=2)],
+                options=BenchOptions(warmup_requests=1),
+                writer=ResultsWriter(tmp_path / "run", meta={}),
+                on_record=records.append,
+            )
+        salts = [r["messages"][0]["content"].split("]")[0] + "]" for r in server.requests]
+    run_id = salts[0].removeprefix("[request ")[:8]
+    assert re.fullmatch(r"[0-9a-f]{8}", run_id)
+    assert salts == [
+        f"[request {run_id}w-0]",
+        f"[request {run_id}staggered-n2-g0.5-0]",
+        f"[request {run_id}staggered-n2-g0.5-1]",
+    ]
+    first, second = sorted(records, key=lambda r: r.index)
+    assert 0.45 <= second.started_at - first.started_at <= 0.9  # sent at its time, not at once
+
+
+async def test_a_cell_over_several_processes_hands_them_its_shares(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The process pool itself runs in tests marked `spawns`; here its inputs and outputs are checked.
+    from flashspark.bench import runner
+
+    handed: list[Any] = []
+
+    async def pool(shares: list[Any], *, on_record: Any) -> tuple[list[Any], float]:
+        handed.extend(shares)
+        on_record("a record")
+        return [], 2.0
+
+    monkeypatch.setattr(runner, "run_in_processes", pool)
+    seen: list[Any] = []
+    cell = CellPlan("static-c3-r0", "static", [0.0] * 3, level=3)
+    options = BenchOptions(warmup_requests=0, processes=2)
+    with StandIn(model="m") as server:
+        async with OpenAIClient(server.url) as client:
+            summary = await runner.run_cell(client, cell, model="m", options=options, run="r", on_record=seen.append)
+            expected = shares_for(client, cell, model="m", options=options, run="r")
+    assert handed == expected and seen == ["a record"]
+    assert summary.duration == 2.0 and summary.requests == 3

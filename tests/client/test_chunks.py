@@ -111,3 +111,36 @@ def test_fields_of_the_wrong_type_are_ignored_on_the_forgiving_path() -> None:
 def test_a_later_usage_chunk_only_overwrites_the_counts_it_carries() -> None:
     stream = fold({"usage": {"prompt_tokens": 9}}, {"usage": {"completion_tokens": 2}})
     assert (stream.prompt_tokens, stream.completion_tokens) == (9, 2)
+
+
+def test_the_result_carries_every_field_of_the_stream() -> None:
+    call = {"id": "c1"}
+    stream = fold(
+        {"id": "req-9", "choices": [choice(reasoning="a"), choice(reasoning="b")]},
+        {
+            "choices": [choice(content="x", tool_calls=[call], finish="stop")],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 2},
+        },
+    )
+    stream.ttfb, stream.status = 0.5, 200
+    result = stream.result(started_at=1000.0, e2e=2.5)
+    assert result.model_dump() == {
+        "ok": True,
+        "error": None,
+        "error_kind": None,
+        "status_code": 200,
+        "request_id": "req-9",
+        "content": "x",
+        "reasoning": "ab",
+        "tool_calls": [call],
+        "finish_reason": "stop",
+        "prompt_tokens": 3,
+        "completion_tokens": 2,
+        "started_at": 1000.0,
+        "ttfb_s": 0.5,
+        "ttft_s": 1.0,
+        "ttfo_s": 2.0,
+        "last_token_s": 2.0,
+        "e2e_s": 2.5,
+        "chunk_times_s": [1.0, 2.0],
+    }

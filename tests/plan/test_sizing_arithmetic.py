@@ -86,6 +86,13 @@ def test_an_unknown_formula_is_refused_naming_the_choices() -> None:
             LAYOUT, available_kv_bytes=1, max_model_len=16, max_num_batched_tokens=16, vllm_version="0.33", formula="x"
         )
     assert caught.value.key == "--kv-formula" and caught.value.fix == "use one of sum, per_group"
+    assert caught.value.message == "unknown KV sizing formula 'x'" and caught.value.value == "x"
+
+
+def test_one_pipeline_stage_and_sync_scheduling_is_the_default_of_one_batch() -> None:
+    assert in_flight_tokens("0.33", 64, async_scheduling=False) == 64
+    sized = size_kv(LAYOUT, available_kv_bytes=1100, max_model_len=1024, max_num_batched_tokens=64, vllm_version="0.33")
+    assert (sized.available_kv_bytes, sized.max_model_len, sized.in_flight_tokens) == (1100, 1024, 64)
 
 
 @pytest.mark.parametrize(
