@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from flashspark.cluster.events import Events
@@ -32,11 +32,9 @@ class SupervisorLog:
     """supervisor.jsonl in the first run directory: one line per event, flushed at once."""
 
     path: Path
-    events: list[dict[str, object]] = field(default_factory=list)
 
     def write(self, kind: str, **details: object) -> None:
         entry = {"t": round(time.time(), 3), "event": kind, **details}
-        self.events.append(entry)
         with open(self.path, "a", encoding="utf-8") as handle:
             append_line(handle, json.dumps(entry))
 
