@@ -312,6 +312,7 @@ def test_a_config_file_of_the_wrong_shape_is_named_not_a_traceback(tmp_path: Pat
         ("c.toml", b".".join([b"k"] * 9000) + b" = 1\n", "longer than 16384 characters"),
         ("c.env", b"HEAD_HOST=a\x00b\n", "line 1 of"),
         ("c.env", b"HEAD_HOST=a\nX=" + b"a" * (1 << 20) + b"\n", "larger than 1 MiB"),
+        ("c.env", b"X=" + "é".encode() * (1 << 19) + b"\n", "larger than 1 MiB"),  # cut inside a character
         ("c.env", b'VLLM_PORT="8888"junk\n', "text after the closing quote: 'junk'"),
         ("c.env", b"VLLM_PORT='8888'#x\n", "text after the closing quote"),
     ],

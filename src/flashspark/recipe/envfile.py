@@ -70,25 +70,27 @@ def read_config_text(path: Path) -> str:
     try:
         with path.open("rb") as handle:
             data = handle.read(MAX_CONFIG_BYTES + 1)
-        text = data.decode("utf-8")
     except OSError as exc:
         raise RecipeError(
             f"cannot read the config file {path}: {exc.strerror}",
             where=str(path),
             fix="check the path, or create one with `flashspark config init`",
         ) from exc
-    except UnicodeDecodeError as exc:
-        raise RecipeError(
-            f"the config file {path} is not UTF-8 text (byte {exc.start} is not)",
-            where=str(path),
-            fix="point --env at the cluster file (.env.dspark or .toml), saved as UTF-8",
-        ) from None
+    # Size first: the read stops past the bound, possibly inside a multi-byte character.
     if len(data) > MAX_CONFIG_BYTES:
         raise RecipeError(
             f"the config file {path} is larger than {MAX_CONFIG_BYTES >> 20} MiB: not a cluster file",
             where=str(path),
             fix="point --env at the cluster file (.env.dspark or .toml); one is a few kilobytes",
         )
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RecipeError(
+            f"the config file {path} is not UTF-8 text (byte {exc.start} is not)",
+            where=str(path),
+            fix="point --env at the cluster file (.env.dspark or .toml), saved as UTF-8",
+        ) from None
     for number, line in enumerate(text.split("\n"), start=1):
         if "\0" in line:
             raise RecipeError(
