@@ -99,6 +99,10 @@ class StandIn:
         self.listing: list[Any] | None = None  # GET /v1/models' data, when a test needs odd entries
         self.default = stream_reply([(0.0, "hello")], completion_tokens=1)
         self.requests: list[dict[str, Any]] = []
+        self.template_tokens = 5  # what POST /tokenize adds to the words of the messages
+        self.tokenize_calls = 0
+        self.tokenizes = True  # False: POST /tokenize is a 404, as on a server without it
+        self.after_chat: Callable[[], None] | None = None  # called once each chat answer is sent
         self.in_flight = 0  # chat requests being answered now, and the most there ever were at once
         self.max_in_flight = 0
         # When set, decides the reply from the request body (before the queue is used).
@@ -184,6 +188,16 @@ class StandIn:
                 await self._chat(writer, reply)
             finally:
                 self.in_flight -= 1
+                if self.after_chat is not None:
+                    self.after_chat()
+        elif method == "POST" and path == "/tokenize" and self.tokenizes:
+            # One token per whitespace-separated word plus a template of TEMPLATE_TOKENS: a tokenizer whose
+            # counts a test can work out by hand.
+            request = json.loads(body)
+            self.tokenize_calls += 1
+            words = sum(len(str(m.get("content", "")).split()) for m in request.get("messages", []))
+            answer = {"count": words + self.template_tokens, "max_model_len": 4096, "tokens": []}
+            await self._plain(writer, 200, json.dumps(answer).encode(), "application/json")
         elif path == "/health":
             await self._plain(writer, 200, b"", "text/plain")
         elif path.endswith("/v1/models"):

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from flashspark.client.chunks import StreamState, apply_event
+from flashspark.client.chunks import StreamState, apply_event, merge_tool_calls
 
 
 def fold(*chunks: Any, untyped: bool = False) -> StreamState:
@@ -114,7 +114,7 @@ def test_a_later_usage_chunk_only_overwrites_the_counts_it_carries() -> None:
 
 
 def test_the_result_carries_every_field_of_the_stream() -> None:
-    call = {"id": "c1"}
+    call = {"index": 0, "id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
     stream = fold(
         {"id": "req-9", "choices": [choice(reasoning="a"), choice(reasoning="b")]},
         {
@@ -132,7 +132,7 @@ def test_the_result_carries_every_field_of_the_stream() -> None:
         "request_id": "req-9",
         "content": "x",
         "reasoning": "ab",
-        "tool_calls": [call],
+        "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}],
         "finish_reason": "stop",
         "prompt_tokens": 3,
         "completion_tokens": 2,
@@ -143,4 +143,57 @@ def test_the_result_carries_every_field_of_the_stream() -> None:
         "last_token_s": 2.0,
         "e2e_s": 2.5,
         "chunk_times_s": [1.0, 2.0],
+        "token_marks": [(1, 2)],
     }
+
+
+def test_streamed_tool_call_deltas_are_assembled_into_whole_calls_by_index() -> None:
+    deltas = [
+        {"index": 0, "id": "call-a", "type": "function", "function": {"name": "get_weather"}},
+        {"index": 1, "id": "call-b", "type": "function", "function": {"name": "get_time", "arguments": ""}},
+        {"index": 0, "function": {"arguments": '{"city": '}},
+        {"index": 1, "function": {"arguments": '{"city": "Oslo"}'}},
+        {"index": 0, "function": {"arguments": '"Paris"}'}},
+        {"index": 0, "function": {"name": "ignored-later-name"}},
+    ]
+    assert merge_tool_calls(deltas) == [
+        {"id": "call-a", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}},
+        {"id": "call-b", "type": "function", "function": {"name": "get_time", "arguments": '{"city": "Oslo"}'}},
+    ]
+
+
+def test_a_delta_without_an_index_continues_the_last_call_and_junk_is_skipped() -> None:
+    deltas: list[Any] = [
+        "junk",
+        {"id": "c", "function": {"name": "f", "arguments": '{"a"'}},
+        {"function": {"arguments": ": 1}"}},
+        {"index": 2, "function": {"name": 7, "arguments": None}},
+    ]
+    merged = merge_tool_calls(deltas)
+    assert merged[0] == {"id": "c", "type": "function", "function": {"name": "f", "arguments": '{"a": 1}'}}
+    assert merged[1] == {"id": None, "type": "function", "function": {"name": None, "arguments": ""}}
+    assert len(merged) == 2
+
+
+def test_continuous_usage_marks_where_each_token_count_was_reached_in_the_text() -> None:
+    stream = fold(
+        {"choices": [choice(content="ab")], "usage": {"completion_tokens": 1}},
+        {"choices": [choice(reasoning="r")], "usage": {"completion_tokens": 2}},
+        {"choices": [choice(content="cde")], "usage": {"completion_tokens": 4}},
+        {"choices": [choice(content="f")]},
+        {"choices": [], "usage": {"completion_tokens": 5}},
+    )
+    # content chars after each chunk that carried a token and cumulative usage; the final usage-only
+    # chunk carries no token, and a chunk without usage leaves no mark
+    assert stream.token_marks == [(2, 1), (2, 2), (5, 4)]
+    assert stream.content_chars == 6
+
+
+def test_the_forgiving_path_marks_token_counts_too() -> None:
+    stream = StreamState()
+    apply_event(
+        b'{"choices": [{"delta": {"content": "xyz"}, "finish_reason": 5}], "usage": {"completion_tokens": 3}}',
+        stream,
+        1.0,
+    )
+    assert stream.token_marks == [(3, 3)]

@@ -19,7 +19,7 @@ import pytest
 
 from flashspark.cluster.lifecycle import down, up
 from flashspark.cluster.supervisor import supervise
-from flashspark.errors import ClusterError
+from flashspark.errors import ClientError, ClusterError, NotRunning
 from flashspark.recipe import resolve_recipe
 from flashspark.recipe.model import Recipe
 from tests.cluster.test_one_node import free_port
@@ -64,6 +64,8 @@ class StandInDeployment:
             f'[env.standin]\nSTANDIN_CONTROL = "{self.control}"\n'
         )
         monkeypatch.setenv("FLASHSPARK_HOME", str(tmp_path / "home"))
+        # An orphan holding the port is seen in 1 s, not in the 10 s `down` gives a closing socket.
+        monkeypatch.setattr("flashspark.cluster.lifecycle.PORT_RELEASE_S", 1.0)
         self.recipe: Recipe = resolve_recipe(config=toml).recipe
         self.journal = Path()
 
@@ -114,8 +116,13 @@ async def test_the_restart_budget_is_exact_and_a_spent_budget_is_an_error_naming
             deployment.control.write_text("ok")
             assert len(await deployment.wait_for("restarted", restart)) == restart
         deployment.control.write_text("die")  # the third death: the budget of 2 is spent
-        with pytest.raises(ClusterError, match=r"restart budget \(2\) is spent"):
+        with pytest.raises(ClusterError, match=r"restart budget \(2\) is spent") as spent:
             await asyncio.wait_for(asyncio.shield(task), 60)
+        # the error points at the journal and says what to do
+        assert spent.value.where == str(deployment.journal)
+        assert spent.value.fix == (
+            "read the log tails in the run directory; raise --max-restarts only once the cause is known"
+        )
     finally:
         await deployment.stop(task)
     kinds = [e["event"] for e in deployment.events()]
@@ -133,6 +140,10 @@ async def test_the_restart_budget_is_exact_and_a_spent_budget_is_an_error_naming
     restarted = [e for e in journal if e["event"] == "restarted"]
     assert [e["restart"] for e in restarted] == [1, 2] and all(e["run_dir"] != first_run for e in restarted)
     assert all(isinstance(e["boot_s"], float) and isinstance(e["t"], float) for e in restarted)
+    # each restart names its own new run directory and how long the boot took, to a tenth of a second
+    assert len({e["run_dir"] for e in restarted} | {first_run}) == 3
+    assert all(Path(e["run_dir"]).is_dir() for e in restarted)
+    assert all(0 < e["boot_s"] < 120 and round(e["boot_s"], 1) == e["boot_s"] for e in restarted)
     assert journal[-1] == {**journal[-1], "event": "gave up", "restarts": 2}
     assert events.notes == [f"supervisor: restart {n}/2 in 0 s ({reason})" for n in (1, 2)]
     assert [p for p in events.phases if p[0] == "supervisor"] == [
@@ -200,8 +211,10 @@ async def test_a_deployment_that_cannot_be_stopped_cleanly_is_not_restarted_over
     task = asyncio.create_task(supervise(deployment.recipe, events=Quiet(), max_restarts=3))
     try:
         deployment.control.write_text("orphan")  # the engine dies, its orphan keeps the API port
-        with pytest.raises(ClusterError, match="could not be stopped cleanly"):
+        with pytest.raises(ClusterError, match="could not be stopped cleanly") as unclean:
             await asyncio.wait_for(asyncio.shield(task), 60)
+        assert unclean.value.where == str(deployment.journal)
+        assert unclean.value.fix == "run `flashspark down` and fix what it names, then `flashspark up` again"
     finally:
         await deployment.stop(task)
     events = deployment.events()
@@ -209,3 +222,72 @@ async def test_a_deployment_that_cannot_be_stopped_cleanly_is_not_restarted_over
     assert stopped["clean"] is False
     assert events[-1]["event"] == "gave up" and events[-1]["reason"] == "down was not clean"
     assert deployment.starts() == 1  # no second engine was started beside the leftover
+
+
+class ScriptedHealth:
+    """A probe client whose /health answers from a script: a status, or "down" for a failed connection."""
+
+    def __init__(self, script: list[int | str]) -> None:
+        self.script = list(script)
+        self.calls = 0
+
+    async def __aenter__(self) -> ScriptedHealth:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    async def health(self) -> int:
+        self.calls += 1
+        answer = self.script.pop(0)
+        if answer == "down":
+            raise ClientError("GET /health failed: connection refused")
+        return int(answer)
+
+
+class AliveRuntime:
+    async def alive(self, transport: object, process: object) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(
+    ("script", "threshold", "checks"),
+    [
+        # a failure between healthy answers never adds up: only failures in a row count
+        ([200, 503, 200, 503, 503], 2, 5),
+        ([503, 200, 503, 200, 503, 503, 503], 3, 7),
+        # a failed connection is a failed check, as a 503 is
+        (["down", 200, "down", "down"], 2, 4),
+        (["down"], 1, 1),
+    ],
+)
+async def test_only_failed_health_checks_in_a_row_count_and_a_refused_connection_is_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, script: list[int | str], threshold: int, checks: int
+) -> None:
+    from flashspark.cluster import supervisor
+    from flashspark.cluster.state import DeploymentState, NodeProcess
+
+    deployment = StandInDeployment(tmp_path, monkeypatch)
+    health = ScriptedHealth(script)
+    monkeypatch.setattr(supervisor, "probe_client", lambda url, key: health)
+    monkeypatch.setattr(supervisor, "runtime_for", lambda recipe: AliveRuntime())
+    monkeypatch.setattr(supervisor, "transport_for", lambda node: None)
+    state = DeploymentState.started(
+        deployment.recipe,
+        run_dir=str(tmp_path),
+        base_url="http://127.0.0.1:9/v1",
+        nodes=[NodeProcess(node="local", rank=0, log_path=str(tmp_path / "log"))],
+    )
+    reason = await supervisor.first_death(deployment.recipe, state, check_s=0, health_failures=threshold)
+    assert reason == f"/health failed {threshold} checks in a row"
+    assert health.calls == checks
+
+
+async def test_supervising_nothing_is_an_error_saying_how_to_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    deployment = StandInDeployment(tmp_path, monkeypatch)  # resolved, never started
+    with pytest.raises(NotRunning) as caught:
+        await supervise(deployment.recipe, events=Quiet(), max_restarts=1)
+    assert caught.value.message == "deployment 'supervised' is not running: nothing to supervise"
+    assert caught.value.fix == "start it with `flashspark up --supervise`"

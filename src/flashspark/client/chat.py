@@ -129,6 +129,42 @@ class OpenAIClient:
         except ValueError as exc:
             raise ClientError(f"GET {url} did not return JSON", where=url) from exc
 
+    async def tokenize(self, messages: list[dict[str, Any]], *, model: str | None = None) -> int:
+        """How many prompt tokens these chat messages are on this server: vLLM's POST /tokenize, with the
+        model's chat template and the generation prompt, as a chat request would be counted."""
+        body = {
+            "model": model or await self.default_model(),
+            "messages": messages,
+            "add_generation_prompt": True,
+        }
+        url = f"{self.root}/tokenize"
+        collected = _Collect(self.timeouts.connect_s + self.timeouts.first_byte_s)
+        data = request_bytes(
+            "POST",
+            self._origin,
+            "/tokenize",
+            self._headers | {"Content-Type": "application/json"},
+            json.dumps(body, separators=(",", ":")).encode(),
+        )
+        try:
+            await self._exchange(data, collected)
+        except (OSError, WireError) as exc:
+            raise ClientError(f"POST {url} failed: {exc or type(exc).__name__}", where=url) from exc
+        text = b"".join(collected.body)
+        if collected.status >= 400:
+            raise HTTPStatusError(
+                f"POST {url} answered {collected.status}",
+                status_code=collected.status,
+                body=text[:300].decode(errors="replace"),
+            )
+        try:
+            count = json.loads(text)["count"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ClientError(f"POST {url} did not return a token count", where=url) from exc
+        if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+            raise ClientError(f"POST {url} returned a count that is not a token count: {count!r}", where=url)
+        return count
+
     async def health(self) -> int:
         """HTTP status of GET /health (vLLM: 200 alive, 503 engine dead)."""
         status, _ = await self._get(f"{self.root}/health")

@@ -23,6 +23,10 @@ class StreamState:
     reasoning: list[str] = field(default_factory=list)
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
     chunk_times: list[float] = field(default_factory=list)
+    # (content characters so far, completion tokens so far) at each chunk that carried cumulative usage
+    # (`continuous_usage_stats`): where in the text each token count was reached.
+    token_marks: list[tuple[int, int]] = field(default_factory=list)
+    content_chars: int = 0
     request_id: str | None = None
     finish_reason: str | None = None
     prompt_tokens: int | None = None
@@ -49,7 +53,7 @@ class StreamState:
             request_id=self.request_id,
             content="".join(self.content),
             reasoning="".join(self.reasoning),
-            tool_calls=self.tool_calls,
+            tool_calls=merge_tool_calls(self.tool_calls),
             finish_reason=self.finish_reason,
             prompt_tokens=self.prompt_tokens,
             completion_tokens=self.completion_tokens,
@@ -60,7 +64,37 @@ class StreamState:
             last_token_s=self.last,
             e2e_s=e2e,
             chunk_times_s=self.chunk_times,
+            token_marks=self.token_marks,
         )
+
+
+def merge_tool_calls(deltas: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Streamed tool-call deltas assembled into whole calls, by their `index`.
+
+    The first delta of a call carries its id, type and function name; later ones carry pieces of the
+    arguments, which are concatenated. A delta without an index continues the last call (a server
+    that streams one call at a time); a non-streamed call (whole, no index) stands alone.
+    """
+    calls: dict[int, dict[str, Any]] = {}
+    last = -1
+    for delta in deltas:
+        if not isinstance(delta, dict):
+            continue
+        index = delta.get("index")
+        key = index if isinstance(index, int) else max(last, 0)
+        last = key
+        call = calls.setdefault(key, {"id": None, "type": "function", "function": {"name": None, "arguments": ""}})
+        if isinstance(delta.get("id"), str):
+            call["id"] = delta["id"]
+        if isinstance(delta.get("type"), str):
+            call["type"] = delta["type"]
+        function = delta.get("function")
+        if isinstance(function, dict):
+            if isinstance(function.get("name"), str) and not call["function"]["name"]:
+                call["function"]["name"] = function["name"]
+            if isinstance(function.get("arguments"), str):
+                call["function"]["arguments"] += function["arguments"]
+    return [calls[key] for key in sorted(calls)]
 
 
 class _Delta(msgspec.Struct):
@@ -122,6 +156,8 @@ def apply_event(payload: bytes, stream: StreamState, now: float) -> None:
         carried |= _fold(stream, now, delta.content, reasoning, delta.tool_calls, choice.finish_reason)
     if carried:
         _mark_token(stream, now)
+        if chunk.usage is not None and chunk.usage.completion_tokens is not None:
+            stream.token_marks.append((stream.content_chars, chunk.usage.completion_tokens))
 
 
 _NO_DELTA = _Delta()
@@ -161,6 +197,9 @@ def _apply_untyped(payload: bytes, stream: StreamState, now: float) -> None:
         )
     if carried:
         _mark_token(stream, now)
+        tokens = _typed(usage.get("completion_tokens"), int) if isinstance(usage, dict) else None
+        if tokens is not None:
+            stream.token_marks.append((stream.content_chars, tokens))
 
 
 def _typed(value: Any, kind: type) -> Any:
@@ -194,6 +233,7 @@ def _fold(
         carried = True
     if content:
         stream.content.append(content)
+        stream.content_chars += len(content)
         carried = True
         if stream.ttfo is None:
             stream.ttfo = now

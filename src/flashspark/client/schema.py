@@ -81,7 +81,9 @@ class ChatResult(BaseModel):
     request_id: str | None = None
     content: str = ""
     reasoning: str = ""
-    tool_calls: list[dict[str, Any]] = Field(default_factory=list)
+    tool_calls: list[dict[str, Any]] = Field(
+        default_factory=list, description="Whole calls ({id, type, function: {name, arguments}}), deltas merged."
+    )
     finish_reason: str | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
@@ -93,6 +95,11 @@ class ChatResult(BaseModel):
     e2e_s: float | None = None
     chunk_times_s: list[float] = Field(
         default_factory=list, description="Arrival time of every chunk that carried a token."
+    )
+    token_marks: list[tuple[int, int]] = Field(
+        default_factory=list,
+        description="(content characters, completion tokens) so far, at each chunk with cumulative usage "
+        "(asked for with stream_options.continuous_usage_stats): which token each part of the text is.",
     )
 
     @property

@@ -7,7 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field
 # The phrase the smoke prompt asks the model to repeat. It is fixed, not taken from --expect:
 # an echo prompt built from the expectation would make any expectation pass.
 SMOKE_PHRASE = "NVFP4 DSPARK OK"
-GATES = ("readiness", "smoke", "sanity", "correctness", "speculative")
+GATES = ("readiness", "smoke", "sanity", "tools", "longdecode", "correctness", "speculative")
 CHURN_MODES = ("condense", "staggered")
 
 

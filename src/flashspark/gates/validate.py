@@ -1,4 +1,4 @@
-"""`flashspark validate`: readiness -> smoke -> sanity -> correctness -> speculative, one verdict.
+"""`flashspark validate`: readiness -> smoke -> sanity -> tools -> longdecode -> correctness -> speculative.
 
 Every gate runs against any base URL. The result is `validation.json` in a run
 directory: a versioned document with each gate's status and report, the
@@ -21,12 +21,14 @@ from flashspark.client import OpenAIClient
 from flashspark.errors import ClientError, InputError
 from flashspark.files import write_json
 from flashspark.gates.correctness import default_floor, run_correctness
+from flashspark.gates.longdecode import run_longdecode
 from flashspark.gates.options import GATES, SANITY
 from flashspark.gates.sanity import DEFAULT_LEVELS, run_sanity
 from flashspark.gates.smoke import DEFAULT_EXPECT, run_smoke
 from flashspark.gates.speculative import run_speculative_gate
+from flashspark.gates.tools import run_tools
 from flashspark.pins import Pins
-from flashspark.recipe.model import Recipe
+from flashspark.recipe.model import TOOL_CASES, GateSettings, Recipe
 
 VALIDATION_SCHEMA_VERSION = 1
 
@@ -67,6 +69,10 @@ class ValidateOptions(BaseModel):
     acceptance_floor: float | None = None
     num_speculative_tokens: int | None = None
     speculative_expected: bool = True
+    tools_expected: tuple[str, ...] = TOOL_CASES
+    longdecode_tokens: int = GateSettings().longdecode_tokens
+    longdecode_concurrency: int = 1
+    longdecode_window_tokens: int = GateSettings().longdecode_window_tokens
 
 
 def select_gates(only: tuple[str, ...], skip: tuple[str, ...]) -> tuple[str, ...]:
@@ -87,6 +93,10 @@ def options_from_recipe(recipe: Recipe | None, **overrides: Any) -> ValidateOpti
         values["speculative_expected"] = spec.enabled
         values["num_speculative_tokens"] = spec.num_speculative_tokens if spec.enabled else None
         values["acceptance_floor"] = default_floor(spec.method)
+        values["tools_expected"] = tuple(recipe.gates.tools_expected)
+        values["longdecode_tokens"] = recipe.gates.longdecode_tokens
+        values["longdecode_concurrency"] = recipe.longdecode_concurrency
+        values["longdecode_window_tokens"] = recipe.gates.longdecode_window_tokens
         if recipe.engine.max_num_seqs is not None:
             values["sanity_levels"] = tuple(c for c in DEFAULT_LEVELS if c <= recipe.engine.max_num_seqs) or (1,)
     values.update({k: v for k, v in overrides.items() if v is not None})
@@ -169,6 +179,20 @@ async def _run_gate(
         fired = sanity.detectors_fired
         summary = levels + (f"; fired: {fired}" if fired else "")
         return ("pass" if sanity.ok else "fail"), summary, _dump(sanity)
+    if name == "tools":
+        tools = await run_tools(client, model=model, expected=options.tools_expected)
+        return ("pass" if tools.ok else "fail"), tools.summary, _dump(tools)
+    if name == "longdecode":
+        longdecode = await run_longdecode(
+            client,
+            model=model,
+            tokens=options.longdecode_tokens,
+            concurrency=options.longdecode_concurrency,
+            window_tokens=options.longdecode_window_tokens,
+            strict_cjk=options.strict_cjk,
+            evidence_path=run_dir / "longdecode.jsonl",
+        )
+        return ("pass" if longdecode.ok else "fail"), longdecode.summary, _dump(longdecode)
     if name == "correctness":
         correctness = await run_correctness(client, model=model, acceptance_floor=options.acceptance_floor)
         parts = []

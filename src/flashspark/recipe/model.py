@@ -255,6 +255,30 @@ class LifecycleSettings(Frozen):
     )
 
 
+ToolCaseName = Literal["auto", "required", "named", "parallel", "followup"]
+TOOL_CASES: tuple[ToolCaseName, ...] = ("auto", "required", "named", "parallel", "followup")
+
+
+class GateSettings(Frozen):
+    """What the agent gates ask of this profile's model: which tool-call cases it must pass and how long
+    a generation must stay clean. A case left out of `tools_expected` still runs and is reported, but
+    its failure does not fail the gate (a small model that never calls a tool on its own)."""
+
+    tools_expected: list[ToolCaseName] = Field(
+        default_factory=lambda: list(TOOL_CASES),
+        description="Tool-call cases that must pass: auto, required, named, parallel, followup.",
+    )
+    longdecode_tokens: int = Field(
+        default=16_384, ge=16, description="Tokens each long-decode generation must reach (garble was seen past 12K)."
+    )
+    longdecode_concurrency: int | None = Field(
+        default=None, ge=1, description="Long decodes at once; None: the profile's max_num_seqs (its live concurrency)."
+    )
+    longdecode_window_tokens: int = Field(
+        default=1024, ge=8, description="Every garble detector runs on each window of this many tokens."
+    )
+
+
 class SizingFacts(Frozen):
     """How the image's vLLM counts the KV pool, when it differs from its version number.
 
@@ -341,6 +365,7 @@ class Recipe(Frozen):
     api: ApiSettings = ApiSettings()
     cluster: ClusterSettings = ClusterSettings()
     lifecycle: LifecycleSettings = LifecycleSettings()
+    gates: GateSettings = GateSettings()
     sizing: SizingFacts = SizingFacts()
     image: ImageSettings = ImageSettings()
     nodes: list[Node] = Field(default_factory=list)
@@ -390,6 +415,11 @@ class Recipe(Frozen):
         for each in [node] if node is not None else self.nodes:
             env.update(each.env)
         return env
+
+    @property
+    def longdecode_concurrency(self) -> int:
+        """How many long decodes run at once: the gate setting, else the engine's max_num_seqs, else 1."""
+        return self.gates.longdecode_concurrency or self.engine.max_num_seqs or 1
 
     @property
     def api_key(self) -> str | None:
