@@ -12,6 +12,7 @@ time. Files are written atomically and owner-only (temp file, then rename).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import shlex
@@ -132,14 +133,19 @@ async def run_argv(
         stderr=subprocess.PIPE,
         env=env,
     )
+    reading = asyncio.ensure_future(asyncio.to_thread(process.communicate, stdin, timeout_s))
     try:
-        out, err = await asyncio.to_thread(process.communicate, stdin, timeout_s)
+        out, err = await asyncio.shield(reading)
     except subprocess.TimeoutExpired:
         process.kill()
         await asyncio.to_thread(process.communicate)
         return CommandResult(argv, -9, "", f"timed out after {timeout_s:g} s", time.monotonic() - started)
     except asyncio.CancelledError:
+        # The reading thread cannot be cancelled: kill the command and let the thread reach EOF, which
+        # closes the pipes and reaps the process, rather than leave both to the garbage collector.
         process.kill()
+        with contextlib.suppress(BaseException):
+            await asyncio.wait_for(reading, 5)
         raise
     return CommandResult(
         argv,
