@@ -11,7 +11,7 @@ import pytest
 
 from flashspark.client import OpenAIClient
 from flashspark.gates.longdecode import cut_windows, judge, run_longdecode
-from flashspark.gates.prompts import _WORDS
+from flashspark.gates.prompts import WORDS
 from tests.standin import Reply, StandIn, chunk, sse, usage
 
 WINDOW = 64
@@ -20,7 +20,7 @@ WINDOW = 64
 def clean_tokens(count: int, seed: int = 1) -> list[str]:
     """Plain varied words, one per token, that no detector fires on."""
     rng = random.Random(seed)
-    return [f"{rng.choice(_WORDS)}{rng.randint(0, 999)} " for _ in range(count)]
+    return [f"{rng.choice(WORDS)}{rng.randint(0, 999)} " for _ in range(count)]
 
 
 def long_reply(tokens: list[str], *, per_chunk: int = 1, continuous: bool = True, finish: str = "length") -> Reply:

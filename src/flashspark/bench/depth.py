@@ -29,42 +29,12 @@ from flashspark.client import ChatRequest, OpenAIClient, parse_metrics
 from flashspark.client.metrics import PREFIX_HITS, PREFIX_QUERIES
 from flashspark.errors import ClientError, InputError
 from flashspark.files import append_line, write_json
+from flashspark.gates.prompts import WORDS
 from flashspark.pins import Pins
 
 DEPTH_SCHEMA_VERSION = 1
 _UNITS = {"": 1, "k": 1024, "m": 1024 * 1024}
-_FILLER_WORDS = (
-    "river",
-    "stone",
-    "market",
-    "window",
-    "garden",
-    "silver",
-    "engine",
-    "bridge",
-    "candle",
-    "orange",
-    "forest",
-    "pencil",
-    "rocket",
-    "castle",
-    "harbor",
-    "island",
-    "jacket",
-    "kettle",
-    "ladder",
-    "magnet",
-    "needle",
-    "ocean",
-    "pillow",
-    "quartz",
-    "saddle",
-    "tunnel",
-    "valley",
-    "wagon",
-    "anchor",
-    "basket",
-)
+_FILLER_WORDS = WORDS  # the gates' salt vocabulary: plain words, about one token each
 QUESTION = "Summarise the records above in one sentence."
 
 

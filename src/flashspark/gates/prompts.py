@@ -20,7 +20,7 @@ PROMPT_KINDS = ("tool_turn", "code", "json", "long_context", "chat")
 # span several KV blocks. Common words keep it near one token per word, so a
 # CPU engine prefills it in seconds, unlike the recipe's `token<i>_<j>` form.
 SALT_WORDS = 420
-_WORDS = [
+WORDS = [
     "apple",
     "river",
     "stone",
@@ -112,7 +112,7 @@ class AgentPrompt:
 def salt(run: str, index: int, count: int = SALT_WORDS) -> str:
     """Context unique to one request from its first word on: words drawn with a per-request seed."""
     rng = random.Random(zlib.crc32(f"{run}:{index}".encode()))
-    return f"[{run}-{index}] " + " ".join(rng.choice(_WORDS) for _ in range(count))
+    return f"[{run}-{index}] " + " ".join(rng.choice(WORDS) for _ in range(count))
 
 
 def agent_prompt(kind: str, *, run: str, index: int) -> AgentPrompt:
