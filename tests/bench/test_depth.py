@@ -222,3 +222,13 @@ async def test_a_server_without_tokenize_fails_each_point_saying_so(tmp_path: Pa
     assert (point.depth, point.repeat, point.ok, point.tokenized, point.prompt_tokens) == (100, 0, False, 0, None)
     assert "POST" in (point.error or "") and "/tokenize answered 404" in (point.error or "")
     assert not results.ok and (tmp_path / "nested" / "run" / "depth.json").is_file()
+
+
+async def test_a_server_that_lies_about_token_counts_is_a_clean_error() -> None:
+    from flashspark.errors import ClientError
+
+    with StandIn() as server:
+        server.template_tokens = -(10**12)  # a negative count: no tokenizer says that
+        async with OpenAIClient(server.url) as client:
+            with pytest.raises(ClientError, match="not a token count: -"):
+                await client.tokenize([{"role": "user", "content": "hi"}], model="standin")

@@ -104,63 +104,54 @@ class OpenAIClient:
 
     # --- plain endpoints -------------------------------------------------------------
 
-    async def _get(self, url: str) -> tuple[int, bytes]:
+    async def _call(
+        self, method: str, url: str, body: Any = None, *, budget_s: float | None = None
+    ) -> tuple[int, bytes]:
+        """One small request (a JSON body when given) and its whole response, in a time budget (default:
+        connect + stall)."""
         path = url[len(self.root) :] if url.startswith(self.root) else url
-        collected = _Collect(self.timeouts.connect_s + self.timeouts.stall_s)
-        data = request_bytes("GET", self._origin, path, self._headers)
+        collected = _Collect(budget_s or self.timeouts.connect_s + self.timeouts.stall_s)
+        headers, payload = self._headers, b""
+        if body is not None:
+            headers = headers | {"Content-Type": "application/json"}
+            payload = json.dumps(body, separators=(",", ":")).encode()
+        data = request_bytes(method, self._origin, path, headers, payload)
         try:
             await self._exchange(data, collected)
         except (OSError, WireError) as exc:  # TimeoutError is an OSError
             raise ClientError(
-                f"GET {url} failed: {exc or type(exc).__name__}",
+                f"{method} {url} failed: {exc or type(exc).__name__}",
                 where=url,
                 fix="check that the server is up and the base URL is right",
             ) from exc
         return collected.status, b"".join(collected.body)
 
-    async def _get_json(self, url: str) -> Any:
-        status, body = await self._get(url)
+    async def _get(self, url: str) -> tuple[int, bytes]:
+        return await self._call("GET", url)
+
+    async def _json(self, method: str, url: str, body: Any = None, *, budget_s: float | None = None) -> Any:
+        """A request whose answer must be JSON: an HTTP error or a body that is not JSON is a ClientError."""
+        status, answer = await self._call(method, url, body, budget_s=budget_s)
         if status >= 400:
             raise HTTPStatusError(
-                f"GET {url} answered {status}", status_code=status, body=body[:300].decode(errors="replace")
+                f"{method} {url} answered {status}", status_code=status, body=answer[:300].decode(errors="replace")
             )
         try:
-            return json.loads(body)
+            return json.loads(answer)
         except ValueError as exc:
-            raise ClientError(f"GET {url} did not return JSON", where=url) from exc
+            raise ClientError(f"{method} {url} did not return JSON", where=url) from exc
+
+    async def _get_json(self, url: str) -> Any:
+        return await self._json("GET", url)
 
     async def tokenize(self, messages: list[dict[str, Any]], *, model: str | None = None) -> int:
         """How many prompt tokens these chat messages are on this server: vLLM's POST /tokenize, with the
         model's chat template and the generation prompt, as a chat request would be counted."""
-        body = {
-            "model": model or await self.default_model(),
-            "messages": messages,
-            "add_generation_prompt": True,
-        }
+        body = {"model": model or await self.default_model(), "messages": messages, "add_generation_prompt": True}
         url = f"{self.root}/tokenize"
-        collected = _Collect(self.timeouts.connect_s + self.timeouts.first_byte_s)
-        data = request_bytes(
-            "POST",
-            self._origin,
-            "/tokenize",
-            self._headers | {"Content-Type": "application/json"},
-            json.dumps(body, separators=(",", ":")).encode(),
-        )
-        try:
-            await self._exchange(data, collected)
-        except (OSError, WireError) as exc:
-            raise ClientError(f"POST {url} failed: {exc or type(exc).__name__}", where=url) from exc
-        text = b"".join(collected.body)
-        if collected.status >= 400:
-            raise HTTPStatusError(
-                f"POST {url} answered {collected.status}",
-                status_code=collected.status,
-                body=text[:300].decode(errors="replace"),
-            )
-        try:
-            count = json.loads(text)["count"]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ClientError(f"POST {url} did not return a token count", where=url) from exc
+        # Tokenizing a 1M-token prompt takes a while: the first-byte budget, not the stall budget.
+        answer = await self._json("POST", url, body, budget_s=self.timeouts.connect_s + self.timeouts.first_byte_s)
+        count = answer.get("count") if isinstance(answer, dict) else None
         if not isinstance(count, int) or isinstance(count, bool) or count < 0:
             raise ClientError(f"POST {url} returned a count that is not a token count: {count!r}", where=url)
         return count
