@@ -38,3 +38,7 @@ class Pins(BaseModel):
         """These pins with every given value that is set (not None) put over them."""
         values = {k: v for k, v in overrides.items() if v is not None}
         return Pins.model_validate({**self.model_dump(), **values})
+
+    def under(self, recorded: Pins | None) -> Pins:
+        """What a server says now (these pins) with what was recorded at boot put over it: the boot wins."""
+        return self.merged(**recorded.model_dump(exclude_defaults=True)) if recorded is not None else self

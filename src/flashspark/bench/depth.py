@@ -215,9 +215,7 @@ async def run_depth(
     run_dir.mkdir(parents=True, exist_ok=True)
     run_id = uuid.uuid4().hex[:8]
     points: list[DepthPoint] = []
-    all_pins = Pins(vllm_version=await client.version(), served_model=served).merged(
-        **(pins.model_dump(exclude_defaults=True) if pins is not None else {})
-    )
+    all_pins = Pins(vllm_version=await client.version(), served_model=served).under(pins)
 
     def results() -> DepthResults:
         return DepthResults(

@@ -132,7 +132,7 @@ async def run_validate(
             on_gate(result)
     # What the deployment recorded at boot wins over what the server says now.
     server = Pins(vllm_version=await client.version(), served_model=model)
-    all_pins = server.merged(**(pins.model_dump(exclude_defaults=True) if pins is not None else {}))
+    all_pins = server.under(pins)
     validation = ValidationResult(
         ok=all(r.status in {"pass", "skip"} for r in results),
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
