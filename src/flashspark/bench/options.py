@@ -29,3 +29,21 @@ DEFAULTS = BenchOptions()
 DEPTH_CONTEXTS = "1k,2k,4k,8k,32k,128k,512k,1m"
 DEPTH_OUTPUT_TOKENS = 64
 DEPTH_REPEATS = 1
+
+
+class SessionShape(BaseModel):
+    """`bench sessions`: what one simulated agent fleet looks like. Token counts are plain words, about
+    one token each; what the server billed is in the results."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    agents: int = Field(default=4, ge=1, le=1024, description="Concurrent agents, each its own conversation.")
+    turns: int = Field(default=6, ge=1, le=1000, description="Requests per agent; the context grows every turn.")
+    system_tokens: int = Field(default=1024, ge=0, description="The system prompt every agent shares.")
+    task_tokens: int = Field(default=128, ge=0, description="Each agent's own first message.")
+    growth_tokens: int = Field(default=512, ge=0, description="The tool result appended after every turn.")
+    output_tokens: int = Field(default=128, ge=1, description="Decode per turn (fixed: min_tokens = max_tokens).")
+    think_time_s: float = Field(default=0.0, ge=0, description="Pause between one turn's end and the next.")
+
+
+SESSION_SHAPE = SessionShape()

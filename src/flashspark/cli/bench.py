@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import click
 
@@ -13,6 +15,7 @@ from flashspark.bench.options import (
     DEPTH_CONTEXTS,
     DEPTH_OUTPUT_TOKENS,
     DEPTH_REPEATS,
+    SESSION_SHAPE,
     BenchOptions,
 )
 from flashspark.cli import console, exit_codes
@@ -30,12 +33,14 @@ from flashspark.cli.common import (
 )
 from flashspark.cli.console import escape
 
-if TYPE_CHECKING:
-    from pathlib import Path
+P = ParamSpec("P")
+R = TypeVar("R")
 
+if TYPE_CHECKING:
     from flashspark.bench.depth import DepthPoint, DepthResults
     from flashspark.bench.records import RequestRecord
     from flashspark.bench.runner import BenchRun, CellPlan
+    from flashspark.bench.sessions import SessionsResults, TurnRow
     from flashspark.bench.stats import CellSummary
 
 
@@ -248,6 +253,80 @@ def bench_depth(
     finish(result, as_json, show, ok=result.ok, fail_code=exit_codes.CHECK_FAILED)
 
 
+def _shape_option(name: str, kind: click.ParamType[Any], help_text: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    key = name.removeprefix("--").replace("-", "_")
+    default = getattr(SESSION_SHAPE, key if key != "think_time" else "think_time_s")
+    return click.option(name, type=kind, default=None, help=f"{help_text} [default: {default}]")
+
+
+@bench_group.command("sessions")
+@recipe_options
+@target_options
+@click.option(
+    "--shape",
+    "shape_file",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    default=None,
+    help="A TOML session shape (the keys below, at the top or under [session]); flags override it.",
+)
+@_shape_option("--agents", click.IntRange(1, 1024), "Concurrent agents.")
+@_shape_option("--turns", click.IntRange(1, 1000), "Requests per agent.")
+@_shape_option("--system-tokens", click.IntRange(min=0), "Shared system prompt (words, ~tokens).")
+@_shape_option("--task-tokens", click.IntRange(min=0), "Each agent's first message.")
+@_shape_option("--growth-tokens", click.IntRange(min=0), "Tool result appended after every turn.")
+@_shape_option("--output-tokens", click.IntRange(min=1), "Decode per turn.")
+@_shape_option("--think-time", click.FloatRange(min=0), "Seconds between turns.")
+@out_option("sessions.json and sessions.jsonl")
+@json_option
+@handle_errors
+def bench_sessions(
+    config: Path | None,
+    profile: str | None,
+    sets: tuple[str, ...],
+    base_url: str | None,
+    model: str | None,
+    timeouts: dict[str, float | None],
+    shape_file: Path | None,
+    out: Path | None,
+    as_json: bool,
+    **shape: Any,
+) -> None:
+    """Agents whose context grows turn by turn: per-turn TTFT and the server's prefix-cache hit rate.
+
+    \b
+    Every agent resends its whole conversation each turn (shared system prompt,
+    its task, its replies, a tool result per turn). The agents advance in lockstep
+    so the /metrics prefix-cache counters read around each turn belong to it.
+    """
+    from flashspark.bench.sessions import load_shape, run_sessions
+    from flashspark.cluster.lifecycle import new_run_dir
+
+    session_shape = load_shape(shape_file, **{k if k != "think_time" else "think_time_s": v for k, v in shape.items()})
+    target, resolved = resolve_target(config, profile, sets, base_url, timeouts)
+    server = target.server_recipe
+    run_dir = out or new_run_dir(resolved.recipe, "bench-sessions")
+
+    async def go() -> SessionsResults:
+        async with target.client() as client:
+            return await run_sessions(
+                client,
+                shape=session_shape,
+                run_dir=run_dir,
+                model=model,
+                recipe=server.public_dict() if server is not None else None,
+                pins=target.pins,
+                on_turn=None if as_json else print_turn,
+            )
+
+    result = run(go())
+
+    def show() -> None:
+        print_sessions(result)
+        console.print_plain(f"results: {run_dir / 'sessions.json'}\nreport: flashspark report {run_dir}")
+
+    finish(result, as_json, show, ok=result.ok, fail_code=exit_codes.CHECK_FAILED)
+
+
 # --- what people read -----------------------------------------------------------------------
 
 
@@ -259,6 +338,36 @@ def print_depth_point(point: DepthPoint) -> None:
         f"  depth {point.depth:,} ({point.prompt_tokens:,} billed): TTFT {point.ttft_s or 0:.3f} s, "
         f"prefill {point.prefill_tokens_per_s or 0:,.0f} tok/s, decode {point.decode_tokens_per_s or 0:.1f} tok/s"
     )
+
+
+def _hit_rate(row: TurnRow) -> str:
+    rate = row.hit_rate
+    return f"{rate:.1%}" if rate is not None else "-"
+
+
+def print_turn(row: TurnRow) -> None:
+    console.err.print(
+        f"  turn {row.turn}: {row.ok}/{row.requests} ok, context {row.prompt_tokens_mean or 0:,.0f} tokens, "
+        f"TTFT p50 {row.ttft_p50_s or 0:.3f} s, prefix-cache hits {_hit_rate(row)}"
+    )
+
+
+def print_sessions(result: SessionsResults) -> None:
+    shape = result.shape
+    table = console.table(title=f"bench sessions: {shape.agents} agents x {shape.turns} turns, {result.model}")
+    for column in ("turn", "ok", "context tokens", "TTFT p50 s", "TTFT max s", "decode tok/s", "cache hits"):
+        table.add_column(column, justify="right")
+    for row in result.turns:
+        table.add_row(
+            str(row.turn),
+            f"{row.ok}/{row.requests}",
+            f"{row.prompt_tokens_mean:,.0f}" if row.prompt_tokens_mean is not None else "-",
+            f"{row.ttft_p50_s:.3f}" if row.ttft_p50_s is not None else "-",
+            f"{row.ttft_max_s:.3f}" if row.ttft_max_s is not None else "-",
+            f"{row.decode_tokens_per_s_p50:.1f}" if row.decode_tokens_per_s_p50 is not None else "-",
+            _hit_rate(row),
+        )
+    console.out.print(table)
 
 
 def print_depth(result: DepthResults) -> None:

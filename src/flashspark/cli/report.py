@@ -10,7 +10,6 @@ import click
 from flashspark.cli import console
 from flashspark.cli.common import finish, handle_errors, json_option
 from flashspark.cli.console import escape
-from flashspark.errors import InputError
 
 if TYPE_CHECKING:
     from flashspark.report.compare import Comparison
@@ -21,23 +20,10 @@ if TYPE_CHECKING:
 @json_option
 @handle_errors
 def report_command(run_dir: Path, as_json: bool) -> None:
-    """Write RUN_DIR/report.md (a checkpoint note) and its PNG plots from a benchmark run (static, staggered,
-    rate: results.json; depth: depth.json)."""
-    # matplotlib is imported only when a report is drawn
-    if (run_dir / "results.json").is_file():
-        from flashspark.report.checkpoint import write_report
+    """Write RUN_DIR/report.md and its PNG plots from a run (bench static, staggered, rate, depth, sessions)."""
+    from flashspark.report import write_run_report
 
-        written = write_report(run_dir)
-    elif (run_dir / "depth.json").is_file():
-        from flashspark.report.depth_report import write_depth_report
-
-        written = write_depth_report(run_dir)
-    else:
-        raise InputError(
-            f"{run_dir} has no results.json nor depth.json",
-            where=str(run_dir),
-            fix="point at a run directory written by `flashspark bench`",
-        )
+    written = write_run_report(run_dir)
     if as_json:
         console.print_json({"written": [str(p) for p in written]})
     else:

@@ -10,7 +10,6 @@ the run-to-run spread of the rounds.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import matplotlib
 
@@ -22,14 +21,7 @@ from flashspark.bench.records import RequestRecord
 from flashspark.bench.results import BenchResults, read_requests, read_results
 from flashspark.bench.stats import CellSummary
 from flashspark.files import write_atomic
-
-
-def _fmt(value: Any, digits: int = 1) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        return f"{value:,.{digits}f}"
-    return f"{value:,}" if isinstance(value, int) else str(value)
+from flashspark.report.common import fmt, save_figure
 
 
 def write_report(run_dir: Path) -> list[Path]:
@@ -75,8 +67,8 @@ def markdown(results: BenchResults, cells: list[CellSummary], plots: list[Path])
             "## Boot",
             "",
             "```",
-            f"KV cache size: {_fmt(evidence.get('kv_cache_tokens'))} tokens",
-            f"Maximum concurrency for {_fmt(evidence.get('max_concurrency_for_tokens'))} tokens per request: "
+            f"KV cache size: {fmt(evidence.get('kv_cache_tokens'))} tokens",
+            f"Maximum concurrency for {fmt(evidence.get('max_concurrency_for_tokens'))} tokens per request: "
             f"{evidence.get('max_concurrency')}x",
             f"engine init {evidence.get('engine_init_s')} s; ready after {boot.get('boot_s')} s",
             "```",
@@ -91,12 +83,12 @@ def markdown(results: BenchResults, cells: list[CellSummary], plots: list[Path])
     ]
     for c in cells:
         lines.append(
-            f"| {c.cell} | {c.completed}/{c.requests} | {_fmt(c.output_throughput)} | "
-            f"{_fmt(c.server_output_throughput)} | {_fmt(c.per_stream_decode_tokens_per_s_mean)} | "
-            f"{_fmt(c.median_ttft_ms, 0)} / {_fmt(c.p99_ttft_ms, 0)} | "
-            f"{_fmt(c.median_e2el_ms, 0)} | "
-            f"{_fmt(c.tokens_per_chunk_mean, 2)} | {_fmt(c.spec_decode_acceptance_rate, 3)} | "
-            f"{_fmt(c.spec_decode_acceptance_length, 2)} | {_fmt(c.prefix_cache_hit_rate, 3)} | "
+            f"| {c.cell} | {c.completed}/{c.requests} | {fmt(c.output_throughput)} | "
+            f"{fmt(c.server_output_throughput)} | {fmt(c.per_stream_decode_tokens_per_s_mean)} | "
+            f"{fmt(c.median_ttft_ms, 0)} / {fmt(c.p99_ttft_ms, 0)} | "
+            f"{fmt(c.median_e2el_ms, 0)} | "
+            f"{fmt(c.tokens_per_chunk_mean, 2)} | {fmt(c.spec_decode_acceptance_rate, 3)} | "
+            f"{fmt(c.spec_decode_acceptance_length, 2)} | {fmt(c.prefix_cache_hit_rate, 3)} | "
             f"{c.error_kinds or '–'} |"
         )
     categories = sorted({cat for c in cells for cat in c.per_category})
@@ -112,7 +104,7 @@ def markdown(results: BenchResults, cells: list[CellSummary], plots: list[Path])
             for cat, s in c.per_category.items():
                 lines.append(
                     f"| {c.cell} | {cat} | {s.completed} | "
-                    f"{_fmt(s.per_stream_decode_tokens_per_s_mean)} | {_fmt(s.tokens_per_chunk_mean, 2)} |"
+                    f"{fmt(s.per_stream_decode_tokens_per_s_mean)} | {fmt(s.tokens_per_chunk_mean, 2)} |"
                 )
     warnings = [w for c in cells for w in c.warnings]
     if plots:
@@ -129,10 +121,10 @@ def verdict(cells: list[CellSummary], warnings: list[str]) -> str:
     best = max(cells, key=lambda c: c.output_throughput)
     single = [c for c in cells if c.level == 1]
     parts = [f"{total - failed}/{total} requests succeeded."]
-    parts.append(f"Best aggregate {_fmt(best.output_throughput)} tok/s in {best.cell}.")
+    parts.append(f"Best aggregate {fmt(best.output_throughput)} tok/s in {best.cell}.")
     if single:
         parts.append(
-            f"Single stream decodes at {_fmt(single[0].per_stream_decode_tokens_per_s_mean)} tok/s "
+            f"Single stream decodes at {fmt(single[0].per_stream_decode_tokens_per_s_mean)} tok/s "
             "per token (not per chunk)."
         )
     acceptance = [c.spec_decode_acceptance_rate for c in cells if c.spec_decode_acceptance_rate is not None]
@@ -142,13 +134,6 @@ def verdict(cells: list[CellSummary], warnings: list[str]) -> str:
         parts.append(f"{failed} requests failed: read requests.jsonl for their errors.")
     parts += [f"Warning: {w}" for w in warnings]
     return " ".join(parts)
-
-
-def _save(fig: Any, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
 
 
 def plot_throughput(run_dir: Path, cells: list[CellSummary]) -> Path | None:
@@ -178,7 +163,7 @@ def plot_throughput(run_dir: Path, cells: list[CellSummary]) -> Path | None:
     ax.set_title("Throughput against concurrency (best round per level)")
     ax.grid(alpha=0.3)
     ax.legend()
-    return _save(fig, run_dir / "throughput.png")
+    return save_figure(fig, run_dir / "throughput.png")
 
 
 def plot_acceptance(run_dir: Path, cells: list[CellSummary]) -> Path | None:
@@ -196,7 +181,7 @@ def plot_acceptance(run_dir: Path, cells: list[CellSummary]) -> Path | None:
     ax.set_title("Speculative acceptance by draft position")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return _save(fig, run_dir / "acceptance.png")
+    return save_figure(fig, run_dir / "acceptance.png")
 
 
 def plot_ttft(run_dir: Path, requests: list[RequestRecord]) -> Path | None:
@@ -213,4 +198,4 @@ def plot_ttft(run_dir: Path, requests: list[RequestRecord]) -> Path | None:
     ax.set_ylabel("TTFT (ms)")
     ax.set_title("Time to first token per cell")
     ax.grid(alpha=0.3, axis="y")
-    return _save(fig, run_dir / "ttft.png")
+    return save_figure(fig, run_dir / "ttft.png")

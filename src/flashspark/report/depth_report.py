@@ -13,7 +13,7 @@ from matplotlib.ticker import ScalarFormatter
 
 from flashspark.bench.depth import DepthResults, read_depth
 from flashspark.files import write_atomic
-from flashspark.report.checkpoint import _fmt, _save
+from flashspark.report.common import fmt, save_figure
 
 
 def write_depth_report(run_dir: Path) -> list[Path]:
@@ -32,7 +32,7 @@ def depth_markdown(results: DepthResults, plot: Path | None) -> str:
         "",
         "## Config",
         "",
-        f"- endpoint: `{results.base_url}`, model `{results.model}`, max_model_len {_fmt(results.max_model_len)}",
+        f"- endpoint: `{results.base_url}`, model `{results.model}`, max_model_len {fmt(results.max_model_len)}",
         f"- vLLM {pins.get('vllm_version', '?')}; pins: " + ", ".join(f"{k}={v}" for k, v in pins.items()),
         f"- profile `{profile}`" if profile else "- profile: none (a bare --base-url)",
         f"- {results.output_tokens} output tokens per point, {results.repeats} request(s) per depth, one at a "
@@ -49,8 +49,8 @@ def depth_markdown(results: DepthResults, plot: Path | None) -> str:
     ]
     for row in results.rows:
         lines.append(
-            f"| {row.depth:,} | {_fmt(row.prompt_tokens)} | {row.ok}/{row.requests} | {_fmt(row.ttft_s, 3)} | "
-            f"{_fmt(row.prefill_tokens_per_s, 0)} | {_fmt(row.decode_tokens_per_s)} |"
+            f"| {row.depth:,} | {fmt(row.prompt_tokens)} | {row.ok}/{row.requests} | {fmt(row.ttft_s, 3)} | "
+            f"{fmt(row.prefill_tokens_per_s, 0)} | {fmt(row.decode_tokens_per_s)} |"
         )
     hits = [p.prefix_cache_hit_tokens for p in results.points if p.prefix_cache_hit_tokens is not None]
     failed = [p for p in results.points if not p.ok]
@@ -92,4 +92,4 @@ def plot_depth(run_dir: Path, results: DepthResults) -> Path | None:
     for ax in (left, right):
         ax.set_xticks(depths, [f"{d // 1024}K" if d >= 1024 else str(d) for d in depths])
         ax.grid(alpha=0.3, which="both")
-    return _save(fig, run_dir / "depth.png")
+    return save_figure(fig, run_dir / "depth.png")
