@@ -99,6 +99,7 @@ class StandIn:
         self.listing: list[Any] | None = None  # GET /v1/models' data, when a test needs odd entries
         self.default = stream_reply([(0.0, "hello")], completion_tokens=1)
         self.requests: list[dict[str, Any]] = []
+        self.request_headers: list[dict[str, str]] = []  # each chat request's headers, names lower-cased
         self.template_tokens = 5  # what POST /tokenize adds to the words of the messages
         self.tokenize_calls = 0
         self.tokenizes = True  # False: POST /tokenize is a 404, as on a server without it
@@ -179,6 +180,7 @@ class StandIn:
         if method == "POST" and path.endswith("/chat/completions"):
             request = json.loads(body)
             self.requests.append(request)
+            self.request_headers.append(headers)
             reply = self.responder(request) if self.responder else None
             if reply is None:
                 reply = self.replies.popleft() if self.replies else self.default

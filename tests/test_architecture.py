@@ -18,7 +18,20 @@ SRC = Path(__file__).parents[1] / "src" / "flashspark"
 # Modules every layer may use: no FlashSpark imports of their own beyond each other.
 COMMON = {"_version", "errors", "files", "redact", "secrets", "bootlog", "pins"}
 # Downstream first: a layer imports only layers listed before it.
-ORDER = ["recipe", "render", "plan", "engine", "provenance", "client", "cluster", "gates", "bench", "report", "cli"]
+ORDER = [
+    "recipe",
+    "render",
+    "plan",
+    "engine",
+    "provenance",
+    "client",
+    "cluster",
+    "gates",
+    "bench",
+    "traffic",
+    "report",
+    "cli",
+]
 EDGES: dict[str, set[str]] = {
     "recipe": set(),
     "render": {"recipe"},
@@ -29,8 +42,9 @@ EDGES: dict[str, set[str]] = {
     "cluster": {"recipe", "render", "engine", "provenance", "client"},
     "gates": {"recipe", "client"},
     "bench": {"client", "gates"},
-    "report": {"bench"},
-    "cli": {"recipe", "render", "plan", "engine", "provenance", "client", "cluster", "gates", "bench", "report"},
+    "traffic": {"recipe", "client", "gates"},  # recipe: is_loopback for the proxy's listener
+    "report": {"bench", "traffic"},
+    "cli": set(ORDER) - {"cli"},
 }
 
 

@@ -81,6 +81,32 @@ def redact_exact(text: str) -> str:
     return _URL_CREDENTIALS.sub(lambda m: m.group(1) + MASK, _exact(text, ()))
 
 
+def redact_values(text: str, secrets: Iterable[str]) -> str:
+    """Registered values and the given ones, exactly: for text whose secrets were found elsewhere (a
+    recorded answer echoing a key that only its request showed to be one)."""
+    return _exact(text, secrets)
+
+
+def found_secrets(data: Any) -> set[str]:
+    """The secret values inside JSON-shaped data: secret-named keys' strings and secret-shaped substrings."""
+    found: set[str] = set()
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if key != "key" and is_secret_name(str(key)) and isinstance(value, str) and value:
+                found.add(value)
+            else:
+                found |= found_secrets(value)
+    elif isinstance(data, list | tuple):
+        for item in data:
+            found |= found_secrets(item)
+    elif isinstance(data, str):
+        for shape in _SHAPES:
+            for match in shape.finditer(data):
+                value = match.group(0)[len(match.group(1)) :] if match.groups() else match.group(0)
+                found.add(value.strip("\"'"))
+    return {value for value in found if len(value) >= MIN_EXACT}
+
+
 def redact_data(data: Any, *, by_key: bool = True) -> Any:
     """JSON-shaped data with every string redacted and, `by_key`, every secret-named key's string value
     masked. A bare `key` names a setting in FlashSpark's payloads (an error's key), not a secret."""

@@ -19,7 +19,7 @@ import pytest
 from flashspark.client import ChatRequest, OpenAIClient, parse_metrics
 from flashspark.cluster.ports import port_open
 from tests.conftest import CASES, ENGINE_DIR, group_members
-from tests.engine.conftest import Deployment, free_port, up_payload
+from tests.engine.conftest import FLASHSPARK, Deployment, free_port, up_payload
 
 pytestmark = pytest.mark.engine
 
@@ -318,6 +318,66 @@ def test_bench_sessions_grow_each_agents_context_and_the_engine_caches_the_prefi
     assert report.returncode == 0, report.stderr
     assert "| 5 | 4/4 |" in (out / "report.md").read_text()
     assert (out / "sessions.png").is_file()
+
+
+def test_record_then_replay_a_real_streamed_exchange(local_deployment: Deployment, tmp_path: Path) -> None:
+    from flashspark.traffic.exchange import read_exchanges
+
+    port, recorded = free_port(), tmp_path / "recorded"
+    proxy = subprocess.Popen(
+        [FLASHSPARK, "record", "--upstream", f"{local_deployment.url}/v1", "--listen", f"127.0.0.1:{port}",
+         "--out", str(recorded), "--json"],
+        env=local_deployment.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    request = ChatRequest(
+        model="smollm2-135m-instruct",
+        messages=[
+            {"role": "system", "content": "You are a helpful assistant. Keep answers short."},
+            {"role": "user", "content": "Name three colours of the rainbow."},
+        ],
+        max_tokens=24,
+        temperature=0.0,
+        extra={"min_tokens": 24},
+    )
+
+    async def ask(url: str) -> tuple[str, int | None, int]:
+        async with OpenAIClient(url) as client:
+            result = await client.stream_chat(request)
+        assert result.ok, result.error
+        return result.content, result.completion_tokens, len(result.chunk_times_s)
+
+    try:
+        for _ in range(200):
+            if port_open("127.0.0.1", port):
+                break
+            asyncio.run(asyncio.sleep(0.1))
+        through = asyncio.run(ask(f"http://127.0.0.1:{port}/v1"))
+    finally:
+        proxy.send_signal(2)  # Ctrl-C: the recording's ordinary end
+        out, err = proxy.communicate(timeout=60)
+    direct = asyncio.run(ask(f"{local_deployment.url}/v1"))
+    assert proxy.returncode == 0, err
+    assert through[0] == direct[0] and through[1] == direct[1] == 24  # the proxy changed nothing of the answer
+    assert through[2] > 3  # and it arrived in pieces, not as one buffered block
+    summary = json.loads(out)
+    assert summary["exchanges"] == 1 and summary["ended_at"] is not None
+    [exchange] = read_exchanges(recorded / "exchanges.jsonl")
+    assert exchange.content == through[0] and exchange.completion_tokens == 24 and exchange.stream
+    assert exchange.added_latency is not None and exchange.added_latency.chunks > 3
+    replayed = tmp_path / "replayed"
+    result = local_deployment.cli(
+        "replay", str(recorded / "exchanges.jsonl"), "--out", str(replayed), "--json",
+        "--set", f"VLLM_PORT={local_deployment.port}",
+    )  # fmt: skip
+    payload = json.loads(result.stdout)
+    [outcome] = payload["outcomes"]
+    # the same request at temperature 0 on the same engine: the same answer, judged the same way
+    assert outcome["content"] == exchange.content and outcome["verdict"] == exchange.verdict
+    assert result.returncode == (0 if outcome["verdict"] == "healthy" else 4)
+    for run in (recorded, replayed):
+        report = local_deployment.cli("report", str(run))
+        assert report.returncode == 0, report.stderr
+    assert "| 0 | POST /v1/chat/completions | 200 |" in (recorded / "report.md").read_text()
 
 
 def test_down_stops_everything_and_frees_the_port(local_deployment: Deployment) -> None:

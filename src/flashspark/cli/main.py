@@ -1,7 +1,7 @@
 """The `flashspark` command line: the root group, and every command group registered on it.
 
-Each group lives in its own module (config, lifecycle, gates, bench, plan,
-provenance, report); a command there parses, calls one library function,
+Each group lives in its own module (config, lifecycle, gates, bench, traffic,
+plan, provenance, report); a command there parses, calls one library function,
 prints and exits. Only this package prints or exits: below it, everything
 returns typed data or raises a FlashsparkError (`exit_codes.py` maps them).
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 import click
 
 from flashspark._version import __version__
-from flashspark.cli import bench, config, gates, lifecycle, plan, provenance, report
+from flashspark.cli import bench, config, gates, lifecycle, plan, provenance, report, traffic
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -53,6 +53,8 @@ for command in (
     gates.validate_command,
     plan.plan_command,
     bench.bench_group,
+    traffic.record_command,
+    traffic.replay_command,
     report.report_command,
     report.compare_command,
     provenance.image_group,

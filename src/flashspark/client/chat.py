@@ -231,7 +231,15 @@ class OpenAIClient:
             stream.fail("connect", f"cannot connect to {self.api}: {exc}")
         return stream.result(started_at, (time.perf_counter_ns() - start) * NS)
 
-    async def _exchange(self, data: bytes, handler: _Exchange) -> None:
+    async def relay(self, method: str, path: str, headers: dict[str, str], body: bytes, handler: Exchange) -> None:
+        """Send one request as given (`path` under the server's root, `headers` besides Host and
+        Content-Length) and wait for its response to end; the response goes to `handler` as it arrives.
+
+        For a proxy: the request and the response are someone else's, only the connection is ours.
+        """
+        await self._exchange(request_bytes(method, self._origin, path, headers, body), handler)
+
+    async def _exchange(self, data: bytes, handler: Exchange) -> None:
         """Send one request on a pooled connection and wait for its response to end.
 
         A kept-alive connection the server closed while it sat idle fails
@@ -259,7 +267,7 @@ class OpenAIClient:
             pool.release(connection)
 
 
-class _Exchange:
+class Exchange:
     """A response handler that a coroutine can wait on; `wire.Connection` calls it from its callbacks."""
 
     def __init__(self) -> None:
@@ -303,7 +311,7 @@ class _Exchange:
         self.end()
 
 
-class _Collect(_Exchange):
+class _Collect(Exchange):
     """A whole small response (GET /health, /v1/models, /metrics), in a time budget."""
 
     def __init__(self, budget_s: float) -> None:
@@ -327,7 +335,7 @@ class _Collect(_Exchange):
         self.body.append(data)
 
 
-class _ChatStream(_Exchange):
+class _ChatStream(Exchange):
     """Folds a streamed chat answer into `StreamState` as its bytes arrive, timed at their arrival.
 
     The first-byte and stall budgets are one timer per budget period, not a

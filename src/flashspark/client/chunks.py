@@ -202,6 +202,43 @@ def _apply_untyped(payload: bytes, stream: StreamState, now: float) -> None:
             stream.token_marks.append((stream.content_chars, tokens))
 
 
+def apply_completion(body: bytes, stream: StreamState, now: float) -> None:
+    """Fold a whole (non-streamed) chat completion into the stream, as if it had come as one chunk."""
+    try:
+        completion = json.loads(body)
+    except ValueError:
+        stream.fail("malformed", f"not JSON: {body[:120]!r}")
+        return
+    if not isinstance(completion, dict):
+        stream.fail("malformed", f"unexpected answer: {body[:120]!r}")
+        return
+    if "error" in completion:
+        fail_with(stream, completion["error"])
+        return
+    stream.request_id = _typed(completion.get("id"), str)
+    usage = completion.get("usage")
+    if isinstance(usage, dict):
+        _count(stream, *(_typed(usage.get(key), int) for key in ("prompt_tokens", "completion_tokens")))
+    carried = False
+    choices = completion.get("choices")
+    for choice in choices[:1] if isinstance(choices, list) else ():
+        if not isinstance(choice, dict):
+            continue
+        message: dict[str, Any] = _typed(choice.get("message"), dict) or {}
+        calls = _typed(message.get("tool_calls"), list) or []
+        carried |= _fold(
+            stream,
+            now,
+            _typed(message.get("content"), str),
+            _typed(message.get("reasoning") or message.get("reasoning_content"), str),
+            [{**call, "index": i} for i, call in enumerate(calls) if isinstance(call, dict)],
+            _typed(choice.get("finish_reason"), str),
+        )
+    if carried:
+        _mark_token(stream, now)
+    stream.done = True
+
+
 def _typed(value: Any, kind: type) -> Any:
     return value if isinstance(value, kind) else None
 

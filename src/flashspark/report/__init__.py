@@ -12,6 +12,8 @@ RUN_KINDS = {
     "results.json": "static, staggered or rate bench",
     "depth.json": "bench depth",
     "sessions.json": "bench sessions",
+    "replay.json": "replay",
+    "record.json": "record",
 }
 
 
@@ -29,6 +31,14 @@ def write_run_report(run_dir: Path) -> list[Path]:
         from flashspark.report.sessions_report import write_sessions_report
 
         return write_sessions_report(run_dir)
+    if (run_dir / "replay.json").is_file():
+        from flashspark.report.traffic_report import write_replay_report
+
+        return write_replay_report(run_dir)
+    if (run_dir / "record.json").is_file():
+        from flashspark.report.traffic_report import write_record_report
+
+        return write_record_report(run_dir)
     raise InputError(
         f"{run_dir} holds no run FlashSpark can report on",
         where=str(run_dir),
