@@ -43,7 +43,7 @@ EDGES: dict[str, set[str]] = {
     "gates": {"recipe", "client"},
     "bench": {"client", "gates"},
     "traffic": {"recipe", "client", "gates"},  # recipe: is_loopback for the proxy's listener
-    "report": {"bench", "traffic"},
+    "report": {"gates", "bench", "traffic"},
     "cli": set(ORDER) - {"cli"},
 }
 

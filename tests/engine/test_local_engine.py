@@ -252,6 +252,11 @@ def test_validate_passes_every_gate_on_the_embedded_default(local_deployment: De
     assert len((tmp_path / "v" / "longdecode.jsonl").read_text().splitlines()) == 2
     spec = next(g for g in payload["gates"] if g["name"] == "speculative")["report"]
     assert spec["drafts"] > 0 and len(spec["per_position_rates"]) == 5 and min(spec["per_position_rates"]) > 0
+    report = local_deployment.cli("report", str(tmp_path / "v"))
+    assert report.returncode == 0, report.stderr
+    text = (tmp_path / "v" / "report.md").read_text()
+    assert "| required | yes | pass | – |" in text and "| auto | no | fail (not expected) |" in text
+    assert "| 0 | yes | 256 | 2 | – | – | 0 |" in text and (tmp_path / "v" / "longdecode.png").is_file()
 
 
 def test_the_tool_gate_passes_what_smollm2_can_with_arguments_held_to_the_schema(local_deployment: Deployment) -> None:

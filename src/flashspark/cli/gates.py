@@ -138,6 +138,7 @@ def sanity_command(
     multiple=True,
     help="Case(s) that must pass; default: the profile's gates.tools_expected (all, for a bare --base-url).",
 )
+@out_option("tools.json")
 @json_option
 @handle_errors
 def tools_command(
@@ -149,6 +150,7 @@ def tools_command(
     timeouts: dict[str, float | None],
     cases: tuple[str, ...],
     expected: tuple[str, ...],
+    out: Path | None,
     as_json: bool,
 ) -> None:
     """The tool-call gate: OpenAI tools round trips (auto, required, named, parallel, follow-up), streamed.
@@ -159,18 +161,27 @@ def tools_command(
     follow-up answers from the tool's result. Exit 4 when an expected case fails; the
     cases a profile's model is not expected to pass are reported without failing.
     """
+    from flashspark.cluster.lifecycle import new_run_dir
     from flashspark.gates.tools import run_tools
 
-    target, _ = resolve_target(config, profile, sets, base_url, timeouts)
+    target, resolved = resolve_target(config, profile, sets, base_url, timeouts)
     server = target.server_recipe
     must = expected or (tuple(server.gates.tools_expected) if server is not None else TOOL_CASES)
+    run_dir = out or new_run_dir(resolved.recipe, "tools")
 
     async def go() -> ToolsReport:
         async with target.client() as client:
-            return await run_tools(client, model=model, cases=cases or TOOL_CASES, expected=must)
+            return await run_tools(
+                client, model=model, cases=cases or TOOL_CASES, expected=must, report_path=run_dir / "tools.json"
+            )
 
     report = run(go())
-    finish(report, as_json, lambda: print_tools(report), ok=report.ok)
+
+    def show() -> None:
+        print_tools(report)
+        console.print_plain(f"results: {run_dir / 'tools.json'}\nreport: flashspark report {run_dir}")
+
+    finish(report, as_json, show, ok=report.ok)
 
 
 @click.command("longdecode")
@@ -180,7 +191,7 @@ def tools_command(
 @click.option("--concurrency", "-c", type=click.IntRange(1, 512), default=None, help="Generations at once.")
 @click.option("--window", "window_tokens", type=click.IntRange(min=8), default=None, help="Tokens per checked window.")
 @click.option("--strict", "strict_cjk", is_flag=True, help="Any CJK/kana/hangul character fails a window.")
-@out_option("longdecode.jsonl")
+@out_option("longdecode.json and longdecode.jsonl")
 @json_option
 @handle_errors
 def longdecode_command(
@@ -222,6 +233,7 @@ def longdecode_command(
                 window_tokens=window_tokens or settings.longdecode_window_tokens,
                 strict_cjk=strict_cjk,
                 evidence_path=run_dir / "longdecode.jsonl",
+                report_path=run_dir / "longdecode.json",
                 on_stream=None if as_json else print_longdecode_stream,
             )
 

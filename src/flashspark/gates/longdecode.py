@@ -19,7 +19,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from flashspark.client import ChatRequest, ChatResult, OpenAIClient
-from flashspark.files import append_line
+from flashspark.files import append_line, write_json
 from flashspark.gates import garble
 
 LONGDECODE_SCHEMA_VERSION = 1
@@ -147,9 +147,12 @@ async def run_longdecode(
     model: str | None = None,
     strict_cjk: bool = False,
     evidence_path: Path | None = None,
+    report_path: Path | None = None,
     on_stream: Callable[[StreamVerdict], None] | None = None,
 ) -> LongDecodeReport:
-    """`concurrency` long generations at once, each judged window by window."""
+    """`concurrency` long generations at once, each judged window by window; the report is also written
+    to `report_path` (longdecode.json) when given."""
+    model = model or await client.default_model()
     loop = asyncio.get_running_loop()
     started = loop.time()
 
@@ -166,7 +169,7 @@ async def run_longdecode(
     wall = loop.time() - started
     streams = [verdict for verdict, _ in outcomes]
     generated = sum(result.completion_tokens or 0 for _, result in outcomes)
-    return LongDecodeReport(
+    report = LongDecodeReport(
         ok=all(s.ok for s in streams),
         model=model,
         tokens=tokens,
@@ -176,6 +179,9 @@ async def run_longdecode(
         aggregate_tokens_per_s=round(generated / wall, 2) if wall > 0 else 0.0,
         streams=streams,
     )
+    if report_path is not None:
+        write_json(report_path, report.model_dump(mode="json"))
+    return report
 
 
 def _request(index: int, model: str | None, tokens: int) -> ChatRequest:

@@ -21,11 +21,13 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from flashspark.client import ChatRequest, ChatResult, OpenAIClient
+from flashspark.files import write_json
 from flashspark.gates import garble
 from flashspark.gates.tool_schema import schema_errors
 from flashspark.recipe.model import TOOL_CASES
@@ -196,18 +198,24 @@ async def run_tools(
     cases: tuple[str, ...] = TOOL_CASES,
     expected: tuple[str, ...] = TOOL_CASES,
     max_tokens: int = 256,
+    report_path: Path | None = None,
 ) -> ToolsReport:
-    """Run the chosen cases at once (they are independent) and judge each."""
+    """Run the chosen cases at once (they are independent) and judge each; the report is also written
+    to `report_path` (tools.json) when given."""
+    model = model or await client.default_model()
     chosen = [CASES[name] for name in cases]
     results = await asyncio.gather(*(client.stream_chat(_request(case, model, max_tokens)) for case in chosen))
     judged = [_judge(case, result, case.name in expected) for case, result in zip(chosen, results, strict=True)]
-    return ToolsReport(
+    report = ToolsReport(
         ok=all(c.ok for c in judged if c.expected),
         model=model,
         expected=[name for name in cases if name in expected],
         passed=[c.case for c in judged if c.ok],
         cases=judged,
     )
+    if report_path is not None:
+        write_json(report_path, report.model_dump(mode="json"))
+    return report
 
 
 def _request(case: ToolCase, model: str | None, max_tokens: int) -> ChatRequest:

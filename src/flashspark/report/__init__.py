@@ -2,46 +2,35 @@
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 from flashspark.errors import InputError
 
-# The file that says what kind of run a directory holds, and the writer of its report. Writers are
-# imported when used: matplotlib costs a second to import.
-RUN_KINDS = {
-    "results.json": "static, staggered or rate bench",
-    "depth.json": "bench depth",
-    "sessions.json": "bench sessions",
-    "replay.json": "replay",
-    "record.json": "record",
+# The file that says what a run directory holds -> (what wrote it, the module and function that
+# report on it). First match wins; writers are imported when used (matplotlib costs a second).
+RUN_KINDS: dict[str, tuple[str, str, str]] = {
+    "results.json": ("bench static, staggered or rate", "checkpoint", "write_report"),
+    "depth.json": ("bench depth", "depth_report", "write_depth_report"),
+    "sessions.json": ("bench sessions", "sessions_report", "write_sessions_report"),
+    "validation.json": ("validate", "validation_report", "write_validation_report"),
+    "tools.json": ("tools", "validation_report", "write_tools_report"),
+    "longdecode.json": ("longdecode", "validation_report", "write_longdecode_report"),
+    "replay.json": ("replay", "traffic_report", "write_replay_report"),
+    "record.json": ("record", "traffic_report", "write_record_report"),
 }
 
 
 def write_run_report(run_dir: Path) -> list[Path]:
     """Write report.md and the plots of whatever run `run_dir` holds; return the files written."""
-    if (run_dir / "results.json").is_file():
-        from flashspark.report.checkpoint import write_report
-
-        return write_report(run_dir)
-    if (run_dir / "depth.json").is_file():
-        from flashspark.report.depth_report import write_depth_report
-
-        return write_depth_report(run_dir)
-    if (run_dir / "sessions.json").is_file():
-        from flashspark.report.sessions_report import write_sessions_report
-
-        return write_sessions_report(run_dir)
-    if (run_dir / "replay.json").is_file():
-        from flashspark.report.traffic_report import write_replay_report
-
-        return write_replay_report(run_dir)
-    if (run_dir / "record.json").is_file():
-        from flashspark.report.traffic_report import write_record_report
-
-        return write_record_report(run_dir)
+    for name, (_, module, function) in RUN_KINDS.items():
+        if (run_dir / name).is_file():
+            writer = getattr(importlib.import_module(f"{__name__}.{module}"), function)
+            return cast(Callable[[Path], list[Path]], writer)(run_dir)
     raise InputError(
         f"{run_dir} holds no run FlashSpark can report on",
         where=str(run_dir),
-        fix="point at a run directory with one of: "
-        + ", ".join(f"{name} ({kind})" for name, kind in RUN_KINDS.items()),
+        fix="point at a run directory with one of: " + ", ".join(f"{n} ({k[0]})" for n, k in RUN_KINDS.items()),
     )

@@ -21,6 +21,13 @@ def fmt(value: Any, digits: int = 1) -> str:
     return f"{value:,}" if isinstance(value, int) else str(value)
 
 
+def one_line(text: str, limit: int = 70, *, table: bool = True) -> str:
+    """Free text (an answer, a detail) on one line, cut to `limit`; in a table cell, pipes escaped."""
+    flat = " ".join(text.split())
+    flat = flat.replace("|", "\\|") if table else flat
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
 def save_figure(fig: Any, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=110)

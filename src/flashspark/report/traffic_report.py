@@ -6,16 +6,10 @@ import json
 from pathlib import Path
 
 from flashspark.files import write_atomic
-from flashspark.report.common import fmt
+from flashspark.report.common import fmt, one_line
 from flashspark.traffic.exchange import read_exchanges
 from flashspark.traffic.proxy import RecordSummary
 from flashspark.traffic.replay import read_replay
-
-
-def _cell(text: str, limit: int = 60) -> str:
-    """Free text in a Markdown table cell: one line, no pipes, cut to `limit`."""
-    flat = " ".join(text.split()).replace("|", "\\|")
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
 def write_record_report(run_dir: Path) -> list[Path]:
@@ -47,9 +41,9 @@ def write_record_report(run_dir: Path) -> list[Path]:
         answer = e.content or " ".join(str((c.get("function") or {}).get("name")) + "()" for c in e.tool_calls)
         flags = ", ".join(f["detector"] for f in e.flags)
         lines.append(
-            f"| {index} | {e.method} {_cell(e.path, 40)} | {fmt(e.status)} | {fmt(e.ttft_s, 3)} | "
-            f"{fmt(e.prompt_tokens)}/{fmt(e.completion_tokens)} | {e.verdict or '–'} | {_cell(flags) or '–'} | "
-            f"{_cell(e.error or answer) or '–'} |"
+            f"| {index} | {e.method} {one_line(e.path, 40)} | {fmt(e.status)} | {fmt(e.ttft_s, 3)} | "
+            f"{fmt(e.prompt_tokens)}/{fmt(e.completion_tokens)} | {e.verdict or '–'} | {one_line(flags) or '–'} | "
+            f"{one_line(e.error or answer) or '–'} |"
         )
     write_atomic(run_dir / "report.md", "\n".join(lines) + "\n")
     return [run_dir / "report.md"]
@@ -80,7 +74,7 @@ def write_replay_report(run_dir: Path) -> list[Path]:
         lines.append(
             f"| {o.index} | {o.recorded_verdict or '–'} | **{o.verdict}** | {same} | {fmt(o.ttft_s, 3)} | "
             f"{fmt(max(0.0, o.sent_s - o.scheduled_s), 3)} | {fmt(o.prompt_tokens)}/{fmt(o.completion_tokens)} | "
-            f"{_cell(flags) or '–'} | {_cell(o.error or answer) or '–'} |"
+            f"{one_line(flags) or '–'} | {one_line(o.error or answer) or '–'} |"
         )
     write_atomic(run_dir / "report.md", "\n".join(lines) + "\n")
     return [run_dir / "report.md"]
