@@ -81,6 +81,19 @@ def redact_exact(text: str) -> str:
     return _URL_CREDENTIALS.sub(lambda m: m.group(1) + MASK, _exact(text, ()))
 
 
+# Header names that carry credentials without a secret word in them.
+CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie"})
+
+
+def redact_headers(headers: dict[str, str]) -> dict[str, str]:
+    """HTTP headers as they may be written: credentials by name (Authorization, X-Api-Key, Cookie ...)
+    masked, every other value redacted."""
+    return {
+        name: MASK if name.lower() in CREDENTIAL_HEADERS or is_secret_name(name) else redact(value)
+        for name, value in headers.items()
+    }
+
+
 def redact_values(text: str, secrets: Iterable[str]) -> str:
     """Registered values and the given ones, exactly: for text whose secrets were found elsewhere (a
     recorded answer echoing a key that only its request showed to be one)."""

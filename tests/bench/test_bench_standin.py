@@ -210,7 +210,7 @@ async def test_a_client_process_that_fails_is_named_with_its_cause() -> None:
 
     with StandIn() as server:
         # A body the worker cannot turn into a request: its process fails, and says why.
-        share = Share(server.url, None, {}, "static-c1-r0", None, [(0, 0.0, "code", {"messages": "not a list"})])
+        share = Share(server.url, None, {}, {}, "static-c1-r0", None, [(0, 0.0, "code", {"messages": "not a list"})])
         with pytest.raises(BenchError) as caught:
             await run_in_processes([share], on_record=lambda record: None, timeout_s=60)
     assert "a client process failed" in str(caught.value) and "ValidationError" in str(caught.value)

@@ -43,7 +43,11 @@ def test_a_cell_is_split_round_robin_over_processes_with_everything_each_needs()
     cell = CellPlan("rate-x", "rate", [0.0, 0.1, 0.2, 0.3, 0.4], concurrency_cap=3)
     options = BenchOptions(categories=("code", "prose"), processes=2, max_tokens=9)
     client = OpenAIClient("http://127.0.0.1:9/v1", api_key="sk-share", timeouts=Timeouts(stall_s=7))
-    first, second = shares_for(client, cell, model="m", options=options, run="run1")
+    built = [
+        (category, request_for(category, model="m", options=options, run="run1rate-x", index=index))
+        for index, category in enumerate(["code", "prose", "code", "prose", "code"])
+    ]
+    first, second = shares_for(client, cell, built, 2)
     assert (first.base_url, first.api_key, first.cell, first.cap) == ("http://127.0.0.1:9/v1", "sk-share", "rate-x", 2)
     assert first.timeouts == Timeouts(stall_s=7).model_dump()
     assert [(i, d, c) for i, d, c, _ in first.items] == [(0, 0.0, "code"), (2, 0.2, "code"), (4, 0.4, "code")]
@@ -225,7 +229,7 @@ async def test_a_cell_in_this_process_warms_up_salted_keeps_its_cap_its_schedule
     measured = sent[2:]
     salts = [r["messages"][0]["content"].split("]")[0] for r in sent]
     assert all(r["model"] == "m" for r in sent) and len(measured) == 5
-    assert salts[0].endswith("w-0") and salts[1].endswith("w-0")  # one warm-up per category, salted apart
+    assert salts[0].endswith("w-0") and salts[1].endswith("w-1")  # one warm-up per category, salted apart
     assert [s.rsplit("-", 1)[1] for s in salts[2:]] == ["0", "1", "2", "3", "4"]
     assert all("rate-x" in s for s in salts[2:])
     assert most == 2  # the cap held in this process too
@@ -396,6 +400,8 @@ async def test_a_cell_over_several_processes_hands_them_its_shares(
     with StandIn(model="m") as server:
         async with OpenAIClient(server.url) as client:
             summary = await runner.run_cell(client, cell, model="m", options=options, run="r", on_record=seen.append)
-            expected = shares_for(client, cell, model="m", options=options, run="r")
+            built = [(c, request_for(c, model="m", options=options, run="rstatic-c3-r0", index=i)) for i, c in
+                     enumerate(["code"] * 3)]  # fmt: skip
+            expected = shares_for(client, cell, built, 2)
     assert handed == expected and seen == ["a record"]
     assert summary.duration == 2.0 and summary.requests == 3

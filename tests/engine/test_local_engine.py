@@ -190,8 +190,10 @@ def test_bench_static_and_staggered_then_report(local_deployment: Deployment, tm
         "4",
         "--gap",
         "0.4",
-        "--max-tokens",
+        "--output-tokens",
         "48",
+        "--input-tokens",
+        "200",
         "--warmup",
         "1",
         "--out",
@@ -199,6 +201,9 @@ def test_bench_static_and_staggered_then_report(local_deployment: Deployment, tm
         *port,
     )
     assert staggered.returncode == 0, staggered.stderr[-2000:]
+    exact = [json.loads(line) for line in (tmp_path / "g" / "requests.jsonl").read_text().splitlines()]
+    # every prompt exactly 200 tokens as the engine billed it, every reply exactly 48
+    assert [(r["prompt_tokens"], r["output_tokens"], r["category"]) for r in exact] == [(200, 48, "in200")] * 4
     results = json.loads((tmp_path / "s" / "results.json").read_text())
     assert [c["level"] for c in results["cells"]] == [1, 2, 4]
     assert results["pins"]["vllm_version"] == "0.32.0" and results["boot"]["evidence"]["kv_cache_tokens"] > 0

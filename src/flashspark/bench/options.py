@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_serializer
+
+from flashspark.redact import redact_headers
 
 CATEGORIES = ("code", "agent", "spec_copy", "prose")
 
@@ -18,8 +20,17 @@ class BenchOptions(BaseModel):
     warmup_requests: int = Field(default=2, ge=0, description="Warm-up requests per category per cell.")
     rounds: int = Field(default=1, ge=1, le=20, description="Rounds per level.")
     ignore_eos: bool = Field(default=True, description="Fixed-length replies (EOS ignored).")
-    extra_body: dict[str, Any] = Field(default_factory=dict)
+    extra_body: dict[str, Any] = Field(default_factory=dict, description="Merged into every request body.")
+    headers: dict[str, str] = Field(default_factory=dict, description="Sent with every request (credentials masked).")
     processes: int = Field(default=1, ge=1, le=64, description="Client processes per cell (bench/workers.py).")
+    input_tokens: int | None = Field(
+        default=None, ge=1, description="Every prompt exactly this many tokens, as the server's /tokenize counts."
+    )
+    dataset: str | None = Field(default=None, description="A JSONL of chat requests or a ShareGPT file.")
+
+    @field_serializer("headers")
+    def _masked(self, headers: dict[str, str]) -> dict[str, str]:
+        return redact_headers(headers)  # results.json carries the options: never a credential
 
 
 DEFAULTS = BenchOptions()

@@ -30,6 +30,7 @@ from flashspark.bench.records import RequestRecord, cell_statistics, record_from
 from flashspark.bench.results import RESULTS_SCHEMA_VERSION, ResultsWriter
 from flashspark.bench.stats import CellSummary, ServerStats
 from flashspark.bench.workers import Share, run_in_processes, send, share_cap, split
+from flashspark.bench.workload import DatasetRow, bench_request, cell_requests, load_dataset
 from flashspark.client import ChatRequest, OpenAIClient, parse_metrics
 from flashspark.client.metrics import GENERATION_TOKENS, KV_USAGE, PREEMPTIONS, MetricsSnapshot, gauge_sum
 from flashspark.errors import ClientError, InputError
@@ -111,17 +112,8 @@ async def _snapshot(client: OpenAIClient) -> MetricsSnapshot | None:
 
 
 def request_for(category: str, *, model: str, options: BenchOptions, run: str, index: int) -> ChatRequest:
-    extra: dict[str, Any] = {"chat_template_kwargs": {"thinking": False, "enable_thinking": False}}
-    if options.ignore_eos:
-        extra["ignore_eos"] = True
-    extra.update(options.extra_body)
-    return ChatRequest(
-        model=model,
-        messages=bench_messages(category, run=run, index=index),
-        max_tokens=options.max_tokens,
-        temperature=0.0,
-        extra=extra,
-    )
+    """The request of one built-in category prompt (see `bench.workload` for every source)."""
+    return bench_request(bench_messages(category, run=run, index=index), model, options, None)
 
 
 async def run_cell(
@@ -132,32 +124,34 @@ async def run_cell(
     options: BenchOptions,
     run: str,
     on_record: Callable[[RequestRecord], None],
+    dataset: list[DatasetRow] | None = None,
 ) -> CellSummary:
     """Warm up, then run one cell; returns its summary (client and server side).
 
     A failed warm-up stops the run: the cell would measure a server that is not serving (and,
     against one that stalls, wait a stall timeout per request to say so).
     """
-    for category in options.categories:
-        for w in range(options.warmup_requests):
-            result = await client.stream_chat(
-                request_for(category, model=model, options=options, run=f"{run}w", index=w)
+    warmups = await cell_requests(
+        client, options.warmup_requests * len(options.categories), model=model, options=options, run=f"{run}w",
+        dataset=dataset,
+    )  # fmt: skip
+    for _, warmup in warmups:
+        result = await client.stream_chat(warmup)
+        if not result.ok:
+            raise ClientError(
+                f"a warm-up request of cell {cell.name} failed ({result.error_kind}): {result.error}",
+                where=client.api,
+                fix="check the server (`flashspark status`, `flashspark smoke`); nothing of this cell was measured",
             )
-            if not result.ok:
-                raise ClientError(
-                    f"a warm-up request of cell {cell.name} failed ({result.error_kind}): {result.error}",
-                    where=client.api,
-                    fix="check the server (`flashspark status`, `flashspark smoke`); nothing of this cell was measured",
-                )
     records: list[RequestRecord] = []
     semaphore = asyncio.Semaphore(cell.concurrency_cap) if cell.concurrency_cap else None
     # Everything a request needs is made before the release, connections included: the measured
     # burst then costs one write per request, and TCP set-up is not timed as first-token latency.
-    categories = [options.categories[i % len(options.categories)] for i in range(len(cell.arrivals_s))]
-    requests = [
-        request_for(category, model=model, options=options, run=f"{run}{cell.name}", index=index)
-        for index, category in enumerate(categories)
-    ]
+    built = await cell_requests(
+        client, len(cell.arrivals_s), model=model, options=options, run=f"{run}{cell.name}", dataset=dataset
+    )
+    categories = [category for category, _ in built]
+    requests = [request for _, request in built]
     if options.processes == 1:
         with contextlib.suppress(ClientError):  # a server that refuses shows in the requests' own results
             await client.open_connections(cell.concurrency_cap or len(cell.arrivals_s))
@@ -175,7 +169,7 @@ async def run_cell(
     async with MetricsSampler(client) as sampler, contextlib.AsyncExitStack() as stack:
         stack.enter_context(quiet_gc())
         if options.processes > 1:
-            shares = shares_for(client, cell, model=model, options=options, run=run)
+            shares = shares_for(client, cell, built, options.processes)
             records, duration = await run_in_processes(shares, on_record=on_record)
         else:
             await asyncio.gather(*(one(i, delay) for i, delay in enumerate(cell.arrivals_s)))
@@ -197,20 +191,19 @@ async def run_cell(
     return CellSummary.of(meta, cell_statistics(records, duration), per_category, server)
 
 
-def shares_for(client: OpenAIClient, cell: CellPlan, *, model: str, options: BenchOptions, run: str) -> list[Share]:
-    """The cell's schedule split round-robin over the client processes, requests built here."""
-    parts = split(list(enumerate(cell.arrivals_s)), options.processes)
+def shares_for(
+    client: OpenAIClient, cell: CellPlan, built: list[tuple[str, ChatRequest]], processes: int
+) -> list[Share]:
+    """The cell's schedule and its built requests split round-robin over `processes` client processes."""
+    parts = split(list(enumerate(cell.arrivals_s)), processes)
     shares = []
     for part in parts:
-        items = []
-        for index, delay in part:
-            category = options.categories[index % len(options.categories)]
-            request = request_for(category, model=model, options=options, run=f"{run}{cell.name}", index=index)
-            items.append((index, delay, category, request.model_dump()))
+        items = [(index, delay, built[index][0], built[index][1].model_dump()) for index, delay in part]
         shares.append(
             Share(
                 base_url=client.api,
                 api_key=client.api_key,
+                headers=client.extra_headers,
                 timeouts=client.timeouts.model_dump(),
                 cell=cell.name,
                 cap=share_cap(cell.concurrency_cap, len(parts)),
@@ -269,6 +262,7 @@ async def run_bench(
             raise InputError(
                 f"unknown category {category!r}", key="--categories", value=category, fix=f"use {', '.join(CATEGORIES)}"
             )
+    dataset = load_dataset(Path(options.dataset)) if options.dataset else None
     model = options.model or await client.default_model()
     run = uuid.uuid4().hex[:8]
     summaries: list[CellSummary] = []
@@ -279,7 +273,7 @@ async def run_bench(
             on_record(rec)
 
     for cell in cells:
-        summary = await run_cell(client, cell, model=model, options=options, run=run, on_record=record)
+        summary = await run_cell(client, cell, model=model, options=options, run=run, on_record=record, dataset=dataset)
         summaries.append(summary)
         writer.write_results(summaries, model=model)
         if on_cell is not None:

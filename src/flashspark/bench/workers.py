@@ -38,6 +38,7 @@ class Share:
 
     base_url: str
     api_key: str | None
+    headers: dict[str, str]
     timeouts: dict[str, float]
     cell: str
     cap: int | None
@@ -64,7 +65,9 @@ def share_cap(cap: int | None, processes: int) -> int | None:
 async def _run_share(share: Share, start_wall: float, out: Any) -> None:
     timeouts = Timeouts(**share.timeouts)
     semaphore = asyncio.Semaphore(share.cap) if share.cap else None
-    async with OpenAIClient(share.base_url, api_key=share.api_key, timeouts=timeouts, max_connections=1024) as client:
+    async with OpenAIClient(
+        share.base_url, api_key=share.api_key, timeouts=timeouts, max_connections=1024, headers=share.headers
+    ) as client:
         with contextlib.suppress(ClientError):  # a server that refuses shows in the requests' own results
             await client.open_connections(share.cap or len(share.items))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -32,6 +33,7 @@ from flashspark.cli.common import (
     target_options,
 )
 from flashspark.cli.console import escape
+from flashspark.errors import InputError
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -59,7 +61,40 @@ bench_options = apply(
             show_default=True,
             help=f"Comma list of prompt categories: {', '.join(CATEGORIES)}.",
         ),
-        click.option("--max-tokens", type=click.IntRange(min=1), default=DEFAULTS.max_tokens, show_default=True),
+        click.option(
+            "--max-tokens",
+            "--output-tokens",
+            "max_tokens",
+            type=click.IntRange(min=1),
+            default=DEFAULTS.max_tokens,
+            show_default=True,
+            help="Tokens per reply (exactly, unless --no-ignore-eos).",
+        ),
+        click.option(
+            "--input-tokens",
+            type=click.IntRange(min=1),
+            default=None,
+            help="Every prompt exactly this many tokens, counted by the server's /tokenize (replaces the categories).",
+        ),
+        click.option(
+            "--dataset",
+            type=click.Path(path_type=Path, dir_okay=False, exists=True),
+            default=None,
+            help="Prompts from a JSONL of chat requests or a ShareGPT file (replaces the categories).",
+        ),
+        click.option(
+            "--extra-body",
+            default=None,
+            metavar="JSON",
+            help="Fields merged into every request, e.g. '{\"top_k\": 1}'.",
+        ),
+        click.option(
+            "--header",
+            "headers",
+            multiple=True,
+            metavar="NAME:VALUE",
+            help="A header sent with every request (repeatable); credentials are masked in results.",
+        ),
         click.option(
             "--warmup",
             type=click.IntRange(min=0),
@@ -87,6 +122,9 @@ def run_bench_command(shape: str, cells: list[CellPlan], *, rounds: int, as_json
     from flashspark.cluster.lifecycle import new_run_dir
 
     categories = tuple(c.strip() for c in str(common["categories"]).split(",") if c.strip())
+    if common["input_tokens"] is not None and common["dataset"] is not None:
+        raise InputError("--input-tokens and --dataset both choose the prompts", key="--dataset", fix="give one")
+    headers = parse_headers(common["headers"])
     options = BenchOptions(
         model=common["model"],
         categories=categories,
@@ -95,6 +133,10 @@ def run_bench_command(shape: str, cells: list[CellPlan], *, rounds: int, as_json
         rounds=rounds,
         ignore_eos=not common["no_ignore_eos"],
         processes=common["processes"],
+        input_tokens=common["input_tokens"],
+        dataset=str(common["dataset"]) if common["dataset"] is not None else None,
+        extra_body=parse_extra_body(common["extra_body"]),
+        headers=headers,
     )
     target, resolved = resolve_target(
         common["config"], common["profile"], common["sets"], common["base_url"], common["timeouts"]
@@ -104,7 +146,7 @@ def run_bench_command(shape: str, cells: list[CellPlan], *, rounds: int, as_json
     progress = BenchProgress(total=sum(len(c.arrivals_s) for c in cells), quiet=as_json)
 
     async def go() -> BenchRun:
-        async with target.client() as client:
+        async with target.client(headers) as client:
             with progress:
                 return await run_bench_session(
                     client,
@@ -128,6 +170,30 @@ def run_bench_command(shape: str, cells: list[CellPlan], *, rounds: int, as_json
         )
 
     finish(result, as_json, show, ok=result.failed == 0, fail_code=exit_codes.CHECK_FAILED)
+
+
+def parse_headers(given: tuple[str, ...]) -> dict[str, str]:
+    headers = {}
+    for item in given:
+        name, sep, value = item.partition(":")
+        if not sep or not name.strip():
+            raise InputError(
+                f"{item!r} is not NAME:VALUE", key="--header", fix="write e.g. --header 'X-Team: research'"
+            )
+        headers[name.strip()] = value.strip()
+    return headers
+
+
+def parse_extra_body(text: str | None) -> dict[str, Any]:
+    if text is None:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise InputError(f"--extra-body is not JSON: {exc}", key="--extra-body", value=text) from None
+    if not isinstance(value, dict):
+        raise InputError("--extra-body must be a JSON object", key="--extra-body", value=text, fix='e.g. {"top_k": 1}')
+    return value
 
 
 @bench_group.command("static")

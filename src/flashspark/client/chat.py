@@ -22,7 +22,7 @@ from flashspark.client.chunks import StreamState, apply_event
 from flashspark.client.schema import ChatRequest, ChatResult, ModelEntry, Timeouts, normalize_base_url
 from flashspark.client.sse import SSEOverflow, SSEParser
 from flashspark.client.wire import Connection, ConnectionPool, Origin, WireError, request_bytes
-from flashspark.errors import ClientError, HTTPStatusError
+from flashspark.errors import ClientError, HTTPStatusError, InputError
 from flashspark.redact import add_masks
 
 NS = 1e-9
@@ -43,6 +43,7 @@ class OpenAIClient:
         api_key: str | None = None,
         timeouts: Timeouts | None = None,
         max_connections: int = 256,
+        headers: dict[str, str] | None = None,
     ) -> None:
         self.root, self.api = normalize_base_url(base_url)
         self.api_key = api_key
@@ -63,6 +64,9 @@ class OpenAIClient:
                     fix="use the key exactly as the server was given it (printable ASCII, no spaces)",
                 )
             self._headers["Authorization"] = f"Bearer {api_key}"
+        self.extra_headers = {_header_name(name): _header_value(name, value) for name, value in (headers or {}).items()}
+        add_masks([value for name, value in self.extra_headers.items() if name.lower() == "authorization"])
+        self._headers.update(self.extra_headers)
         self._max_connections = max_connections
         self._pool: ConnectionPool | None = None
         self._model: str | None = None
@@ -265,6 +269,33 @@ class OpenAIClient:
         finally:
             handler.stop()
             pool.release(connection)
+
+
+# Headers the client frames or routes by itself: one given by a user would corrupt the request.
+_OWN_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection", "content-type", "te", "upgrade"})
+_TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+def _header_name(name: str) -> str:
+    if not name or not set(name) <= _TOKEN:
+        raise InputError(
+            f"{name!r} is not an HTTP header name", key="--header", value=name, fix="write NAME:VALUE, e.g. X-Team:a"
+        )
+    if name.lower() in _OWN_HEADERS:
+        raise InputError(f"the client sets {name} itself", key="--header", value=name, fix="leave it out")
+    return name
+
+
+def _header_value(name: str, value: str) -> str:
+    # A header value ends at CR/LF: one inside would add headers (or a body) of the user's making.
+    if not all(" " <= ch < "\x7f" or ch == "\t" for ch in value):
+        raise InputError(
+            f"the value of header {name} holds a control or non-ASCII character",
+            key="--header",
+            value=name,
+            fix="use printable ASCII only",
+        )
+    return value.strip()
 
 
 class Exchange:

@@ -45,8 +45,8 @@ class Target:
             return Pins()
         return Pins.model_validate(self.boot.get("pins", {})).merged(boot_json=self.boot_json)
 
-    def client(self) -> OpenAIClient:
-        return OpenAIClient(self.base_url, api_key=self.api_key, timeouts=self.timeouts)
+    def client(self, headers: dict[str, str] | None = None) -> OpenAIClient:
+        return OpenAIClient(self.base_url, api_key=self.api_key, timeouts=self.timeouts, headers=headers)
 
 
 # Where a key for the server may come from besides the recipe: the environment, so that it never has to

@@ -11,20 +11,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from flashspark.errors import InputError
 from flashspark.gates.answer import Verdict
-from flashspark.redact import MASK, MIN_EXACT, found_secrets, redact, redact_data
+from flashspark.redact import CREDENTIAL_HEADERS, MIN_EXACT, found_secrets, redact, redact_data
 from flashspark.secrets import is_secret_name
 
 EXCHANGE_SCHEMA_VERSION = 1
-# Header names that carry credentials without a secret word in them.
-CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie"})
-
-
-def masked_headers(headers: dict[str, str]) -> dict[str, str]:
-    """Headers as recorded: credentials by name (Authorization, X-Api-Key, ...) masked, every value redacted."""
-    return {
-        name: MASK if name.lower() in CREDENTIAL_HEADERS or is_secret_name(name) else redact(value)
-        for name, value in headers.items()
-    }
 
 
 def request_secrets(headers: dict[str, str], body: bytes) -> set[str]:

@@ -41,8 +41,8 @@ from flashspark.errors import ClientError, InputError
 from flashspark.files import append_line, write_json
 from flashspark.gates.answer import score_answer
 from flashspark.recipe.rules import is_loopback
-from flashspark.redact import add_masks, redact_data, redact_values
-from flashspark.traffic.exchange import Exchange, LatencyStats, masked_headers, recorded_body, request_secrets
+from flashspark.redact import add_masks, redact_data, redact_headers, redact_values
+from flashspark.traffic.exchange import Exchange, LatencyStats, recorded_body, request_secrets
 
 RECORD_SCHEMA_VERSION = 1
 MAX_REQUEST_BYTES = 256 * 1024 * 1024  # a 1M-token prompt is ~4 MB of JSON; this only stops a runaway
@@ -403,7 +403,7 @@ class RecordingProxy:
             offset_s=round((start_ns - self._started_ns) * NS, 4),
             method=request.method,
             path=request.url,
-            request_headers=masked_headers(request.headers),
+            request_headers=redact_headers(request.headers),
             request=recorded_body(request.body, 4096) if request.body else None,
             status=relay.status,
             stream=relay.sse,
