@@ -48,18 +48,19 @@ def pct(values: list[float], q: float) -> float:
 
 # --- the upstream ---------------------------------------------------------------------
 
+HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+DONE = b'data: {"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":%d}}\n\ndata: [DONE]\n\n'
+
 
 async def serve(port: int, chunks: int, pace_s: float) -> None:
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
-                length = next(
-                    (int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")),
-                    0,
-                )
+                lines = head.lower().split(b"\r\n")
+                length = next((int(line.split(b":")[1]) for line in lines if line.startswith(b"content-length")), 0)
                 await reader.readexactly(length)
-                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+                writer.write(HEAD)
                 for index in range(chunks):
                     await asyncio.sleep(pace_s)
                     payload = json.dumps(
@@ -73,7 +74,7 @@ async def serve(port: int, chunks: int, pace_s: float) -> None:
                     ).encode()
                     data = b"data: " + payload + b"\n\n"
                     writer.write(b"%x\r\n%s\r\n" % (len(data), data))
-                done = b'data: {"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":%d}}\n\ndata: [DONE]\n\n' % chunks
+                done = DONE % chunks
                 writer.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(done), done))
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
@@ -152,9 +153,8 @@ def main() -> None:
     if pinned:
         os.sched_setaffinity(0, {cores[0]})  # inherited by the upstream started next
     proxy_pin = ["taskset", "-c", str(cores[1])] if pinned else []
-    upstream = subprocess.Popen(
-        [sys.executable, __file__, "--serve", str(upstream_port), "--chunks", str(args.chunks), "--pace-ms", str(args.pace_ms)]
-    )
+    shape = ["--chunks", str(args.chunks), "--pace-ms", str(args.pace_ms)]
+    upstream = subprocess.Popen([sys.executable, __file__, "--serve", str(upstream_port), *shape])
     out = Path(tempfile.mkdtemp(prefix="proxy-bench-"))
     env = {**os.environ, "FLASHSPARK_HOME": str(out / "home")}
     proxy = subprocess.Popen(
