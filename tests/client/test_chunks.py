@@ -197,3 +197,55 @@ def test_the_forgiving_path_marks_token_counts_too() -> None:
         1.0,
     )
     assert stream.token_marks == [(3, 3)]
+
+
+def test_a_whole_completion_folds_like_one_chunk_with_its_tool_calls_indexed() -> None:
+    from flashspark.client.chunks import apply_completion
+
+    calls = [
+        {"id": "a", "type": "function", "function": {"name": "f", "arguments": '{"x": 1}'}},
+        {"id": "b", "type": "function", "function": {"name": "g", "arguments": "{}"}},
+    ]
+    body = {
+        "id": "cmpl-9",
+        "choices": [
+            {
+                "message": {"content": "ok", "reasoning_content": "hm", "tool_calls": calls},
+                "finish_reason": "tool_calls",
+            },
+            {"message": {"content": "second choice is ignored"}},
+        ],
+        "usage": {"prompt_tokens": 4, "completion_tokens": 6},
+    }
+    stream = StreamState()
+    apply_completion(json.dumps(body).encode(), stream, 0.25)
+    result = stream.result(0.0, 0.3)
+    assert result.ok and (result.content, result.reasoning, result.request_id) == ("ok", "hm", "cmpl-9")
+    assert [c["function"]["name"] for c in result.tool_calls] == ["f", "g"]  # two calls, not one merged
+    assert result.tool_calls[0]["function"]["arguments"] == '{"x": 1}'
+    assert (result.prompt_tokens, result.completion_tokens, result.finish_reason) == (4, 6, "tool_calls")
+    assert result.ttft_s == 0.25 and stream.done
+
+
+@pytest.mark.parametrize(
+    ("body", "kind", "message"),
+    [
+        (b"<html>", "malformed", "not JSON: b'<html>'"),
+        (b"[1]", "malformed", "unexpected answer: b'[1]'"),
+        (b'{"error": {"message": "bad model"}}', "stream_error", "error in the stream: bad model"),
+    ],
+)
+def test_a_whole_completion_that_is_not_one_fails_the_stream(body: bytes, kind: str, message: str) -> None:
+    from flashspark.client.chunks import apply_completion
+
+    stream = StreamState()
+    apply_completion(body, stream, 0.1)
+    assert (stream.error_kind, stream.error) == (kind, message)
+
+
+def test_an_empty_or_odd_completion_carries_no_token() -> None:
+    from flashspark.client.chunks import apply_completion
+
+    stream = StreamState()
+    apply_completion(b'{"choices": ["odd", {"message": {"content": ""}}]}', stream, 0.1)
+    assert stream.ttft is None and stream.done and stream.error is None

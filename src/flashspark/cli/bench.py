@@ -28,7 +28,7 @@ from flashspark.cli.common import (
     out_option,
     parse_levels,
     recipe_options,
-    resolve_target,
+    resolve_run,
     run,
     target_options,
 )
@@ -119,7 +119,6 @@ bench_options = apply(
 def run_bench_command(shape: str, cells: list[CellPlan], *, rounds: int, as_json: bool, **common: Any) -> None:
     """What every `bench` shape shares: target, options, run directory, progress, exit status."""
     from flashspark.bench.runner import run_bench_session
-    from flashspark.cluster.lifecycle import new_run_dir
 
     categories = tuple(c.strip() for c in str(common["categories"]).split(",") if c.strip())
     if common["input_tokens"] is not None and common["dataset"] is not None:
@@ -138,10 +137,10 @@ def run_bench_command(shape: str, cells: list[CellPlan], *, rounds: int, as_json
         extra_body=parse_extra_body(common["extra_body"]),
         headers=headers,
     )
-    target, resolved = resolve_target(
-        common["config"], common["profile"], common["sets"], common["base_url"], common["timeouts"]
-    )
-    run_dir = common["out"] or new_run_dir(resolved.recipe, f"bench-{shape}")
+    target, run_dir = resolve_run(
+        common["config"], common["profile"], common["sets"], common["base_url"], common["timeouts"], common["out"],
+        f"bench-{shape}",
+    )  # fmt: skip
     server = target.server_recipe
     progress = BenchProgress(total=sum(len(c.arrivals_s) for c in cells), quiet=as_json)
 
@@ -286,12 +285,10 @@ def bench_depth(
     show it). TTFT grows to minutes at 100K+ tokens: raise --first-byte-timeout there.
     """
     from flashspark.bench.depth import parse_contexts, run_depth
-    from flashspark.cluster.lifecycle import new_run_dir
 
     depths = parse_contexts(contexts)
-    target, resolved = resolve_target(config, profile, sets, base_url, timeouts)
+    target, run_dir = resolve_run(config, profile, sets, base_url, timeouts, out, "bench-depth")
     server = target.server_recipe
-    run_dir = out or new_run_dir(resolved.recipe, "bench-depth")
 
     async def go() -> DepthResults:
         async with target.client() as client:
@@ -365,12 +362,10 @@ def bench_sessions(
     so the /metrics prefix-cache counters read around each turn belong to it.
     """
     from flashspark.bench.sessions import load_shape, run_sessions
-    from flashspark.cluster.lifecycle import new_run_dir
 
     session_shape = load_shape(shape_file, **{k if k != "think_time" else "think_time_s": v for k, v in shape.items()})
-    target, resolved = resolve_target(config, profile, sets, base_url, timeouts)
+    target, run_dir = resolve_run(config, profile, sets, base_url, timeouts, out, "bench-sessions")
     server = target.server_recipe
-    run_dir = out or new_run_dir(resolved.recipe, "bench-sessions")
 
     async def go() -> SessionsResults:
         async with target.client() as client:

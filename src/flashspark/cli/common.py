@@ -220,6 +220,23 @@ def resolve_target(
     return target, resolved
 
 
+def resolve_run(
+    config: Path | None,
+    profile: str | None,
+    sets: tuple[str, ...],
+    base_url: str | None,
+    timeouts: dict[str, float | None],
+    out: Path | None,
+    kind: str,
+) -> tuple[Target, Path]:
+    """The server a gate or bench talks to and the folder its evidence goes to (`out`, else a new run
+    directory named after `kind`)."""
+    from flashspark.cluster.lifecycle import new_run_dir
+
+    target, resolved = resolve_target(config, profile, sets, base_url, timeouts)
+    return target, out or new_run_dir(resolved.recipe, kind)
+
+
 def parse_levels(text: str) -> tuple[int, ...]:
     try:
         levels = tuple(int(part) for part in text.split(",") if part.strip())

@@ -18,6 +18,7 @@ from flashspark.cli.common import (
     out_option,
     parse_levels,
     recipe_options,
+    resolve_run,
     resolve_target,
     run,
     target_options,
@@ -104,12 +105,10 @@ def sanity_command(
     empty replies with billed tokens, reasoning-only replies, length with no content.
     Exit 4 when any request is bad; every request's evidence goes to sanity.jsonl.
     """
-    from flashspark.cluster.lifecycle import new_run_dir
     from flashspark.gates.sanity import run_sanity
 
     chosen = parse_levels(levels)
-    target, resolved = resolve_target(config, profile, sets, base_url, timeouts)
-    run_dir = out or new_run_dir(resolved.recipe, "sanity")
+    target, run_dir = resolve_run(config, profile, sets, base_url, timeouts, out, "sanity")
 
     async def go() -> SanityReport:
         async with target.client() as client:
@@ -161,13 +160,11 @@ def tools_command(
     follow-up answers from the tool's result. Exit 4 when an expected case fails; the
     cases a profile's model is not expected to pass are reported without failing.
     """
-    from flashspark.cluster.lifecycle import new_run_dir
     from flashspark.gates.tools import run_tools
 
-    target, resolved = resolve_target(config, profile, sets, base_url, timeouts)
+    target, run_dir = resolve_run(config, profile, sets, base_url, timeouts, out, "tools")
     server = target.server_recipe
     must = expected or (tuple(server.gates.tools_expected) if server is not None else TOOL_CASES)
-    run_dir = out or new_run_dir(resolved.recipe, "tools")
 
     async def go() -> ToolsReport:
         async with target.client() as client:
@@ -214,14 +211,12 @@ def longdecode_command(
     Defaults from the profile (gates.longdecode_*): 16,384 tokens at max_num_seqs on the DSpark profiles,
     256 at 2 on local-cpu. Raise --request-timeout for very long generations on a slow server.
     """
-    from flashspark.cluster.lifecycle import new_run_dir
     from flashspark.gates.longdecode import run_longdecode
     from flashspark.recipe.model import GateSettings
 
-    target, resolved = resolve_target(config, profile, sets, base_url, timeouts)
+    target, run_dir = resolve_run(config, profile, sets, base_url, timeouts, out, "longdecode")
     server = target.server_recipe
     settings = server.gates if server is not None else GateSettings()
-    run_dir = out or new_run_dir(resolved.recipe, "longdecode")
 
     async def go() -> LongDecodeReport:
         async with target.client() as client:
@@ -303,12 +298,10 @@ def validate_command(
 ) -> None:
     """Every gate in order: readiness, smoke, sanity, tools, longdecode, correctness, speculative. Exit 4 when
     any fails."""
-    from flashspark.cluster.lifecycle import new_run_dir
     from flashspark.gates.validate import options_from_recipe, run_validate, select_gates
 
     gates = select_gates(only, skip)
-    target, resolved = resolve_target(config, profile, sets, base_url, timeouts)
-    run_dir = out or new_run_dir(resolved.recipe, "validate")
+    target, run_dir = resolve_run(config, profile, sets, base_url, timeouts, out, "validate")
     options = options_from_recipe(target.server_recipe, model=model, gates=gates)
 
     async def go() -> ValidationResult:

@@ -18,7 +18,7 @@ from flashspark.cli.common import (
     json_option,
     out_option,
     recipe_options,
-    resolve_target,
+    resolve_run,
     run,
     target_options,
 )
@@ -74,7 +74,6 @@ def record_command(
     request for `flashspark replay`. Secrets are masked. Ctrl-C (or --duration)
     stops it and writes record.json with the proxy's added latency per chunk.
     """
-    from flashspark.cluster.lifecycle import new_run_dir
     from flashspark.traffic.proxy import record
 
     host, port = parse_listen(listen)
@@ -83,8 +82,7 @@ def record_command(
         key = os.environ.get(key_env)
         if not key:
             raise InputError(f"{key_env} is not set", key="--key-env", fix=f"export {key_env}=... before recording")
-    target, resolved = resolve_target(config, profile, sets, upstream, {})
-    run_dir = out or new_run_dir(resolved.recipe, "record")
+    target, run_dir = resolve_run(config, profile, sets, upstream, {}, out, "record")
 
     def started(url: str) -> None:
         console.err.print(f"recording: {escape(url)} -> {escape(target.base_url)}  (into {escape(str(run_dir))})")
@@ -165,13 +163,11 @@ def replay_command(
     the system prompt); garbled (the garble detectors); error. Exit 4 unless
     every answer is healthy.
     """
-    from flashspark.cluster.lifecycle import new_run_dir
     from flashspark.traffic.exchange import read_exchanges
     from flashspark.traffic.replay import run_replay
 
     exchanges = read_exchanges(file)
-    target, resolved = resolve_target(config, profile, sets, base_url, timeouts)
-    run_dir = out or new_run_dir(resolved.recipe, "replay")
+    target, run_dir = resolve_run(config, profile, sets, base_url, timeouts, out, "replay")
 
     async def go() -> ReplayResults:
         async with target.client() as client:

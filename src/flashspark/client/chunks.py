@@ -163,18 +163,26 @@ def apply_event(payload: bytes, stream: StreamState, now: float) -> None:
 _NO_DELTA = _Delta()
 
 
+def _json_object(payload: bytes, stream: StreamState, not_json: str, not_object: str) -> dict[str, Any] | None:
+    """The payload as a JSON object, or None with the stream failed (not JSON, not an object, an error)."""
+    try:
+        value = json.loads(payload)
+    except ValueError:
+        stream.fail("malformed", f"{not_json}: {payload[:120]!r}")
+        return None
+    if not isinstance(value, dict):
+        stream.fail("malformed", f"{not_object}: {payload[:120]!r}")
+        return None
+    if "error" in value:
+        fail_with(stream, value["error"])
+        return None
+    return value
+
+
 def _apply_untyped(payload: bytes, stream: StreamState, now: float) -> None:
     """The slow, forgiving path for a chunk whose fields do not have the usual types."""
-    try:
-        chunk = json.loads(payload)
-    except ValueError:
-        stream.fail("malformed", f"not JSON in the stream: {payload[:120]!r}")
-        return
-    if not isinstance(chunk, dict):
-        stream.fail("malformed", f"unexpected event: {payload[:120]!r}")
-        return
-    if "error" in chunk:
-        fail_with(stream, chunk["error"])
+    chunk = _json_object(payload, stream, "not JSON in the stream", "unexpected event")
+    if chunk is None:
         return
     if stream.request_id is None and isinstance(chunk.get("id"), str):
         stream.request_id = chunk["id"]
@@ -204,16 +212,8 @@ def _apply_untyped(payload: bytes, stream: StreamState, now: float) -> None:
 
 def apply_completion(body: bytes, stream: StreamState, now: float) -> None:
     """Fold a whole (non-streamed) chat completion into the stream, as if it had come as one chunk."""
-    try:
-        completion = json.loads(body)
-    except ValueError:
-        stream.fail("malformed", f"not JSON: {body[:120]!r}")
-        return
-    if not isinstance(completion, dict):
-        stream.fail("malformed", f"unexpected answer: {body[:120]!r}")
-        return
-    if "error" in completion:
-        fail_with(stream, completion["error"])
+    completion = _json_object(body, stream, "not JSON", "unexpected answer")
+    if completion is None:
         return
     stream.request_id = _typed(completion.get("id"), str)
     usage = completion.get("usage")
