@@ -18,7 +18,7 @@ import pytest
 
 from flashspark.client import ChatRequest, OpenAIClient, parse_metrics
 from flashspark.cluster.ports import port_open
-from tests.conftest import CASES, ENGINE_DIR, group_members
+from tests.conftest import CASES, ENGINE_DIR, MODELS_DIR, group_members
 from tests.engine.conftest import FLASHSPARK, Deployment, free_port, up_payload
 
 pytestmark = pytest.mark.engine
@@ -328,6 +328,37 @@ def test_bench_sessions_grow_each_agents_context_and_the_engine_caches_the_prefi
     assert report.returncode == 0, report.stderr
     assert "| 5 | 4/4 |" in (out / "report.md").read_text()
     assert (out / "sessions.png").is_file()
+
+
+def test_the_tokenizer_files_count_as_the_server_bills(local_deployment: Deployment) -> None:
+    from flashspark.bench.depth import exact_prompt
+    from flashspark.engine import require_engine
+    from flashspark.engine.tokens import TokenizerFiles
+
+    conversations = [
+        [{"role": "user", "content": "Hello there."}],
+        [
+            {"role": "system", "content": "You are terse."},
+            {"role": "user", "content": "Count to five: one, two, three, four, five. Déjà vu? 東京!"},
+        ],
+    ]
+
+    async def check() -> None:
+        engine = require_engine(Path(ENGINE_DIR))
+        async with (
+            OpenAIClient(f"{local_deployment.url}/v1") as client,
+            TokenizerFiles(engine, Path(MODELS_DIR) / "smollm2-135m-instruct") as files,
+        ):
+            for messages in conversations:
+                assert await files(messages) == await client.tokenize(messages, model="smollm2-135m-instruct")
+            # a prompt made exact by the files alone is billed by the engine at exactly that length
+            messages, counted = await exact_prompt(client, 300, "Run files.", "smollm2-135m-instruct", files)
+            billed = await client.stream_chat(
+                ChatRequest(model="smollm2-135m-instruct", messages=messages, max_tokens=1)
+            )
+        assert counted == 300 and billed.prompt_tokens == 300
+
+    asyncio.run(check())
 
 
 def test_record_then_replay_a_real_streamed_exchange(local_deployment: Deployment, tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from flashspark.bench.options import DEPTH_OUTPUT_TOKENS, DEPTH_REPEATS
+from flashspark.bench.tokens import Counter, server_counter
 from flashspark.client import ChatRequest, OpenAIClient, parse_metrics
 from flashspark.client.metrics import PREFIX_HITS, PREFIX_QUERIES
 from flashspark.errors import ClientError, InputError
@@ -95,17 +96,20 @@ def messages_for(salt: str, records: int, pad: int) -> list[dict[str, Any]]:
 
 
 async def exact_prompt(
-    client: OpenAIClient, target: int, salt: str, model: str | None
+    client: OpenAIClient, target: int, salt: str, model: str | None, counter: Counter | None = None
 ) -> tuple[list[dict[str, Any]], int]:
-    """Messages whose prompt is `target` tokens on this server, and the count /tokenize gives for them.
+    """Messages whose prompt is `target` tokens on this server, and the count /tokenize gives for them
+    (`counter`: who counts instead, see `bench.tokens`).
 
     Records are added to get just under the target (each guess checked with /tokenize, the next one
     estimated from the tokens per record), then " ok" words, one token each in most tokenizers, to
     land on it. A tokenizer that cannot land exactly ends at the nearest count it reached.
     """
 
+    tokens_of = counter or server_counter(client, model)
+
     async def count(records: int, pad: int = 0) -> int:
-        return await client.tokenize(messages_for(salt, records, pad), model=model)
+        return await tokens_of(messages_for(salt, records, pad))
 
     base = await count(0)
     if base > target:
@@ -205,6 +209,7 @@ async def run_depth(
     recipe: dict[str, Any] | None = None,
     pins: Pins | None = None,
     on_point: Callable[[DepthPoint], None] | None = None,
+    tokenizer: Counter | None = None,
 ) -> DepthResults:
     """Run the ladder, one request at a time, and write depth.json (rewritten after every depth)."""
     served = model or await client.default_model()
@@ -216,6 +221,7 @@ async def run_depth(
     run_id = uuid.uuid4().hex[:8]
     points: list[DepthPoint] = []
     all_pins = Pins(vllm_version=await client.version(), served_model=served).under(pins)
+    counter = server_counter(client, served, tokenizer)
 
     def results() -> DepthResults:
         return DepthResults(
@@ -236,7 +242,7 @@ async def run_depth(
     for depth in ladder:
         for repeat in range(repeats):
             point = await _one(
-                client, served, depth, repeat, f"Run {run_id}, depth {depth}, pass {repeat}.", output_tokens
+                client, served, depth, repeat, f"Run {run_id}, depth {depth}, pass {repeat}.", output_tokens, counter
             )
             points.append(point)
             with open(run_dir / "depth.jsonl", "a", encoding="utf-8") as handle:
@@ -253,9 +259,11 @@ def _has(points: list[DepthPoint], depth: int) -> bool:
     return any(p.depth == depth for p in points)
 
 
-async def _one(client: OpenAIClient, model: str, depth: int, repeat: int, salt: str, output_tokens: int) -> DepthPoint:
+async def _one(
+    client: OpenAIClient, model: str, depth: int, repeat: int, salt: str, output_tokens: int, counter: Counter
+) -> DepthPoint:
     try:
-        messages, tokenized = await exact_prompt(client, depth, salt, model)
+        messages, tokenized = await exact_prompt(client, depth, salt, model, counter)
     except ClientError as exc:
         return DepthPoint(depth=depth, repeat=repeat, prompt_tokens=None, tokenized=0, ok=False, error=str(exc))
     before = await _prefix_hits(client)

@@ -29,6 +29,7 @@ from flashspark.bench.prompts import bench_messages
 from flashspark.bench.records import RequestRecord, cell_statistics, record_from
 from flashspark.bench.results import RESULTS_SCHEMA_VERSION, ResultsWriter
 from flashspark.bench.stats import CellSummary, ServerStats
+from flashspark.bench.tokens import Counter
 from flashspark.bench.workers import Share, run_in_processes, send, share_cap, split
 from flashspark.bench.workload import DatasetRow, bench_request, cell_requests, load_dataset
 from flashspark.client import ChatRequest, OpenAIClient, parse_metrics
@@ -125,6 +126,7 @@ async def run_cell(
     run: str,
     on_record: Callable[[RequestRecord], None],
     dataset: list[DatasetRow] | None = None,
+    tokenizer: Counter | None = None,
 ) -> CellSummary:
     """Warm up, then run one cell; returns its summary (client and server side).
 
@@ -133,7 +135,7 @@ async def run_cell(
     """
     warmups = await cell_requests(
         client, options.warmup_requests * len(options.categories), model=model, options=options, run=f"{run}w",
-        dataset=dataset,
+        dataset=dataset, tokenizer=tokenizer,
     )  # fmt: skip
     for _, warmup in warmups:
         result = await client.stream_chat(warmup)
@@ -148,8 +150,9 @@ async def run_cell(
     # Everything a request needs is made before the release, connections included: the measured
     # burst then costs one write per request, and TCP set-up is not timed as first-token latency.
     built = await cell_requests(
-        client, len(cell.arrivals_s), model=model, options=options, run=f"{run}{cell.name}", dataset=dataset
-    )
+        client, len(cell.arrivals_s), model=model, options=options, run=f"{run}{cell.name}", dataset=dataset,
+        tokenizer=tokenizer,
+    )  # fmt: skip
     categories = [category for category, _ in built]
     requests = [request for _, request in built]
     if options.processes == 1:
@@ -253,6 +256,7 @@ async def run_bench(
     writer: ResultsWriter,
     on_record: Callable[[RequestRecord], None] | None = None,
     on_cell: Callable[[CellSummary], None] | None = None,
+    tokenizer: Counter | None = None,
 ) -> list[CellSummary]:
     """Run every cell in order, writing as it goes; returns the cell summaries."""
     if not options.categories:
@@ -326,6 +330,7 @@ async def run_bench_session(
     recipe: dict[str, Any] | None,
     on_record: Callable[[RequestRecord], None] | None = None,
     on_cell: Callable[[CellSummary], None] | None = None,
+    tokenizer: Counter | None = None,
 ) -> BenchRun:
     """A whole benchmark run: results.json carries the options, the pins, the boot evidence and the recipe."""
     meta: dict[str, Any] = {
@@ -337,7 +342,9 @@ async def run_bench_session(
         "recipe": recipe,
     }
     writer = ResultsWriter(run_dir, meta=meta)
-    summaries = await run_bench(client, cells, options=options, writer=writer, on_record=on_record, on_cell=on_cell)
+    summaries = await run_bench(
+        client, cells, options=options, writer=writer, on_record=on_record, on_cell=on_cell, tokenizer=tokenizer
+    )
     return BenchRun(
         run_dir=str(run_dir),
         results=str(writer.results_path),

@@ -22,6 +22,7 @@ from typing import Any
 from flashspark.bench.depth import exact_prompt
 from flashspark.bench.options import BenchOptions
 from flashspark.bench.prompts import bench_messages, salt_line
+from flashspark.bench.tokens import Counter, server_counter
 from flashspark.client import ChatRequest, OpenAIClient
 from flashspark.errors import InputError
 
@@ -128,12 +129,14 @@ async def cell_requests(
     options: BenchOptions,
     run: str,
     dataset: list[DatasetRow] | None = None,
+    tokenizer: Counter | None = None,
 ) -> list[tuple[str, ChatRequest]]:
     """The (category, request) of each of `count` requests, all built before the cell is released."""
     if options.input_tokens is not None:
         target = options.input_tokens
+        counter = server_counter(client, model, tokenizer)
         made = await asyncio.gather(
-            *(exact_prompt(client, target, salt_line(run, index), model) for index in range(count))
+            *(exact_prompt(client, target, salt_line(run, index), model, counter) for index in range(count))
         )
         return [(f"in{target}", bench_request(messages, model, options, None)) for messages, _ in made]
     if dataset is not None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
@@ -44,6 +46,7 @@ if TYPE_CHECKING:
     from flashspark.bench.runner import BenchRun, CellPlan
     from flashspark.bench.sessions import SessionsResults, TurnRow
     from flashspark.bench.stats import CellSummary
+    from flashspark.bench.tokens import Counter
 
 
 @click.group("bench")
@@ -75,6 +78,12 @@ bench_options = apply(
             type=click.IntRange(min=1),
             default=None,
             help="Every prompt exactly this many tokens, counted by the server's /tokenize (replaces the categories).",
+        ),
+        click.option(
+            "--tokenizer",
+            type=click.Path(path_type=Path, file_okay=False, exists=True),
+            default=None,
+            help="The model's tokenizer folder: counts --input-tokens where the server has no POST /tokenize.",
         ),
         click.option(
             "--dataset",
@@ -145,7 +154,7 @@ def run_bench_command(shape: str, cells: list[CellPlan], *, rounds: int, as_json
     progress = BenchProgress(total=sum(len(c.arrivals_s) for c in cells), quiet=as_json)
 
     async def go() -> BenchRun:
-        async with target.client(headers) as client:
+        async with target.client(headers) as client, tokenizer_files(common["tokenizer"]) as files:
             with progress:
                 return await run_bench_session(
                     client,
@@ -158,6 +167,7 @@ def run_bench_command(shape: str, cells: list[CellPlan], *, rounds: int, as_json
                     recipe=server.public_dict() if server is not None else None,
                     on_record=progress.request,
                     on_cell=progress.cell,
+                    tokenizer=files,
                 )
 
     result = run(go())
@@ -169,6 +179,21 @@ def run_bench_command(shape: str, cells: list[CellPlan], *, rounds: int, as_json
         )
 
     finish(result, as_json, show, ok=result.failed == 0, fail_code=exit_codes.CHECK_FAILED)
+
+
+@contextlib.asynccontextmanager
+async def tokenizer_files(folder: Path | None) -> AsyncIterator[Counter | None]:
+    """The model's tokenizer files as a token counter (the engine's transformers), when a folder is given."""
+    if folder is None:
+        yield None
+        return
+    from flashspark.engine import engine_dir, require_engine
+    from flashspark.engine.tokens import TokenizerFiles
+    from flashspark.recipe import default_home
+
+    engine = require_engine(engine_dir(os.environ, default_home(os.environ)))
+    async with TokenizerFiles(engine, folder) as files:
+        yield files
 
 
 def parse_headers(given: tuple[str, ...]) -> dict[str, str]:
@@ -260,6 +285,12 @@ def bench_rate(rate: float, count: int, max_concurrency: int | None, seed: int, 
 @click.option(
     "--repeats", type=click.IntRange(1, 20), default=DEPTH_REPEATS, show_default=True, help="Requests per depth."
 )
+@click.option(
+    "--tokenizer",
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    default=None,
+    help="The model's tokenizer folder: counts the prompts where the server has no POST /tokenize.",
+)
 @out_option("depth.json and depth.jsonl")
 @json_option
 @handle_errors
@@ -273,6 +304,7 @@ def bench_depth(
     contexts: str,
     output_tokens: int,
     repeats: int,
+    tokenizer: Path | None,
     out: Path | None,
     as_json: bool,
 ) -> None:
@@ -291,7 +323,7 @@ def bench_depth(
     server = target.server_recipe
 
     async def go() -> DepthResults:
-        async with target.client() as client:
+        async with target.client() as client, tokenizer_files(tokenizer) as files:
             return await run_depth(
                 client,
                 depths=depths,
@@ -303,6 +335,7 @@ def bench_depth(
                 recipe=server.public_dict() if server is not None else None,
                 pins=target.pins,
                 on_point=None if as_json else print_depth_point,
+                tokenizer=files,
             )
 
     result = run(go())
