@@ -95,3 +95,50 @@ def test_a_name_is_split_into_words_in_any_case_style(name: str, words: list[str
 )
 def test_a_name_is_secret_by_a_whole_word(name: str, secret: bool) -> None:
     assert is_secret_name(name) is secret
+
+
+def test_found_secrets_reads_secret_keys_and_shapes_at_any_depth() -> None:
+    from flashspark.redact import found_secrets
+
+    data = {
+        "api_key": "sk-top-1234",
+        "key": "not-a-secret-setting",  # a bare `key` names a setting in FlashSpark's payloads
+        "nested": [{"HF_TOKEN": "hf_plain_value"}, ("Bearer abcdef123",)],
+        "text": 'url https://user:pa55word@host/x and "password": "qwerty12"',
+        "short": {"token": "abc"},
+        "count": 3,
+    }
+    assert found_secrets(data) == {"sk-top-1234", "hf_plain_value", "abcdef123", "pa55word", "qwerty12"}
+    assert found_secrets("hf_" + "B" * 22) == {"hf_" + "B" * 22}
+    assert found_secrets({"token": ""}) == set()
+
+
+def test_redact_headers_masks_credentials_by_name_and_redacts_the_rest() -> None:
+    from flashspark.redact import redact_headers
+
+    headers = {
+        "Authorization": "Bearer x",
+        "Proxy-Authorization": "Basic y",
+        "Cookie": "a=b",
+        "Set-Cookie": "c=d",
+        "X-Api-Key": "k",
+        "X-Note": "see token=abcdef99",
+        "Accept": "text/event-stream",
+    }
+    assert redact_headers(headers) == {
+        "Authorization": "***",
+        "Proxy-Authorization": "***",
+        "Cookie": "***",
+        "Set-Cookie": "***",
+        "X-Api-Key": "***",
+        "X-Note": "see token=***",
+        "Accept": "text/event-stream",
+    }
+
+
+def test_redact_values_masks_exactly_the_given_values_longest_first() -> None:
+    from flashspark.redact import redact_values
+
+    assert redact_values("a sk-long-secret and sk-long", ["sk-long", "sk-long-secret"]) == "a *** and ***"
+    assert redact_values("abc stays", ["abc"]) == "abc stays"  # under four characters: not masked
+    assert redact_values("token=plain", []) == "token=plain"  # no shapes here: exact values only

@@ -207,3 +207,43 @@ def test_report_on_a_directory_with_no_run_says_what_it_looks_for(tmp_path: Path
     report = subprocess.run([FLASHSPARK, "report", str(tmp_path)], capture_output=True, text=True, check=False)
     assert report.returncode == 2
     assert "holds no run FlashSpark can report on" in report.stderr and "sessions.json" in report.stderr
+
+
+def test_a_turn_record_keeps_the_answer_s_numbers_rounded() -> None:
+    from flashspark.bench.sessions import _record
+    from flashspark.client import ChatResult
+
+    result = ChatResult(
+        ok=True, prompt_tokens=300, completion_tokens=9, ttft_s=0.123456, last_token_s=0.923456, e2e_s=1.0000049
+    )
+    record = _record(2, 3, result)
+    assert (record.agent, record.turn, record.ok, record.error) == (2, 3, True, None)
+    assert (record.prompt_tokens, record.completion_tokens) == (300, 9)
+    assert (record.ttft_s, record.e2e_s, record.decode_tokens_per_s) == (0.1235, 1.0, 10.0)
+    failed = _record(0, 0, ChatResult(ok=False, error="HTTP 503"))
+    assert (failed.ok, failed.error, failed.ttft_s, failed.decode_tokens_per_s) == (False, "HTTP 503", None, None)
+
+
+def test_a_turn_row_is_the_median_and_the_worst_of_its_agents() -> None:
+    from flashspark.bench.sessions import TurnRecord, _row
+
+    records = [
+        TurnRecord(agent=a, turn=1, ok=ok, prompt_tokens=p, ttft_s=t, decode_tokens_per_s=d)
+        for a, (ok, p, t, d) in enumerate([(True, 100, 0.5, 10.0), (True, 120, 1.5, 20.0), (False, None, None, None)])
+    ]
+    row = _row(1, records, (1000.0, 200.0), (1300.0, 440.0))
+    assert (row.turn, row.requests, row.ok, row.prompt_tokens_mean) == (1, 3, 2, 110.0)
+    assert (row.ttft_p50_s, row.ttft_max_s, row.decode_tokens_per_s_p50) == (1.0, 1.5, 15.0)
+    assert (row.prefix_cache_queries, row.prefix_cache_hits, row.hit_rate) == (300.0, 240.0, 0.8)
+    empty = _row(0, [], None, (1.0, 1.0))
+    assert (empty.prompt_tokens_mean, empty.ttft_p50_s, empty.ttft_max_s, empty.prefix_cache_hits) == (
+        None, None, None, None,
+    )  # fmt: skip
+
+
+def test_a_bad_override_names_its_key_value_and_the_known_keys() -> None:
+    with pytest.raises(InputError) as caught:
+        load_shape(None, agents=0)
+    error = caught.value
+    assert (error.key, error.value, error.where) == ("agents", 0, None)
+    assert error.fix is not None and "growth_tokens" in error.fix and "think_time_s" in error.fix

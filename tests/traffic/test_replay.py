@@ -165,3 +165,57 @@ def test_the_cli_replays_a_file_exits_4_on_a_bad_answer_and_report_tables_it(tmp
     text = (tmp_path / "r" / "report.md").read_text()
     assert "| 1 | healthy | **garbled** |" in text and "special_token_leak" in text
     assert "verdicts: 1 garbled, 1 healthy" in text
+
+
+async def test_each_outcome_carries_what_the_server_answered_and_the_defaults_are_fast_single_unsalted(
+    tmp_path: Path,
+) -> None:
+    recorded = [exchange(0, "leak", offset=5.0), exchange(1, "fail", offset=9.0)]
+    recorded[0].verdict = "garbled"
+    with StandIn() as server:
+        server.responder = responder
+        async with OpenAIClient(server.url) as client:
+            results = await run_replay(client, recorded, source="src.jsonl", run_dir=tmp_path / "a" / "b")
+        bodies, most = server.requests, server.max_in_flight
+    leak, fail = results.outcomes
+    assert (leak.prompt_tokens, leak.completion_tokens, leak.finish_reason) == (50, 12, "stop")
+    assert leak.content == "Sure <|im_end|>" and leak.recorded_verdict == "garbled" and leak.exchange_id == "ex0"
+    assert leak.flags == [{"detector": "special_token_leak", "detail": "<|im_end|>"}]
+    assert leak.ttft_s is not None and leak.e2e_s is not None and leak.e2e_s >= leak.ttft_s
+    assert fail.error is not None and "HTTP 500" in fail.error and fail.verdict == "error"
+    assert [o.scheduled_s for o in results.outcomes] == [0.0, 0.0]  # fast: nothing waits for its offset
+    assert (results.timing, results.concurrency, results.salted, results.source) == ("fast", 1, False, "src.jsonl")
+    assert most == 1 and [b["messages"][0]["content"] for b in bodies] == [SYSTEM, SYSTEM]
+    assert results.wall_s >= 0 and results.pins.vllm_version is None
+    lines = [json.loads(line) for line in (tmp_path / "a" / "b" / "replay.jsonl").read_text().splitlines()]
+    assert sorted(line["exchange_id"] for line in lines) == ["ex0", "ex1"]
+    saved = json.loads((tmp_path / "a" / "b" / "replay.json").read_text())
+    assert saved["outcomes"][0]["flags"][0]["detail"] == "<|im_end|>" and saved["kind"] == "replay"
+
+
+async def test_the_recorded_model_is_kept_where_the_server_serves_it(tmp_path: Path) -> None:
+    with StandIn(model="recorded-model") as server:
+        server.responder = responder
+        async with OpenAIClient(server.url) as client:
+            results = await run_replay(client, [exchange(0, "good")], source="x", run_dir=tmp_path)
+        body = server.requests[0]
+    assert results.model == "recorded-model" and body["model"] == "recorded-model"
+
+
+async def test_a_recording_of_no_chat_replays_nothing_and_is_ok(tmp_path: Path) -> None:
+    models = exchange(0, "")
+    models.method, models.path = "GET", "/v1/models"
+    odd = exchange(1, "")
+    odd.request = "not a JSON object"
+    with StandIn() as server:
+        async with OpenAIClient(server.url) as client:
+            results = await run_replay(client, [models, odd], source="x", run_dir=tmp_path)
+        assert server.requests == []
+    assert results.outcomes == [] and results.skipped == 2 and results.ok
+
+
+def test_called_names_are_sorted_and_missing_functions_named_none() -> None:
+    from flashspark.traffic.replay import _called
+
+    calls = [{"function": {"name": "b"}}, {"function": {"name": "a"}}, {"type": "function"}]
+    assert _called(calls) == ["None", "a", "b"]
