@@ -26,6 +26,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).parent))
+from client_bench import free_port, pct
+
 FLASHSPARK = str(Path(sys.executable).parent / "flashspark")
 
 
@@ -33,17 +36,6 @@ try:
     from uvloop import run as run_loop  # the proxy runs on uvloop; so do the upstream and the reader
 except ImportError:
     from asyncio import run as run_loop
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round((len(ordered) - 1) * q / 100))]
 
 
 # --- the upstream ---------------------------------------------------------------------
