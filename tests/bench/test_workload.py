@@ -143,3 +143,79 @@ def test_hostile_or_broken_workload_flags_are_refused_before_anything_is_sent(
         sent = server.requests
     assert run.returncode == 2 and message in run.stderr, run.stderr
     assert sent == []
+
+
+FIX = 'each row is {"messages": [{"role": ..., "content": ...}]} or ShareGPT {"conversations": [...]}'
+
+
+@pytest.mark.parametrize(
+    ("text", "message", "fix"),
+    [
+        ("[1]", "a row is not a JSON object", FIX),
+        ('{"messages": [{"content": "no role"}]}', "messages must be a non-empty list of {role, content}", FIX),
+        ('{"messages": [{"role": "user"}]}', "messages must be a non-empty list of {role, content}", FIX),
+        ('{"prompt": "a"}', "a row has neither messages nor conversations", FIX),
+        ('{"conversations": [{"from": "gpt", "value": "hi"}]}', "a ShareGPT conversation has no human turn", FIX),
+        ('{"conversations": ["x"]}', "a ShareGPT turn is not understood: x", None),
+        ('{"conversations": [{"from": "human", "value": 3}]}', "a ShareGPT turn is not understood: ", None),
+        (
+            '{"messages": [{"role": "user", "content": "a"}], "max_tokens": "9"}',
+            "max_tokens '9' is not a positive whole number",
+            None,
+        ),
+    ],
+)
+def test_each_bad_row_says_exactly_what_is_wrong_and_how_to_fix_it(
+    tmp_path: Path, text: str, message: str, fix: str | None
+) -> None:
+    path = write(tmp_path / "d.jsonl", text + "\n")
+    with pytest.raises(InputError) as caught:
+        load_dataset(path)
+    error = caught.value
+    assert error.message.startswith(message) and error.key == "--dataset" and error.fix == fix
+    assert error.where == (f"{path} entry 1" if text.startswith("[") else f"{path}:1")
+
+
+def test_unreadable_and_broken_files_name_the_file(tmp_path: Path) -> None:
+    with pytest.raises(InputError) as caught:
+        load_dataset(tmp_path / "missing.jsonl")
+    assert caught.value.message.startswith("cannot read the dataset: ") and caught.value.where == str(
+        tmp_path / "missing.jsonl"
+    ) and caught.value.key == "--dataset"  # fmt: skip
+    broken = write(tmp_path / "b.json", "  [1, ")
+    with pytest.raises(InputError) as caught:
+        load_dataset(broken)
+    assert caught.value.message.startswith("not JSON: ") and caught.value.where == str(broken)
+    assert caught.value.key == "--dataset"
+    empty = write(tmp_path / "e.jsonl", "\n")
+    with pytest.raises(InputError) as caught:
+        load_dataset(empty)
+    assert (caught.value.message, caught.value.fix, caught.value.where) == (
+        "the dataset holds no rows", "one chat request per line", str(empty),
+    )  # fmt: skip
+
+
+def test_max_completion_tokens_counts_one_is_allowed_and_a_leading_reply_stays_in_the_prompt(tmp_path: Path) -> None:
+    rows = load_dataset(
+        write(
+            tmp_path / "d.jsonl",
+            '{"messages": [{"role": "user", "content": "a"}], "max_completion_tokens": 4}\n'
+            '{"messages": [{"role": "user", "content": "b"}], "max_tokens": 1}\n'
+            '{"conversations": [{"from": "gpt", "value": "Welcome."}, {"from": "human", "value": "hi"},'
+            ' {"from": "gpt", "value": "hello"}]}\n',
+        )
+    )
+    assert [r.max_tokens for r in rows] == [4, 1, None]
+    assert rows[2].messages == [{"role": "assistant", "content": "Welcome."}, {"role": "user", "content": "hi"}]
+
+
+async def test_a_first_message_without_text_gets_the_salt_as_a_system_message_and_requests_are_greedy() -> None:
+    parts = [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]
+    options = BenchOptions(max_tokens=20, ignore_eos=False)
+    async with OpenAIClient("http://127.0.0.1:9/v1") as client:
+        [(_, request)] = await cell_requests(
+            client, 1, model="m", options=options, run="r", dataset=[DatasetRow(parts)]
+        )
+    assert request.messages == [{"role": "system", "content": "[request r-0]"}, *parts]
+    assert (request.model, request.max_tokens, request.temperature) == ("m", 20, 0.0)
+    assert request.extra == {"chat_template_kwargs": {"thinking": False, "enable_thinking": False}}
