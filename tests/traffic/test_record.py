@@ -266,3 +266,58 @@ async def test_broken_http_is_a_400_and_a_body_over_the_limit_a_413(
             large = await raw(url, post({"messages": [{"role": "user", "content": "x" * 200}]}))
         assert server.requests == []
     assert broken.startswith(b"HTTP/1.1 400") and large.startswith(b"HTTP/1.1 413")
+
+
+async def test_hop_by_hop_headers_stop_at_the_proxy_both_ways(tmp_path: Path) -> None:
+    request = (
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: proxy.example\r\nConnection: close\r\n"
+        b"Accept-Encoding: gzip\r\nTE: trailers\r\nUpgrade: h2c\r\nKeep-Alive: 5\r\nX-Team: research\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+    )
+    with StandIn() as server:
+        server.default = text_stream("fine.")
+        async with recording(server, tmp_path) as (_, url):
+            answer = await raw(url, request)
+        seen = server.request_headers[0]
+    assert seen["x-team"] == "research" and seen["content-type"] == "application/json"
+    assert seen["host"] != "proxy.example" and seen["content-length"] == "2"
+    for name in ("accept-encoding", "te", "upgrade", "keep-alive"):
+        assert name not in seen, name
+    head = answer.split(b"\r\n\r\n")[0].decode().lower().splitlines()
+    assert head[0] == "http/1.1 200 ok" and "transfer-encoding: chunked" in head
+    assert "content-type: text/event-stream" in head and not any(h.startswith("connection:") for h in head)
+    assert sum(h.startswith("transfer-encoding") for h in head) == 1
+
+
+async def test_a_recorded_exchange_keeps_its_timing_size_and_place(tmp_path: Path) -> None:
+    with StandIn() as server:
+        server.queue(Reply(status=503), text_stream("Second."))
+        async with recording(server, tmp_path) as (proxy, url), OpenAIClient(url) as harness:
+            failed = await harness.stream_chat(
+                ChatRequest(model="standin", messages=[{"role": "user", "content": "a"}])
+            )
+            await asyncio.sleep(0.2)
+            good = await harness.stream_chat(ChatRequest(model="standin", messages=[{"role": "user", "content": "b"}]))
+            summary = proxy.summary
+    assert not failed.ok and good.ok and summary is not None
+    first, second = read_exchanges(tmp_path / "exchanges.jsonl")
+    assert first.status == 503 and first.verdict == "error" and (first.error or "").startswith("HTTP 503: ")
+    assert not first.stream and first.response_bytes > 0 and first.added_latency is not None
+    assert second.status == 200 and second.stream and second.content == "Second." and second.error is None
+    assert second.offset_s >= first.offset_s + 0.2 and second.ttfb_s is not None and second.ttfb_s <= second.e2e_s
+    assert second.started_at > first.started_at and len({first.id, second.id}) == 2 and len(first.id) == 12
+    assert first.request_headers["Content-Type"] == "application/json" and first.method == "POST"
+    assert (summary.exchanges, summary.chat_exchanges, summary.errors, summary.flagged) == (2, 2, 1, 0)
+    assert summary.verdicts == {"error": 1, "healthy": 1}
+    assert summary.listen.startswith("127.0.0.1:") and summary.upstream == f"{server.url}/v1"
+
+
+async def test_a_port_in_use_is_an_input_error_naming_the_flag(tmp_path: Path) -> None:
+    with StandIn() as server:
+        async with OpenAIClient(server.url) as upstream:
+            with pytest.raises(InputError) as caught:
+                await RecordingProxy(upstream, tmp_path).start("127.0.0.1", server.port)
+    assert caught.value.key == "--listen" and caught.value.message.startswith(
+        f"cannot listen on 127.0.0.1:{server.port}"
+    )
+    assert caught.value.fix == "pick a free port"
