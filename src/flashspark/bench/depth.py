@@ -304,7 +304,8 @@ async def _prefix_hits(client: OpenAIClient) -> float | None:
     return snapshot.counter(PREFIX_HITS) if snapshot.counter(PREFIX_QUERIES) or snapshot.counter(PREFIX_HITS) else 0.0
 
 
-def _median(values: list[float | None]) -> float | None:
+def median_of_present(values: list[float | None]) -> float | None:
+    """The median of the values that are there, to 4 digits; None when none is."""
     present = [v for v in values if v is not None]
     return round(statistics.median(present), 4) if present else None
 
@@ -316,9 +317,9 @@ def _row(depth: int, points: list[DepthPoint]) -> DepthRow:
         prompt_tokens=billed[0] if billed else None,
         requests=len(points),
         ok=sum(p.ok for p in points),
-        ttft_s=_median([p.ttft_s for p in points]),
-        prefill_tokens_per_s=_median([p.prefill_tokens_per_s for p in points]),
-        decode_tokens_per_s=_median([p.decode_tokens_per_s for p in points]),
+        ttft_s=median_of_present([p.ttft_s for p in points]),
+        prefill_tokens_per_s=median_of_present([p.prefill_tokens_per_s for p in points]),
+        decode_tokens_per_s=median_of_present([p.decode_tokens_per_s for p in points]),
     )
 
 

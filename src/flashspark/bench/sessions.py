@@ -31,6 +31,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from flashspark.bench.depth import median_of_present
 from flashspark.bench.options import SessionShape
 from flashspark.client import ChatRequest, ChatResult, OpenAIClient, parse_metrics
 from flashspark.client.metrics import PREFIX_HITS, PREFIX_QUERIES
@@ -258,11 +259,6 @@ async def _prefix_counters(client: OpenAIClient) -> tuple[float, float] | None:
     return snapshot.counter(PREFIX_QUERIES), snapshot.counter(PREFIX_HITS)
 
 
-def _median(values: list[float | None]) -> float | None:
-    present = [v for v in values if v is not None]
-    return round(statistics.median(present), 4) if present else None
-
-
 def _row(
     turn: int, records: list[TurnRecord], before: tuple[float, float] | None, after: tuple[float, float] | None
 ) -> TurnRow:
@@ -274,9 +270,9 @@ def _row(
         requests=len(records),
         ok=sum(r.ok for r in records),
         prompt_tokens_mean=round(statistics.fmean(billed), 1) if billed else None,
-        ttft_p50_s=_median([*ttfts]),
+        ttft_p50_s=median_of_present([*ttfts]),
         ttft_max_s=max(ttfts) if ttfts else None,
-        decode_tokens_per_s_p50=_median([r.decode_tokens_per_s for r in records]),
+        decode_tokens_per_s_p50=median_of_present([r.decode_tokens_per_s for r in records]),
         prefix_cache_queries=queries,
         prefix_cache_hits=hits,
     )
