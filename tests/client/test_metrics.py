@@ -12,6 +12,7 @@ from flashspark.client.metrics import (
     DRAFTS,
     GENERATION_TOKENS,
     KV_USAGE,
+    Histogram,
     gauge_sum,
     parse_metrics,
 )
@@ -87,3 +88,70 @@ def test_one_gauge_is_read_without_parsing_the_rest() -> None:
     )
     assert gauge_sum(exposition, KV_USAGE) == 0.75  # both engines; the timestamp and the look-alike ignored
     assert gauge_sum(exposition, "vllm:num_requests_running") is None
+
+
+# --- histograms: Prometheus's histogram_quantile, worked by hand ----------------------------------
+
+HISTOGRAM_TEXT = """# TYPE vllm:time_to_first_token_seconds histogram
+vllm:time_to_first_token_seconds_bucket{engine="0",le="0.1"} 1.0
+vllm:time_to_first_token_seconds_bucket{engine="0",le="0.5"} 4.0
+vllm:time_to_first_token_seconds_bucket{engine="0",le="1.0"} 5.0
+vllm:time_to_first_token_seconds_bucket{engine="0",le="+Inf"} 5.0
+vllm:time_to_first_token_seconds_sum{engine="0"} 2.0
+vllm:time_to_first_token_seconds_count{engine="0"} 5.0
+vllm:time_to_first_token_seconds_bucket{engine="1",le="0.1"} 1.0
+vllm:time_to_first_token_seconds_bucket{engine="1",le="0.5"} 2.0
+vllm:time_to_first_token_seconds_bucket{engine="1",le="1.0"} 5.0
+vllm:time_to_first_token_seconds_bucket{engine="1",le="+Inf"} 5.0
+vllm:time_to_first_token_seconds_sum{engine="1"} 3.0
+vllm:time_to_first_token_seconds_count{engine="1"} 5.0
+"""
+
+
+def test_histograms_sum_their_label_sets_per_bound() -> None:
+    ttft = parse_metrics(HISTOGRAM_TEXT).histograms["vllm:time_to_first_token_seconds"]
+    assert ttft.buckets == {0.1: 2.0, 0.5: 6.0, 1.0: 10.0, float("inf"): 10.0}
+    assert (ttft.count, ttft.total, ttft.mean) == (10.0, 5.0, 0.5)
+
+
+def test_quantiles_interpolate_inside_the_bucket_that_holds_the_rank() -> None:
+    ttft = parse_metrics(HISTOGRAM_TEXT).histograms["vllm:time_to_first_token_seconds"]
+    # rank 5 of 10 lies in (0.1, 0.5], which holds ranks 2..6: 0.1 + 0.4 * 3/4
+    assert ttft.quantile(0.5) == pytest.approx(0.4)
+    # rank 9.9 lies in (0.5, 1.0], ranks 6..10: 0.5 + 0.5 * 3.9/4
+    assert ttft.quantile(0.99) == pytest.approx(0.9875)
+    # rank 2 is the top of the first bucket exactly: its upper bound
+    assert ttft.quantile(0.2) == pytest.approx(0.1)
+    # rank 0.5 lies in the first bucket, which interpolates from 0: 0.1 * 0.5/2
+    assert ttft.quantile(0.05) == pytest.approx(0.025)
+
+
+def test_a_rank_in_the_inf_bucket_answers_the_highest_finite_bound() -> None:
+    histogram = Histogram(buckets={1.0: 5.0, 2.0: 6.0, float("inf"): 10.0}, count=10.0, total=40.0)
+    assert histogram.quantile(0.9) == 2.0
+    assert histogram.quantile(0.6) == 2.0  # the top of the last finite bucket
+    assert Histogram().quantile(0.5) is None
+    assert Histogram(buckets={1.0: 0.0, float("inf"): 0.0}, count=0.0).quantile(0.5) is None
+
+
+def test_a_delta_holds_only_the_windows_observations() -> None:
+    before = parse_metrics(HISTOGRAM_TEXT)
+    later = (
+        HISTOGRAM_TEXT.replace('engine="0",le="1.0"} 5.0', 'engine="0",le="1.0"} 9.0')
+        .replace('engine="0",le="+Inf"} 5.0', 'engine="0",le="+Inf"} 9.0')
+        .replace('_count{engine="0"} 5.0', '_count{engine="0"} 9.0')
+    )
+    delta = parse_metrics(later).minus(before)
+    # four new observations, all in (0.5, 1.0]: the window's median is inside that bucket
+    assert delta.histograms["vllm:time_to_first_token_seconds"].count == 4.0
+    assert delta.quantile("vllm:time_to_first_token_seconds", 0.5) == pytest.approx(0.75)
+    assert delta.quantile("vllm:absent_seconds", 0.5) is None
+
+
+def test_the_real_engines_histograms_parse() -> None:
+    snapshot = parse_metrics(RECORDED)
+    ttft = snapshot.histograms["vllm:time_to_first_token_seconds"]
+    # one request, its TTFT 5.85 s, in the (5.0, 7.5] bucket
+    assert ttft.count == 1.0 and ttft.total == pytest.approx(5.846665620803833)
+    assert ttft.quantile(0.5) == pytest.approx(6.25)
+    assert snapshot.histograms["vllm:inter_token_latency_seconds"].count == 3.0

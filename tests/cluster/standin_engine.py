@@ -1,6 +1,7 @@
 """A stand-in for `vllm serve`, for the supervisor's fault paths: it serves /health and /v1/models on
 the port it is given, and a control file decides its fate: `ok`, `sick` (/health answers 503), `die`
-(exits at once), `orphan` (leaves a child in a session of its own that keeps the API port, as a
+(exits at once), `garble` (chat answers are CJK junk: serving, healthy and wrong, which only a canary
+catches), `orphan` (leaves a child in a session of its own that keeps the API port, as a
 crashed engine's leftover worker can; its pid in `<control>.orphan`). Its starts are appended to
 `<control>.starts`.
 
@@ -45,9 +46,31 @@ class Handler(BaseHTTPRequestHandler):
                 200,
                 json.dumps({"object": "list", "data": [{"id": NAME, "max_model_len": MAX_MODEL_LEN}]}).encode(),
             )
+        elif self.path == "/metrics":
+            status, body = 200, b"# no speculative decoding here\n"
         else:
             status, body = 404, b""
         self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self) -> None:
+        """Chat completions, streamed: the phrase after "Repeat after me: " (the smoke), else a plain
+        sentence; in `garble` mode, junk."""
+        length = int(self.headers.get("Content-Length", "0"))
+        request = json.loads(self.rfile.read(length))
+        last = str(request["messages"][-1].get("content", ""))
+        text = last.split("Repeat after me: ", 1)[1] if "Repeat after me: " in last else "Run the failing test first."
+        if mode() == "garble":
+            text = "的" * 40
+        events = [
+            {"choices": [{"index": 0, "delta": {"role": "assistant", "content": text}, "finish_reason": "stop"}]},
+            {"choices": [], "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}},
+        ]
+        body = b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in events) + b"data: [DONE]\n\n"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)

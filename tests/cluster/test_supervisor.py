@@ -47,7 +47,9 @@ class Quiet:
 class StandInDeployment:
     """A one-node deployment whose engine is tests/cluster/standin_engine.py, and its control file."""
 
-    def __init__(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, health_failures: int = 2) -> None:
+    def __init__(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, health_failures: int = 2, extra: str = ""
+    ) -> None:
         self.control = tmp_path / "control"
         self.control.write_text("ok")
         launcher = tmp_path / "vllm"
@@ -61,7 +63,7 @@ class StandInDeployment:
             f"[api]\nport = {free_port()}\n"
             "[lifecycle]\nport_timeout_s = 30\nstop_timeout_s = 2\nsupervise_check_s = 0.2\n"
             f"supervise_health_failures = {health_failures}\nsupervise_backoff_s = 0\n"
-            f'[env.standin]\nSTANDIN_CONTROL = "{self.control}"\n'
+            f'[env.standin]\nSTANDIN_CONTROL = "{self.control}"\n' + extra
         )
         monkeypatch.setenv("FLASHSPARK_HOME", str(tmp_path / "home"))
         # An orphan holding the port is seen in 1 s, not in the 10 s `down` gives a closing socket.

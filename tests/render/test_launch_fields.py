@@ -11,7 +11,8 @@ import pytest
 
 from flashspark.recipe import resolve_recipe
 from flashspark.recipe.model import Recipe
-from flashspark.render.launch import api_base_url, probe_host, render_argv, render_env, render_plan
+from flashspark.render.addresses import api_base_url, probe_host
+from flashspark.render.launch import render_argv, render_env, render_plan
 
 FULL = """profile = "agent-1m"
 [cluster]

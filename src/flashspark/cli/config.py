@@ -112,7 +112,8 @@ def config_check(config: Path | None, profile: str | None, sets: tuple[str, ...]
     "--out",
     type=click.Path(path_type=Path, file_okay=False),
     default=None,
-    help="Write plan.json and per-node command.sh / compose.yaml into DIR.",
+    help="Write plan.json, per-node command.sh / compose.yaml, and monitoring/ (Prometheus scrape config, "
+    "alert rules, Grafana dashboard) into DIR.",
 )
 @json_option
 @handle_errors
@@ -122,10 +123,11 @@ def config_render(
     """Render the per-node launch plan: the exact vllm argv, env and compose file."""
     from flashspark.render import render_plan
     from flashspark.render.files import write_plan_files
+    from flashspark.render.monitoring import render_monitoring
 
     resolved = load_recipe(config, profile, sets)
     plan = render_plan(resolved.recipe)
-    written = write_plan_files(plan, out) if out is not None else []
+    written = write_plan_files(plan, out, render_monitoring(resolved.recipe)) if out is not None else []
     if as_json:
         payload: dict[str, Any] = plan.model_dump(mode="json")
         payload["written"] = [str(p) for p in written]

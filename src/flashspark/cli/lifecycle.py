@@ -29,6 +29,7 @@ from flashspark.cli.common import (
 )
 from flashspark.cli.console import escape
 from flashspark.engine.models import LOCAL_MODELS
+from flashspark.errors import InputError
 
 if TYPE_CHECKING:
     from flashspark.cluster.preflight import NodeCheck
@@ -126,6 +127,11 @@ def preflight_command(config: Path | None, profile: str | None, sets: tuple[str,
     help="Stay in the foreground and restart the whole deployment when an engine dies.",
 )
 @click.option("--max-restarts", type=click.IntRange(min=0), default=DEFAULT_MAX_RESTARTS, show_default=True)
+@click.option(
+    "--canary",
+    is_flag=True,
+    help="With --supervise: also run the canaries ([watch] settings); an alert restarts the deployment.",
+)
 @json_option
 @handle_errors
 def up_command(
@@ -136,6 +142,7 @@ def up_command(
     quiet: bool,
     supervise_flag: bool,
     max_restarts: int,
+    canary: bool,
     as_json: bool,
 ) -> None:
     """Launch the deployment and wait until it serves; exit 3 if it is already running.
@@ -147,18 +154,27 @@ def up_command(
     head. Boot evidence (KV cache size, maximum concurrency, init time, vLLM
     version, pins) goes to boot.json in the run directory. --supervise then
     watches and restarts (events in supervisor.jsonl; Ctrl-C stops watching,
-    not serving).
+    not serving). --canary adds the canaries of `flashspark watch` to the
+    watching (journal canary.jsonl in the run directory, exporter on
+    127.0.0.1:watch.exporter_port): an alert restarts like a death.
     """
     from flashspark.cluster.lifecycle import up
     from flashspark.cluster.supervisor import supervise
 
+    if canary and not supervise_flag:
+        raise InputError("--canary watches for the supervisor", key="--canary", fix="add --supervise")
     recipe = load_recipe(config, profile, sets, local=local).recipe
     events = console.ConsoleEvents(show_logs=not quiet)
     result = run(up(recipe, events=events))
     finish(result, as_json, lambda: print_up(result))
     if supervise_flag:
         console.print_plain("supervising: Ctrl-C stops watching and leaves the deployment serving", err=True)
-        run(supervise(recipe, events=events, max_restarts=max_restarts))
+        if canary:
+            from flashspark.watch.keeper import supervise_with_canary
+
+            run(supervise_with_canary(recipe, events=events, max_restarts=max_restarts, run_dir=Path(result.run_dir)))
+        else:
+            run(supervise(recipe, events=events, max_restarts=max_restarts))
 
 
 @click.command("down")

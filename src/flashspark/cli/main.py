@@ -11,7 +11,7 @@ from __future__ import annotations
 import click
 
 from flashspark._version import __version__
-from flashspark.cli import bench, config, gates, lifecycle, plan, provenance, report, traffic
+from flashspark.cli import bench, config, gates, lifecycle, plan, provenance, report, traffic, watch
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -55,6 +55,9 @@ for command in (
     bench.bench_group,
     traffic.record_command,
     traffic.replay_command,
+    watch.monitor_command,
+    watch.watch_command,
+    watch.soak_command,
     report.report_command,
     report.compare_command,
     provenance.image_group,

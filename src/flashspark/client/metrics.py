@@ -22,9 +22,55 @@ GENERATION_TOKENS = "vllm:generation_tokens"
 PREFIX_QUERIES = "vllm:prefix_cache_queries"
 PREFIX_HITS = "vllm:prefix_cache_hits"
 PREEMPTIONS = "vllm:num_preemptions"
+PROMPT_TOKENS = "vllm:prompt_tokens"
 KV_USAGE = "vllm:kv_cache_usage_perc"
 RUNNING = "vllm:num_requests_running"
 WAITING = "vllm:num_requests_waiting"
+TTFT = "vllm:time_to_first_token_seconds"
+ITL = "vllm:inter_token_latency_seconds"
+E2E = "vllm:e2e_request_latency_seconds"
+QUEUE = "vllm:request_queue_time_seconds"
+
+
+@dataclass(frozen=True)
+class Histogram:
+    """A Prometheus histogram: cumulative counts per upper bound (`le`), summed over label sets."""
+
+    buckets: dict[float, float] = field(default_factory=dict)
+    count: float = 0.0
+    total: float = 0.0
+
+    def minus(self, earlier: Histogram) -> Histogram:
+        return Histogram(
+            buckets={le: n - earlier.buckets.get(le, 0.0) for le, n in self.buckets.items()},
+            count=self.count - earlier.count,
+            total=self.total - earlier.total,
+        )
+
+    def quantile(self, q: float) -> float | None:
+        """Prometheus's `histogram_quantile`: linear within the bucket that holds rank q·count.
+
+        None without observations. A rank in the +Inf bucket answers the highest finite bound
+        (the histogram cannot say more), as Prometheus does.
+        """
+        if self.count <= 0 or not self.buckets:
+            return None
+        rank = q * self.count
+        lower, below = 0.0, 0.0
+        bounds = sorted(self.buckets)
+        for upper in bounds:
+            cumulative = self.buckets[upper]
+            if cumulative >= rank:
+                if upper == float("inf"):
+                    return lower
+                inside = cumulative - below
+                return lower + (upper - lower) * ((rank - below) / inside if inside else 1.0)
+            lower, below = upper, cumulative
+        return lower
+
+    @property
+    def mean(self) -> float | None:
+        return self.total / self.count if self.count > 0 else None
 
 
 @dataclass(frozen=True)
@@ -34,6 +80,7 @@ class MetricsSnapshot:
     counters: dict[str, float] = field(default_factory=dict)
     per_position: dict[int, float] = field(default_factory=dict)
     gauges: dict[str, float] = field(default_factory=dict)
+    histograms: dict[str, Histogram] = field(default_factory=dict)
 
     def counter(self, name: str) -> float:
         return self.counters.get(name, 0.0)
@@ -45,6 +92,10 @@ class MetricsSnapshot:
             counters={n: self.counter(n) - earlier.counter(n) for n in names},
             per_position={
                 p: self.per_position.get(p, 0.0) - earlier.per_position.get(p, 0.0) for p in sorted(positions)
+            },
+            histograms={
+                name: histogram.minus(earlier.histograms.get(name, Histogram()))
+                for name, histogram in self.histograms.items()
             },
         )
 
@@ -78,9 +129,15 @@ class SpecDecodeStats:
 class MetricsDelta:
     counters: dict[str, float]
     per_position: dict[int, float]
+    histograms: dict[str, Histogram] = field(default_factory=dict)
 
     def counter(self, name: str) -> float:
         return self.counters.get(name, 0.0)
+
+    def quantile(self, name: str, q: float) -> float | None:
+        """The q-quantile of one histogram over the delta's window (None: no observations)."""
+        histogram = self.histograms.get(name)
+        return histogram.quantile(q) if histogram else None
 
     @property
     def spec_decode(self) -> SpecDecodeStats:
@@ -101,16 +158,28 @@ _GAUGES = {KV_USAGE, RUNNING, WAITING}
 
 
 def parse_metrics(text: str) -> MetricsSnapshot:
-    """Parse Prometheus text exposition into a snapshot of vLLM's counters and gauges.
+    """Parse Prometheus text exposition into a snapshot of vLLM's counters, gauges and histograms.
 
     Counters are keyed by family name without `_total`; `_created` samples are ignored.
+    Histograms are summed over their label sets (every engine and model) per bound.
     """
     counters: dict[str, float] = defaultdict(float)
     gauges: dict[str, float] = defaultdict(float)
     per_position: dict[int, float] = defaultdict(float)
+    buckets: dict[str, dict[float, float]] = defaultdict(lambda: defaultdict(float))
+    sums: dict[str, float] = defaultdict(float)
+    counts: dict[str, float] = defaultdict(float)
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name.endswith("_created"):
+                continue
+            if family.type == "histogram":
+                if sample.name.endswith("_bucket"):
+                    buckets[family.name][float(sample.labels["le"])] += sample.value
+                elif sample.name.endswith("_sum"):
+                    sums[family.name] += sample.value
+                elif sample.name.endswith("_count"):
+                    counts[family.name] += sample.value
                 continue
             # Untyped families count too: some exporters omit or misplace # TYPE lines.
             if family.type in {"counter", "unknown"} and sample.name.endswith("_total"):
@@ -121,7 +190,13 @@ def parse_metrics(text: str) -> MetricsSnapshot:
                     counters[name] += sample.value
             elif family.name in _GAUGES:
                 gauges[family.name] += sample.value
-    return MetricsSnapshot(counters=dict(counters), per_position=dict(per_position), gauges=dict(gauges))
+    histograms = {
+        name: Histogram(buckets=dict(bounds), count=counts.get(name, 0.0), total=sums.get(name, 0.0))
+        for name, bounds in buckets.items()
+    }
+    return MetricsSnapshot(
+        counters=dict(counters), per_position=dict(per_position), gauges=dict(gauges), histograms=histograms
+    )
 
 
 def gauge_sum(text: str, name: str) -> float | None:

@@ -21,7 +21,7 @@ from flashspark.cluster.timeouts import TIMEOUTS
 from flashspark.cluster.transport import Transport
 from flashspark.errors import ClusterError
 from flashspark.recipe.model import Node, Recipe
-from flashspark.render.compose import LABEL_PREFIX, SECRETS_ENV_FILE, project_name
+from flashspark.render.compose import LABEL_PREFIX, SECRETS_ENV_FILE, SERVICE, project_name
 from flashspark.render.envfiles import compose_env_file, posix_env_file
 from flashspark.render.files import compose_yaml
 from flashspark.render.launch import NodeLaunch
@@ -194,7 +194,8 @@ class ComposeRuntime:
                 fix=f"the compose file is {directory}/{COMPOSE_FILE} on that node; "
                 "check the image and the daemon's error above",
             )
-        ps = await transport.run(self.compose_argv(directory, "ps", "-a", "-q"))
+        # The engine's own service: the head's file may also run Prometheus and Grafana.
+        ps = await transport.run(self.compose_argv(directory, "ps", "-a", "-q", SERVICE))
         container = ps.stdout.strip().splitlines()[0] if ps.ok and ps.stdout.strip() else ""
         if not container:
             raise ClusterError(f"no container after compose up on {launch.name}", where=launch.name)

@@ -5,7 +5,8 @@ fire, and a lone node that restarts cannot rejoin the tensor-parallel group
 anyway. The supervisor watches every node's engine and the head's /health;
 when an engine is gone (or /health fails several checks in a row) it records
 why, keeps every node's log tail, stops every node (verified) and runs `up`
-again, up to a restart budget.
+again, up to a restart budget. A `Watcher` (the canaries of `flashspark watch`) adds deaths the
+engine itself does not show: a server that answers but garbles, or whose acceptance collapsed.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from flashspark.cluster.events import Events
 from flashspark.cluster.lifecycle import down, recorded_state, save_tails, up
@@ -29,14 +31,30 @@ from flashspark.recipe.model import Recipe
 
 @dataclass
 class SupervisorLog:
-    """supervisor.jsonl in the first run directory: one line per event, flushed at once."""
+    """supervisor.jsonl in the first run directory: one line per event, flushed at once (and told to the
+    watcher, whose journal then shows the whole story)."""
 
     path: Path
+    watcher: Watcher | None = None
 
     def write(self, kind: str, **details: object) -> None:
         entry = {"t": round(time.time(), 3), "event": kind, **details}
         with open(self.path, "a", encoding="utf-8") as handle:
             append_line(handle, json.dumps(entry))
+        if self.watcher is not None:
+            self.watcher.note(kind, **details)
+
+
+class Watcher(Protocol):
+    """Something that watches a serving deployment and says when it is sick (the canaries)."""
+
+    async def first_failure(self, state: DeploymentState) -> str:
+        """Block until the deployment should be restarted; return why."""
+        ...
+
+    def note(self, event: str, **details: object) -> None:
+        """Record a supervisor event (died, stopped, restarted) beside the watcher's own."""
+        ...
 
 
 async def first_death(recipe: Recipe, state: DeploymentState, *, check_s: float, health_failures: int) -> str:
@@ -59,7 +77,24 @@ async def first_death(recipe: Recipe, state: DeploymentState, *, check_s: float,
             await asyncio.sleep(check_s)
 
 
-async def supervise(recipe: Recipe, *, events: Events, max_restarts: int) -> None:
+async def first_of(recipe: Recipe, state: DeploymentState, watcher: Watcher | None, **checks: float) -> str:
+    """Whichever comes first: an engine's death, or the watcher's verdict; the other is cancelled."""
+    death = asyncio.ensure_future(
+        first_death(recipe, state, check_s=checks["check_s"], health_failures=int(checks["health_failures"]))
+    )
+    waits = {death}
+    if watcher is not None:
+        waits.add(asyncio.ensure_future(watcher.first_failure(state)))
+    try:
+        done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in waits:
+            task.cancel()
+        await asyncio.gather(*waits, return_exceptions=True)
+    return next(iter(done)).result()
+
+
+async def supervise(recipe: Recipe, *, events: Events, max_restarts: int, watcher: Watcher | None = None) -> None:
     """Watch the deployment (already up) and restart it on death, forever or until the budget is spent
     (raises ClusterError). Cancel it (Ctrl-C) to stop supervising; the deployment stays up. How often it
     checks, how many /health failures count as a death and the pause before a restart are the recipe's
@@ -71,11 +106,11 @@ async def supervise(recipe: Recipe, *, events: Events, max_restarts: int) -> Non
         settings.supervise_backoff_s,
     )
     state = _recorded(recipe)
-    log = SupervisorLog(Path(state.run_dir) / "supervisor.jsonl")
+    log = SupervisorLog(Path(state.run_dir) / "supervisor.jsonl", watcher)
     log.write("watching", nodes=[p.node for p in state.nodes], run_dir=state.run_dir)
     restarts = 0
     while True:
-        reason = await first_death(recipe, state, check_s=check_s, health_failures=health_failures)
+        reason = await first_of(recipe, state, watcher, check_s=check_s, health_failures=health_failures)
         events.phase("supervisor", "fail", reason)
         runtime = runtime_for(recipe)
         transports = {p.rank: transport_for(recipe.nodes[p.rank]) for p in state.nodes}

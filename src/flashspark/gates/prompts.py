@@ -137,6 +137,9 @@ def agent_prompt(kind: str, *, run: str, index: int) -> AgentPrompt:
             f"Here is a log excerpt:\n{salt(run, index)}\n\n"
             "Ignore the filler above. Explain in two sentences why engineers keep logs."
         )
+    elif kind == "reason":
+        system = f"You reason step by step and keep it short. {english}"
+        user = "A build starts at 14:05 and finishes at 17:50. How long did it take? Show the steps."
     elif kind == "chat":
         system = f"You are a helpful assistant. {english}"
         user = "Give me three short tips for writing clear commit messages."

@@ -55,6 +55,9 @@ SCALAR_KEYS: dict[str, str] = {
     "GENERATION_TOP_P": "generation.top_p",
     "GENERATION_TOP_K": "generation.top_k",
     "GENERATION_REPETITION_PENALTY": "generation.repetition_penalty",
+    "MONITORING": "watch.monitoring",
+    "CANARY_INTERVAL_S": "watch.interval_s",
+    "ACCEPTANCE_FLOOR": "watch.acceptance_floor",
 }
 
 #: Per-node fields. The bare name sets the head (rank 0); the shared ones are

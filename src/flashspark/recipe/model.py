@@ -279,6 +279,47 @@ class GateSettings(Frozen):
     )
 
 
+#: The acceptance rate below which a canary fails, by drafter, when the profile names none. DSpark:
+#: healthy agent traffic measured 30.7-37 % at 2-6 streams and 55-72 % single-stream; the Patch-4 bug
+#: took it to 26 % with output unchanged. ngram drafts only where the prompt repeats: no floor.
+ACCEPTANCE_FLOORS: dict[str, float] = {"dspark": 0.30, "mtp": 0.30}
+
+
+class WatchSettings(Frozen):
+    """How a live deployment is watched: canary cadence and floors, alert thresholds, and whether compose
+    starts Prometheus and Grafana beside the head."""
+
+    interval_s: float = Field(default=60.0, gt=0, le=86_400, description="Seconds between canary rounds.")
+    longdecode_every: int = Field(
+        default=15, ge=1, le=10_000, description="Every N-th canary round also runs the long-decode canary."
+    )
+    longdecode_tokens: int = Field(
+        default=2048, ge=16, description="Tokens of the long-decode canary (the gate's full length is for bring-up)."
+    )
+    failures_to_alert: int = Field(
+        default=2, ge=1, le=1000, description="Failed rounds of one probe in a row that raise an alert."
+    )
+    acceptance_floor: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="Acceptance rate below which the acceptance canary fails; None: the drafter's default.",
+    )
+    agent_max_tokens: int = Field(default=96, ge=8, description="max_tokens of the agent-shaped canary prompt.")
+    kv_usage_alert: float = Field(default=0.95, gt=0, le=1, description="KV-cache usage that raises an alert.")
+    soak_max_tokens: list[int] = Field(
+        default_factory=lambda: [300, 500, 800],
+        min_length=1,
+        description="`soak`: each request's max_tokens is drawn from these (the recipe's soak.py).",
+    )
+    monitoring: bool = Field(
+        default=False, description="compose starts Prometheus and Grafana beside the head (`MONITORING=1`)."
+    )
+    exporter_port: int = Field(default=9464, ge=1, le=65535, description="FlashSpark's canary exporter (`watch`).")
+    prometheus_port: int = Field(default=9090, ge=1, le=65535)
+    grafana_port: int = Field(default=3000, ge=1, le=65535)
+
+
 class SizingFacts(Frozen):
     """How the image's vLLM counts the KV pool, when it differs from its version number.
 
@@ -366,6 +407,7 @@ class Recipe(Frozen):
     cluster: ClusterSettings = ClusterSettings()
     lifecycle: LifecycleSettings = LifecycleSettings()
     gates: GateSettings = GateSettings()
+    watch: WatchSettings = WatchSettings()
     sizing: SizingFacts = SizingFacts()
     image: ImageSettings = ImageSettings()
     nodes: list[Node] = Field(default_factory=list)
@@ -420,6 +462,15 @@ class Recipe(Frozen):
     def longdecode_concurrency(self) -> int:
         """How many long decodes run at once: the gate setting, else the engine's max_num_seqs, else 1."""
         return self.gates.longdecode_concurrency or self.engine.max_num_seqs or 1
+
+    @property
+    def acceptance_floor(self) -> float | None:
+        """The acceptance canary's floor: the profile's, else its drafter's default, else none."""
+        if self.watch.acceptance_floor is not None:
+            return self.watch.acceptance_floor
+        if not self.speculative.enabled or self.speculative.method is None:
+            return None
+        return ACCEPTANCE_FLOORS.get(self.speculative.method)
 
     @property
     def api_key(self) -> str | None:

@@ -9,14 +9,16 @@ import yaml
 from flashspark.files import write_atomic, write_json
 from flashspark.render.envfiles import comment_line, posix_env_file
 from flashspark.render.launch import LaunchPlan
+from flashspark.render.monitoring import MonitoringFiles
 
 
 def compose_yaml(document: dict[str, object]) -> str:
     return yaml.safe_dump(document, sort_keys=False, width=1000)
 
 
-def write_plan_files(plan: LaunchPlan, out: Path) -> list[Path]:
-    """Write the plan; returns the files written. Secrets are never among them."""
+def write_plan_files(plan: LaunchPlan, out: Path, monitoring: MonitoringFiles | None = None) -> list[Path]:
+    """Write the plan (and the monitoring parts under monitoring/); returns the files written. Secrets are
+    never among them."""
     written = [out / "plan.json"]
     write_json(written[0], plan.model_dump(mode="json"))
     for node in plan.nodes:
@@ -31,4 +33,8 @@ def write_plan_files(plan: LaunchPlan, out: Path) -> list[Path]:
             compose = folder / "compose.yaml"
             write_atomic(compose, compose_yaml(node.compose))
             written.append(compose)
+    for name, text in (monitoring.files() if monitoring is not None else {}).items():
+        path = out / "monitoring" / name
+        write_atomic(path, text)
+        written.append(path)
     return written

@@ -15,7 +15,9 @@ from typing import Any, Literal
 from pydantic import Field
 
 from flashspark.recipe.model import Frozen, Node, Recipe
-from flashspark.render.compose import render_compose
+from flashspark.render.addresses import api_base_url
+from flashspark.render.compose import labels, render_compose
+from flashspark.render.monitoring import with_monitoring
 from flashspark.secrets import is_secret_name
 
 PLAN_SCHEMA_VERSION = 1
@@ -78,20 +80,6 @@ def resolve_model_path(recipe: Recipe) -> str:
     if model.startswith(LOCAL_MODEL_PREFIX):
         return f"{recipe.paths.models_dir}/{model.removeprefix(LOCAL_MODEL_PREFIX)}"
     return model
-
-
-def probe_host(host: str) -> str:
-    """The address a client on the head uses for an API bound to `host`."""
-    if host in {"0.0.0.0", ""}:
-        return "127.0.0.1"
-    if host == "::":
-        return "[::1]"
-    return f"[{host}]" if ":" in host else host
-
-
-def api_base_url(recipe: Recipe) -> str:
-    """Where clients on the head reach the recipe's API (…/v1); a wildcard bind is probed on loopback."""
-    return f"http://{probe_host(recipe.api.host)}:{recipe.api.port}/v1"
 
 
 def render_argv(recipe: Recipe, rank: int) -> list[str]:
@@ -203,6 +191,8 @@ def render_plan(recipe: Recipe) -> LaunchPlan:
         )
         if recipe.cluster.runtime == "compose":
             compose = render_compose(recipe, node, rank=rank, argv=launch.argv, env=env, has_secrets=bool(secrets))
+            if rank == 0 and recipe.watch.monitoring:
+                compose = with_monitoring(recipe, compose, labels(recipe, node, rank))
             launch = launch.model_copy(update={"compose": compose})
         nodes.append(launch)
     return LaunchPlan(

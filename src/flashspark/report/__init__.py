@@ -20,6 +20,7 @@ RUN_KINDS: dict[str, tuple[str, str, str]] = {
     "longdecode.json": ("longdecode", "validation_report", "write_longdecode_report"),
     "replay.json": ("replay", "traffic_report", "write_replay_report"),
     "record.json": ("record", "traffic_report", "write_record_report"),
+    "soak.json": ("soak", "soak_report", "write_soak_report"),
 }
 
 
