@@ -70,10 +70,15 @@ def _timeline(events: list[dict[str, Any]], path: Path) -> Path:
     t, ttft = _series(requests, "ttft_s")
     axes[1].scatter(t, ttft, s=6)
     axes[1].set_ylabel("TTFT s (each request)")
-    bad = [(r["t_s"] / 60, 1) for r in requests if not r.get("ok")]
-    axes[4].scatter([b[0] for b in bad], [b[1] for b in bad], marker="x", color="tab:red")
-    axes[4].set_yticks([])
-    axes[4].set_ylabel(f"failures ({len(bad)})")
+    bad = [r["t_s"] / 60 for r in requests if not r.get("ok")]
+    start = next((e["t"] for e in events if e.get("event") == "start"), 0.0)
+    sick = [(e["t"] - start) / 60 for e in events if e.get("event") == "canary" and e.get("failing")]
+    axes[4].scatter(bad, [1] * len(bad), marker="x", color="tab:red", label=f"bad replies ({len(bad)})")
+    axes[4].scatter(sick, [0] * len(sick), marker="o", color="tab:orange", label=f"failed canary rounds ({len(sick)})")
+    axes[4].set_yticks([0, 1], ["canary", "replies"])
+    axes[4].set_ylim(-0.5, 1.5)
+    axes[4].legend(loc="upper right", fontsize=8)
+    axes[4].set_ylabel("failures")
     axes[4].set_xlabel("minutes")
     fig.suptitle("soak timeline")
     return save_figure(fig, path)
