@@ -47,6 +47,11 @@ def engine_env(home: Path) -> dict[str, str]:
     return env
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The test that stops the shared engine runs last, whichever file holds the other engine tests."""
+    items.sort(key=lambda item: item.get_closest_marker("stops_engine") is not None)
+
+
 @pytest.fixture(scope="session")
 def engine_ready() -> None:
     if not (Path(ENGINE_DIR) / "engine.json").is_file():

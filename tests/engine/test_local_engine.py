@@ -421,6 +421,7 @@ def test_record_then_replay_a_real_streamed_exchange(local_deployment: Deploymen
     assert "| 0 | POST /v1/chat/completions | 200 |" in (recorded / "report.md").read_text()
 
 
+@pytest.mark.stops_engine
 def test_down_stops_everything_and_frees_the_port(local_deployment: Deployment) -> None:
     state = json.loads((local_deployment.home / "state" / "flashspark-local.json").read_text())
     pgid = state["nodes"][0]["pgid"]

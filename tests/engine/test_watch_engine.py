@@ -69,6 +69,17 @@ def test_a_clean_watch_of_the_real_engine_passes_every_probe(local_deployment: D
     assert summary["alerts"] == [] and summary["rounds"] == 3 and summary["requests"] == 7
 
 
+def ended(process: subprocess.Popen[Any], signum: int, timeout_s: float) -> tuple[Any, Any]:
+    """Send `signum` and collect the output; a process that outlives `timeout_s` is killed (its return
+    code is then -9, which the test's own assertions report) so that none is left for a later test."""
+    process.send_signal(signum)
+    try:
+        return process.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.communicate()
+
+
 def prometheus_query(port: int, query: str) -> list[dict[str, Any]]:
     url = f"http://127.0.0.1:{port}/api/v1/query?query={urllib.parse.quote(query)}"
     with urllib.request.urlopen(url, timeout=5) as answer:
@@ -154,10 +165,8 @@ def test_prometheus_scrapes_both_targets_and_fires_the_canary_alert(
         assert rate and 0 < float(rate[0]["value"][1]) < 0.99
         assert prometheus_query(prom_port, 'flashspark_engine_up{node="local"}')[0]["value"][1] == "1"
     finally:
-        watch.send_signal(signal.SIGTERM)
-        _, err = watch.communicate(timeout=120)
-        prometheus.terminate()
-        prometheus.wait(timeout=30)
+        _, err = ended(watch, signal.SIGTERM, 120)
+        ended(prometheus, signal.SIGTERM, 30)
         log.close()
     assert watch.returncode == 4, err  # an alert was raised: the watch says so in its exit status
     journal = [json.loads(line) for line in (tmp_path / "watch" / "canary.jsonl").read_text().splitlines()]
@@ -238,10 +247,9 @@ def test_the_monitor_page_shows_live_numbers_in_a_real_browser(local_deployment:
         shot = tmp_path / "monitor.png"
         picture = chromium("--window-size=900,1100", f"--screenshot={shot}", url, profile=tmp_path / "profile-shot")
     finally:
-        load.terminate()  # the bench has done its part: it was running while the page was drawn
-        load.wait(timeout=60)
-        monitor.send_signal(signal.SIGINT)
-        monitor.communicate(timeout=60)
+        ended(load, signal.SIGTERM, 60)  # the bench has done its part: it was running while the page was drawn
+        ended(monitor, signal.SIGINT, 60)
+    assert monitor.returncode == 0  # Ctrl-C is the monitor's ordinary end
     html = dom.stdout
     assert 'data-snapshots="6"' in html, dom.stderr[-2000:]  # six live updates arrived and were drawn
     assert '<span id="deployment">flashspark-local</span>' in html

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import sys
@@ -130,6 +129,11 @@ def monitor_command(
     live = not as_json and sys.stdout.isatty()
 
     async def go() -> None:
+        # Ctrl-C and SIGTERM are how a monitor ends: a clean stop, whatever the loop is waiting on.
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
         feed = Feed()
         server = web_server(feed, port=web_port) if web else None
         if server is not None:
@@ -144,31 +148,30 @@ def monitor_command(
             )
             task = asyncio.ensure_future(run_monitor(sampler, feed, interval_s=interval, count=count))
             try:
-                await _show(feed, task, as_json=as_json, live=live)
+                await _show(feed, task, stop, as_json=as_json, live=live)
             finally:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
                 if server is not None:
                     await server.close()
 
-    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a monitor ends
-        run(go())
+    run(go())
 
 
-async def _show(feed: Any, task: asyncio.Future[None], *, as_json: bool, live: bool) -> None:
-    """Print each new snapshot until the sampler ends (by --count) or Ctrl-C."""
+async def _show(feed: Any, task: asyncio.Future[None], stop: asyncio.Event, *, as_json: bool, live: bool) -> None:
+    """Print each new snapshot until the sampler ends (by --count) or `stop` (Ctrl-C, SIGTERM)."""
     seen = None
     if live:
         from rich.live import Live
 
         with Live(console=console.out.real, auto_refresh=False, transient=False) as display:
-            while not task.done():
+            while not task.done() and not stop.is_set():
                 await asyncio.sleep(0.1)
                 if feed.latest is not None and feed.latest is not seen:
                     seen = feed.latest
                     display.update(snapshot_table(seen), refresh=True)
     else:
-        while not (task.done() and feed.latest is seen):
+        while not (task.done() and feed.latest is seen) and not stop.is_set():
             await asyncio.sleep(0.05)
             if feed.latest is not None and feed.latest is not seen:
                 seen = feed.latest
@@ -177,7 +180,8 @@ async def _show(feed: Any, task: asyncio.Future[None], *, as_json: bool, live: b
                 else:
                     console.print_plain(snapshot_line(seen))
                 sys.stdout.flush()
-    task.result()
+    if task.done():
+        task.result()  # a sampler that failed says why
 
 
 @click.command("watch")
