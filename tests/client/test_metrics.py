@@ -130,6 +130,9 @@ def test_a_rank_in_the_inf_bucket_answers_the_highest_finite_bound() -> None:
     histogram = Histogram(buckets={1.0: 5.0, 2.0: 6.0, float("inf"): 10.0}, count=10.0, total=40.0)
     assert histogram.quantile(0.9) == 2.0
     assert histogram.quantile(0.6) == 2.0  # the top of the last finite bucket
+    # a rank reached exactly by a bucket is in that bucket, not in the empty ones after it
+    flat = Histogram(buckets={1.0: 5.0, 2.0: 5.0, float("inf"): 5.0}, count=5.0, total=4.0)
+    assert flat.quantile(1.0) == 1.0
     assert Histogram().quantile(0.5) is None
     assert Histogram(buckets={1.0: 0.0, float("inf"): 0.0}, count=0.0).quantile(0.5) is None
 

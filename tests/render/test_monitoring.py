@@ -120,3 +120,12 @@ def test_the_dashboard_has_the_speculative_panels_first(filled_env: Path) -> Non
     used = {t["expr"] for p in dashboard["panels"] for t in p["targets"] if t["expr"].startswith("flashspark:")}
     assert used <= recorded  # every recorded series a panel reads is recorded
     assert len({p["id"] for p in dashboard["panels"]}) == len(titles)
+
+
+def test_each_alert_holds_for_its_own_time(filled_env: Path) -> None:
+    recipe = resolve_recipe(config=filled_env).recipe
+    held = {r["alert"]: r["for"] for r in alert_rules(recipe)["groups"][1]["rules"]}
+    assert held["FlashSparkEngineDown"] == "1m" and held["FlashSparkCanaryFailing"] == "0m"  # the canary already waited
+    assert held["FlashSparkKVCacheNearFull"] == "5m" and held["FlashSparkAcceptanceBelowFloor"] == "10m"
+    shortened = {r["alert"]: r["for"] for r in alert_rules(recipe, hold="0s")["groups"][1]["rules"]}
+    assert shortened["FlashSparkEngineDown"] == "0s" and shortened["FlashSparkPreemptionsRising"] == "0s"

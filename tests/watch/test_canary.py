@@ -260,3 +260,20 @@ async def test_a_sigterm_ends_a_watch_that_runs_behind_schedule(tmp_path: Path) 
             summary = await asyncio.wait_for(keep_watch(client, settings, tmp_path, stop=stop), 10)
     assert 1 <= summary.rounds < 20
     assert journal_of(tmp_path / "canary.jsonl")[-1]["event"] == "stop"
+
+
+async def test_acceptance_counts_the_live_traffic_between_rounds_not_only_the_canarys_own(tmp_path: Path) -> None:
+    # The canary's own requests draft well; what the fleet sent between two rounds drafted badly. The
+    # window is from the previous round's end, so the fleet's collapse is what the round judges.
+    with StandIn() as server:
+        sick = SickServer(server, healthy=10_000, garble=False)
+        async with OpenAIClient(server.url) as client:
+            canary = Canary(client, SETTINGS, Journal(tmp_path / "canary.jsonl"))
+            first = await canary.round()
+            sick.drafts += 1000  # the fleet: 1,000 drafts, 50 accepted tokens of 5,000 drafted
+            sick.accepted = [a + s for a, s in zip(sick.accepted, [30.0, 10.0, 5.0, 3.0, 2.0], strict=True)]
+            server.metrics = spec_metrics(sick.drafts, sick.accepted)
+            second = await canary.round()
+    judged = [next(r for r in results if r.probe == "acceptance") for results in (first, second)]
+    assert judged[0].ok is True
+    assert judged[1].ok is False and judged[1].evidence["drafts"] == 1020  # the fleet's 1,000 and the round's 20

@@ -37,9 +37,8 @@ def next_slot(previous: float, interval_s: float, now: float) -> float:
 
 
 async def stopped(stop: asyncio.Event, wait_s: float) -> bool:
-    """Wait up to `wait_s` for `stop`; True when it is set (checked first: a zero wait still sees it)."""
-    if stop.is_set():
-        return True
+    """Wait up to `wait_s` for `stop`; True when it is set. Asked again after a timeout: a zero wait
+    times out before the waiter ever runs, even when `stop` was set long ago."""
     try:
         await asyncio.wait_for(stop.wait(), max(0.0, wait_s))
     except TimeoutError:
