@@ -7,8 +7,10 @@ and tab completion load every command module, so the library is imported inside 
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import os
+import signal
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -271,3 +273,23 @@ def finish(report: BaseModel, as_json: bool, show: Callable[[], None], *, ok: bo
 
 def fail(code: int) -> NoReturn:
     sys.exit(code)
+
+
+def stop_on_signals() -> asyncio.Event:
+    """An event Ctrl-C and SIGTERM set, for commands whose ordinary end is a signal (record, monitor,
+    watch, soak): they stop cleanly and keep what they have. Call it inside the running loop."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    return stop
+
+
+def key_from_env(key_env: str | None) -> str | None:
+    """The listener key named by `--key-env NAME`: the variable's value, which must be set."""
+    if key_env is None:
+        return None
+    key = os.environ.get(key_env)
+    if not key:
+        raise InputError(f"{key_env} is not set", key="--key-env", fix=f"export {key_env}=... first")
+    return key

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
-import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,10 +13,12 @@ from flashspark.cli.common import (
     finish,
     handle_errors,
     json_option,
+    key_from_env,
     out_option,
     recipe_options,
     resolve_run,
     run,
+    stop_on_signals,
     target_options,
 )
 from flashspark.cli.console import escape
@@ -77,11 +76,7 @@ def record_command(
     from flashspark.traffic.proxy import record
 
     host, port = parse_listen(listen)
-    key = None
-    if key_env is not None:
-        key = os.environ.get(key_env)
-        if not key:
-            raise InputError(f"{key_env} is not set", key="--key-env", fix=f"export {key_env}=... before recording")
+    key = key_from_env(key_env)
     target, run_dir = resolve_run(config, profile, sets, upstream, {}, out, "record")
 
     def started(url: str) -> None:
@@ -89,10 +84,7 @@ def record_command(
 
     async def go() -> RecordSummary:
         # Ctrl-C and SIGTERM are the ordinary end of a recording: they stop it, they do not fail it.
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
+        stop = stop_on_signals()
         async with target.client() as client:
             return await record(
                 client,

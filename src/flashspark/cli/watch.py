@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -12,7 +10,17 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from flashspark.cli import console
-from flashspark.cli.common import finish, handle_errors, json_option, out_option, recipe_options, resolve_run, run
+from flashspark.cli.common import (
+    finish,
+    handle_errors,
+    json_option,
+    key_from_env,
+    out_option,
+    recipe_options,
+    resolve_run,
+    run,
+    stop_on_signals,
+)
 from flashspark.cli.common import resolve_target as resolve_cli_target
 from flashspark.cli.console import escape
 from flashspark.cli.traffic import parse_listen
@@ -130,10 +138,7 @@ def monitor_command(
 
     async def go() -> None:
         # Ctrl-C and SIGTERM are how a monitor ends: a clean stop, whatever the loop is waiting on.
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
+        stop = stop_on_signals()
         feed = Feed()
         server = web_server(feed, port=web_port) if web else None
         if server is not None:
@@ -253,7 +258,7 @@ def watch_command(
         recipe, interval_s=interval, failures_to_alert=failures_to_alert, longdecode_every=longdecode_every
     )
     exporter = _exporter(exporter_listen, recipe.watch.exporter_port)
-    key = _key(key_env)
+    key = key_from_env(key_env)
 
     def started(url: str | None) -> None:
         where = f"; exporter {url}/metrics" if url else ""
@@ -269,10 +274,7 @@ def watch_command(
         console.print_plain(f"round {index}: " + "  ".join(parts))
 
     async def go() -> WatchSummary:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
+        stop = stop_on_signals()
         from flashspark.client import OpenAIClient
 
         async with OpenAIClient(target.base_url, api_key=target.api_key, timeouts=CANARY_TIMEOUTS) as client:
@@ -309,15 +311,6 @@ def _exporter(listen: str | None, default_port: int) -> tuple[str, int] | None:
     if listen == "off":
         return None
     return parse_listen(listen)
-
-
-def _key(key_env: str | None) -> str | None:
-    if key_env is None:
-        return None
-    key = os.environ.get(key_env)
-    if not key:
-        raise InputError(f"{key_env} is not set", key="--key-env", fix=f"export {key_env}=... first")
-    return key
 
 
 _UNITS = {"s": 1, "m": 60, "h": 3600}
@@ -423,10 +416,7 @@ def soak_command(
             console.print_plain(f"CANARY round {entry['round']}: failing {entry['failing']}, alerts {entry['alerts']}")
 
     async def go() -> Any:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
+        stop = stop_on_signals()
         async with target.client() as client:
             soak = Soak(
                 client,
