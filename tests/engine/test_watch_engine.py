@@ -255,6 +255,8 @@ def test_the_monitor_page_shows_live_numbers_in_a_real_browser(local_deployment:
     assert '<span id="deployment">flashspark-local</span>' in html
     assert '<dd id="health">ok</dd>' in html
     assert "<td>local</td><td>running</td>" in html
+    row = html.split("<td>local</td><td>running</td>", 1)[1].split("</tr>", 1)[0]
+    assert row.startswith("<td></td><td>") and row != "<td></td><td></td>"  # the engine log's last line
     assert '<span id="status" class="pill ok">healthy</span>' in html
     generation = html.split('<dd id="generation-tps">', 1)[1].split("<", 1)[0]
     assert float(generation) > 0.0  # the bench's tokens, live

@@ -93,3 +93,35 @@ async def test_canary_without_supervise_is_refused() -> None:
     result = subprocess.run([flashspark, "up", "--canary"], capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode != 0 and "--canary watches for the supervisor" in result.stderr
     assert "add --supervise" in result.stderr
+
+
+async def test_the_monitor_sees_each_engine_and_its_last_log_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flashspark.cluster.lifecycle import down
+    from flashspark.watch import nodes
+
+    deployment = StandInDeployment(tmp_path, monkeypatch)
+    reads = 0
+    real = nodes.read_logs
+
+    async def counted(recipe: Any, *, lines: int) -> list[tuple[str, str]]:
+        nonlocal reads
+        reads += 1
+        return await real(recipe, lines=lines)
+
+    monkeypatch.setattr(nodes, "read_logs", counted)
+    probe = nodes.node_probe(deployment.recipe, log_every_s=3600)
+    before = await probe()
+    await deployment.start()
+    try:
+        running = await probe()
+        again = await probe()
+    finally:
+        await down(deployment.recipe, events=Quiet())
+    after = await probe()
+    assert [(v.node, v.engine, v.detail) for v in before] == [("local", "unknown", "not started")]
+    assert [(v.node, v.rank, v.engine) for v in running] == [("local", 0, "running")]
+    assert running[0].last_log is not None and running[0].last_log.startswith("stand-in engine serving stand-in")
+    assert again[0].last_log == running[0].last_log and reads == 1  # read once per log_every_s, not per refresh
+    assert [v.engine for v in after] == ["unknown"]  # stopped: no recorded state any more

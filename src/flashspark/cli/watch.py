@@ -34,6 +34,9 @@ if TYPE_CHECKING:
     from flashspark.watch.view import MonitorSnapshot
 
 
+LOG_EVERY_S = 10.0  # each node's last log line: one more SSH command per node, so not every refresh
+
+
 def _fmt(value: float | None, spec: str = ".1f", unit: str = "") -> str:
     return "–" if value is None else f"{value:{spec}}{unit}"
 
@@ -70,6 +73,8 @@ def snapshot_table(s: MonitorSnapshot) -> Table:
         style = "green" if node.engine == "running" else "red"
         detail = f" {escape(node.detail)}" if node.detail else ""
         rows.append((f"rank {node.rank} {escape(node.node)}", f"[{style}]{node.engine}[/]{detail}"))
+        if node.last_log:
+            rows.append(("  last log line", f"[dim]{escape(node.last_log)}[/]"))
     kv = None if v.kv_usage is None else 100 * v.kv_usage
     rows += [
         ("running / waiting", f"{_fmt(v.running, '.0f')} / {_fmt(v.waiting, '.0f')}"),
@@ -148,7 +153,7 @@ def monitor_command(
             sampler = Sampler(
                 client,
                 deployment=recipe.cluster.name if target.describes_server else target.base_url,
-                nodes=node_probe(recipe) if base_url is None else None,
+                nodes=node_probe(recipe, log_every_s=LOG_EVERY_S) if base_url is None else None,
                 canary_journal=journal,
             )
             task = asyncio.ensure_future(run_monitor(sampler, feed, interval_s=interval, count=count))

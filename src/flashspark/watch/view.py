@@ -38,6 +38,7 @@ class NodeView(Model):
     rank: int
     engine: EngineState
     detail: str | None = None
+    last_log: str | None = Field(default=None, description="The engine log's last line (secrets masked).")
 
 
 class ServingView(Model):

@@ -20,7 +20,7 @@ function drawNodes(nodes) {
   const body = document.querySelector("#nodes tbody");
   body.replaceChildren(...nodes.map((n) => {
     const row = document.createElement("tr");
-    for (const value of [n.rank, n.node, n.engine, n.detail || ""]) {
+    for (const value of [n.rank, n.node, n.engine, n.detail || "", n.last_log || ""]) {
       const cell = document.createElement("td");
       cell.textContent = String(value);
       row.appendChild(cell);
