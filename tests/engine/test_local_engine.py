@@ -434,6 +434,7 @@ def test_down_stops_everything_and_frees_the_port(local_deployment: Deployment) 
     assert status.returncode != 0 and json.loads(status.stdout)["running"] is False
 
 
+@pytest.mark.stops_engine  # the local profile's deployment is found by name: a running one would be stopped
 def test_down_when_nothing_runs_is_clean(local_deployment: Deployment) -> None:
     result = local_deployment.cli("down", "--json", "--set", f"VLLM_PORT={free_port()}")
     assert result.returncode == 0
