@@ -117,6 +117,11 @@ class SpecDecodeStats:
         """1 + accepted / drafts: tokens per verification step, the bonus token included."""
         return 1 + self.accepted_tokens / self.drafts if self.drafts else None
 
+    def silent_positions(self, k: int) -> list[int]:
+        """Draft positions 0..k-1 that accepted nothing (a position the server does not expose is silent)."""
+        accepted = self.accepted_per_position
+        return [i for i in range(k) if i >= len(accepted) or accepted[i] <= 0]
+
     @property
     def per_position_rates(self) -> list[float]:
         """Accepted at position i / drafts (unconditional, as vLLM logs it)."""

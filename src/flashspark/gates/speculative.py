@@ -84,7 +84,7 @@ async def run_speculative_gate(
         if length is not None and k is not None and not 1 <= length <= k + 1:
             reasons.append(f"mean acceptance length {length:.2f} outside [1, {k + 1}]")
         if k is not None:
-            idle = [i for i in range(k) if i >= len(stats.accepted_per_position) or stats.accepted_per_position[i] <= 0]
+            idle = stats.silent_positions(k)
             if idle:
                 reasons.append(f"draft positions {idle} accepted nothing")
         status = "fail" if reasons else "pass"

@@ -347,8 +347,7 @@ def judge_acceptance(
     if floor is not None and spec.acceptance_rate < floor:
         problems.append(f"acceptance {spec.acceptance_rate:.1%} below the floor {floor:.0%}")
     if k is not None and spec.drafts >= MIN_DRAFTS_FOR_POSITIONS:
-        accepted = spec.accepted_per_position
-        stopped = [i for i in range(k) if i >= len(accepted) or accepted[i] <= 0]
+        stopped = spec.silent_positions(k)
         if stopped:
             problems.append(f"draft positions {stopped} accepted nothing in {spec.drafts:.0f} drafts")
     detail = "; ".join(problems) or f"acceptance {spec.acceptance_rate:.1%} over {spec.drafts:.0f} drafts"
