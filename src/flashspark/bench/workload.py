@@ -23,7 +23,7 @@ from flashspark.bench.depth import exact_prompt
 from flashspark.bench.options import BenchOptions
 from flashspark.bench.prompts import bench_messages, salt_line
 from flashspark.bench.tokens import Counter, server_counter
-from flashspark.client import ChatRequest, OpenAIClient
+from flashspark.client import ChatRequest, OpenAIClient, thinking_off
 from flashspark.errors import InputError
 
 # ShareGPT speaker names -> chat roles.
@@ -112,7 +112,7 @@ def _salted(messages: list[dict[str, Any]], salt: str) -> list[dict[str, Any]]:
 def bench_request(
     messages: list[dict[str, Any]], model: str, options: BenchOptions, max_tokens: int | None
 ) -> ChatRequest:
-    extra: dict[str, Any] = {"chat_template_kwargs": {"thinking": False, "enable_thinking": False}}
+    extra = thinking_off()
     if options.ignore_eos:
         extra["ignore_eos"] = True
     extra.update(options.extra_body)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from flashspark.client.chat import OpenAIClient
     from flashspark.client.metrics import MetricsDelta, MetricsSnapshot, SpecDecodeStats, parse_metrics
-    from flashspark.client.schema import ChatRequest, ChatResult, ModelEntry, Timeouts, normalize_base_url
+    from flashspark.client.schema import ChatRequest, ChatResult, ModelEntry, Timeouts, normalize_base_url, thinking_off
     from flashspark.client.sse import SSEEvent, SSEParser
 
 _HOMES = {
@@ -26,6 +26,7 @@ _HOMES = {
     "ModelEntry": "schema",
     "Timeouts": "schema",
     "normalize_base_url": "schema",
+    "thinking_off": "schema",
     "SSEEvent": "sse",
     "SSEParser": "sse",
 }
@@ -43,6 +44,7 @@ __all__ = [
     "Timeouts",
     "normalize_base_url",
     "parse_metrics",
+    "thinking_off",
 ]
 
 

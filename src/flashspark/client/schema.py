@@ -112,6 +112,12 @@ class ChatResult(BaseModel):
         return (n - 1) / span if span > 0 else None
 
 
+def thinking_off(**extra: Any) -> dict[str, Any]:
+    """A request's extra body with thinking off for DeepSeek-V4 (both spellings its templates read; other
+    templates ignore them), and `extra`. A fresh dict each call: callers add to it."""
+    return {"chat_template_kwargs": {"thinking": False, "enable_thinking": False}, **extra}
+
+
 def normalize_base_url(url: str) -> tuple[str, str]:
     """(server root, OpenAI API base) from either form: http://h:p or http://h:p/v1."""
     url = url.rstrip("/")

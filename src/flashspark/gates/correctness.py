@@ -22,7 +22,7 @@ import time
 
 from pydantic import BaseModel, ConfigDict
 
-from flashspark.client import ChatRequest, OpenAIClient, parse_metrics
+from flashspark.client import ChatRequest, OpenAIClient, parse_metrics, thinking_off
 from flashspark.errors import InputError
 from flashspark.gates.options import CHURN_MODES
 
@@ -108,7 +108,7 @@ def victim_request(model: str, max_tokens: int) -> ChatRequest:
         messages=[{"role": "user", "content": VICTIM_PROMPT}],
         max_tokens=max_tokens,
         temperature=0.0,
-        extra={"ignore_eos": True, "chat_template_kwargs": {"thinking": False, "enable_thinking": False}},
+        extra=thinking_off(ignore_eos=True),
     )
 
 
@@ -118,7 +118,7 @@ def churn_request(model: str, max_tokens: int) -> ChatRequest:
         messages=[{"role": "user", "content": CHURN_PROMPT}],
         max_tokens=max_tokens,
         temperature=0.0,
-        extra={"chat_template_kwargs": {"thinking": False, "enable_thinking": False}},
+        extra=thinking_off(),
     )
 
 

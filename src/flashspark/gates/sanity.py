@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from flashspark.client import ChatRequest, ChatResult, OpenAIClient
+from flashspark.client import ChatRequest, ChatResult, OpenAIClient, thinking_off
 from flashspark.files import append_line
 from flashspark.gates import garble
 from flashspark.gates.options import SANITY
@@ -163,7 +163,7 @@ async def run_sanity(
                 messages=prompts[index].messages,
                 max_tokens=max_tokens,
                 temperature=0.0,
-                extra={"chat_template_kwargs": {"thinking": False, "enable_thinking": False}},
+                extra=thinking_off(),
             )
             result = await client.stream_chat(request)
             row = evidence_for(level, index, prompts[index].kind, result, judge_reply(result, strict_cjk=strict_cjk))

@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from flashspark.client import ChatRequest, ChatResult, OpenAIClient
+from flashspark.client import ChatRequest, ChatResult, OpenAIClient, thinking_off
 from flashspark.errors import ClientError
 from flashspark.gates.options import SMOKE, SMOKE_PHRASE
 
@@ -39,8 +39,7 @@ def smoke_request(phrase: str, *, model: str | None, max_tokens: int) -> ChatReq
         model=model,
         max_tokens=max_tokens,
         temperature=0.0,
-        # Thinking off for DeepSeek-V4 (both spellings); other templates ignore it.
-        extra={"chat_template_kwargs": {"thinking": False, "enable_thinking": False}},
+        extra=thinking_off(),
     )
 
 

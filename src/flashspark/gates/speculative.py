@@ -12,7 +12,7 @@ import asyncio
 
 from pydantic import BaseModel, ConfigDict
 
-from flashspark.client import ChatRequest, OpenAIClient, parse_metrics
+from flashspark.client import ChatRequest, OpenAIClient, parse_metrics, thinking_off
 
 SPECULATIVE_SCHEMA_VERSION = 1
 
@@ -63,7 +63,7 @@ async def run_speculative_gate(
         messages=[{"role": "user", "content": COPY_PROMPT}],
         max_tokens=max_tokens,
         temperature=0.0,
-        extra={"chat_template_kwargs": {"thinking": False, "enable_thinking": False}},
+        extra=thinking_off(),
     )
     results = await asyncio.gather(*(client.stream_chat(request) for _ in range(requests)))
     after = parse_metrics(await client.metrics_text())

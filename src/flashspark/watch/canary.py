@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from flashspark.client import ChatRequest, OpenAIClient, parse_metrics
+from flashspark.client import ChatRequest, OpenAIClient, parse_metrics, thinking_off
 from flashspark.client.metrics import MetricsSnapshot
 from flashspark.errors import ClientError
 from flashspark.files import append_line
@@ -272,7 +272,7 @@ class Canary:
                 model=self.model,
                 max_tokens=self.settings.agent_max_tokens,
                 temperature=0.0,
-                extra={"chat_template_kwargs": {"thinking": False, "enable_thinking": False}},
+                extra=thinking_off(),
             )
         )
         hits = judge_reply(result, strict_cjk=False)

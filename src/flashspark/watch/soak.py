@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from flashspark.client import ChatRequest, ChatResult, OpenAIClient
+from flashspark.client import ChatRequest, ChatResult, OpenAIClient, thinking_off
 from flashspark.files import write_json
 from flashspark.gates import garble
 from flashspark.gates.prompts import agent_prompt
@@ -213,7 +213,7 @@ class Soak:
                     model=self.model,
                     max_tokens=max_tokens,
                     temperature=temperature,
-                    extra={"chat_template_kwargs": {"thinking": False, "enable_thinking": False}},
+                    extra=thinking_off(),
                 )
             )
             self._judge(len(self.rows), worker, kind, max_tokens, temperature, result)  # numbered as they end
