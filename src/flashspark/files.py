@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -45,3 +46,12 @@ def append_line(handle: TextIO, line: str) -> None:
     """Append one line (JSONL evidence, a journal) to an open file, registered secrets and URL
     passwords masked. Cheap enough for a benchmark's event loop: no name-shaped nets run here."""
     handle.write(redact_exact(line) + "\n")
+
+
+def append_event(path: Path, event: str, **details: Any) -> dict[str, Any]:
+    """Append one `{"t", "event", ...details}` line to a JSONL journal, the file opened and closed around
+    it (a crash keeps every line written before it); return the entry."""
+    entry = {"t": round(time.time(), 3), "event": event, **details}
+    with open(path, "a", encoding="utf-8") as handle:
+        append_line(handle, json.dumps(entry))
+    return entry

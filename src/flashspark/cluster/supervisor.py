@@ -12,7 +12,6 @@ engine itself does not show: a server that answers but garbles, or whose accepta
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ from flashspark.cluster.runtimes import runtime_for
 from flashspark.cluster.state import DeploymentState
 from flashspark.cluster.transport import transport_for
 from flashspark.errors import ClientError, ClusterError, NotRunning
-from flashspark.files import append_line
+from flashspark.files import append_event
 from flashspark.recipe.model import Recipe
 
 
@@ -38,9 +37,7 @@ class SupervisorLog:
     watcher: Watcher | None = None
 
     def write(self, kind: str, **details: object) -> None:
-        entry = {"t": round(time.time(), 3), "event": kind, **details}
-        with open(self.path, "a", encoding="utf-8") as handle:
-            append_line(handle, json.dumps(entry))
+        append_event(self.path, kind, **details)
         if self.watcher is not None:
             self.watcher.note(kind, **details)
 

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from flashspark.client import ChatRequest, OpenAIClient, parse_metrics, thinking_off
 from flashspark.client.metrics import MetricsSnapshot
 from flashspark.errors import ClientError
-from flashspark.files import append_line
+from flashspark.files import append_event
 from flashspark.gates.longdecode import run_longdecode
 from flashspark.gates.prompts import agent_prompt
 from flashspark.gates.sanity import judge_reply
@@ -115,17 +115,15 @@ class CanaryState:
 
 
 class Journal:
-    """canary.jsonl: one JSON line per event, appended and flushed at once (a crash keeps every line)."""
+    """A versioned JSONL journal (canary.jsonl, soak.jsonl): every line carries the schema version."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, schema_version: int = CANARY_SCHEMA_VERSION) -> None:
         self.path = path
+        self.schema_version = schema_version
         path.parent.mkdir(parents=True, exist_ok=True)
 
     def write(self, event: str, **details: Any) -> dict[str, Any]:
-        entry = {"schema_version": CANARY_SCHEMA_VERSION, "t": round(time.time(), 3), "event": event, **details}
-        with open(self.path, "a", encoding="utf-8") as handle:
-            append_line(handle, json.dumps(entry))
-        return entry
+        return append_event(self.path, event, schema_version=self.schema_version, **details)
 
 
 def latest_round(path: Path, *, tail_bytes: int = 65_536) -> dict[str, Any] | None:

@@ -148,7 +148,7 @@ class Soak:
         self.client = client
         self.options = options
         self.out_dir = out_dir
-        self.journal = Journal(out_dir / "soak.jsonl")
+        self.journal = Journal(out_dir / "soak.jsonl", SOAK_SCHEMA_VERSION)
         self.canary_settings = canary
         self.on_event = on_event
         self.rng = random.Random(options.seed)
