@@ -45,7 +45,8 @@ EDGES: dict[str, set[str]] = {
     "bench": {"client", "gates"},
     "traffic": {"recipe", "client", "gates"},  # recipe: is_loopback for the proxy's listener
     # cluster: the supervisor's watcher and each node's engine state; recipe: [watch] settings
-    "watch": {"recipe", "client", "gates", "cluster"},
+    # bench: the one percentile definition, for soak's TTFT
+    "watch": {"recipe", "client", "gates", "bench", "cluster"},
     "report": {"gates", "bench", "traffic", "watch"},
     "cli": set(ORDER) - {"cli"},
 }

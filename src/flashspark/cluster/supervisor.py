@@ -74,11 +74,11 @@ async def first_death(recipe: Recipe, state: DeploymentState, *, check_s: float,
             await asyncio.sleep(check_s)
 
 
-async def first_of(recipe: Recipe, state: DeploymentState, watcher: Watcher | None, **checks: float) -> str:
+async def first_of(
+    recipe: Recipe, state: DeploymentState, watcher: Watcher | None, *, check_s: float, health_failures: int
+) -> str:
     """Whichever comes first: an engine's death, or the watcher's verdict; the other is cancelled."""
-    death = asyncio.ensure_future(
-        first_death(recipe, state, check_s=checks["check_s"], health_failures=int(checks["health_failures"]))
-    )
+    death = asyncio.ensure_future(first_death(recipe, state, check_s=check_s, health_failures=health_failures))
     waits = {death}
     if watcher is not None:
         waits.add(asyncio.ensure_future(watcher.first_failure(state)))

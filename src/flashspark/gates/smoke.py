@@ -103,7 +103,7 @@ async def run_smoke(
     """
     loop = asyncio.get_running_loop()
     started = loop.time()
-    model = model or await _listed_model(client)
+    model = model or await listed_model(client)
     request = smoke_request(phrase, model=model, max_tokens=max_tokens)
     results = await asyncio.gather(*(client.stream_chat(request) for _ in range(concurrency)))
     judged = [judge(i, r, expect) for i, r in enumerate(results)]
@@ -121,7 +121,8 @@ async def run_smoke(
     )
 
 
-async def _listed_model(client: OpenAIClient) -> str | None:
+async def listed_model(client: OpenAIClient) -> str | None:
+    """The first model the server lists, or None when it cannot say (each request then reports why)."""
     try:
         return await client.default_model()
     except (ClientError, ValueError, KeyError):

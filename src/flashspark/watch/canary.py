@@ -26,7 +26,7 @@ from flashspark.files import append_event
 from flashspark.gates.longdecode import run_longdecode
 from flashspark.gates.prompts import agent_prompt
 from flashspark.gates.sanity import judge_reply
-from flashspark.gates.smoke import run_smoke
+from flashspark.gates.smoke import listed_model, run_smoke
 from flashspark.recipe.model import Recipe
 
 CANARY_SCHEMA_VERSION = 1
@@ -109,6 +109,10 @@ class CanaryState:
     def alerts(self) -> list[str]:
         return [p for p, s in self.streaks.items() if s.alerting]
 
+    def failures(self) -> dict[str, int]:
+        """Failed runs per probe, for the probes that failed at all."""
+        return {p: s.failures for p, s in self.streaks.items() if s.failures}
+
     def per_hour(self) -> dict[str, float]:
         hours = max(time.time() - self.started, 1e-9) / 3600
         return {"requests_per_hour": self.requests / hours, "tokens_per_hour": self.tokens / hours}
@@ -174,9 +178,9 @@ class Canary:
         if self.node_check is not None:
             state.engines = await self.node_check()
         state.health_ok = await self._health()
-        start_metrics = await self._metrics()
-        if self.model is None:
-            self.model = await self._model()
+        # The acceptance window runs from the previous round's end; only the first round starts it here.
+        window_start = self._last_metrics or await self._metrics()
+        self.model = self.model or await listed_model(self.client)
         probes = [self._smoke, self._agent]
         if index % self.settings.longdecode_every == self.settings.longdecode_every - 1:
             probes.append(self._longdecode)
@@ -185,7 +189,7 @@ class Canary:
             results.append(await probe())
             self._count(index, results[-1])
         end_metrics = await self._metrics()
-        results.append(self._acceptance(self._last_metrics or start_metrics, end_metrics))
+        results.append(self._acceptance(window_start, end_metrics))
         self._count(index, results[-1])
         if end_metrics is not None:
             self._last_metrics = end_metrics
@@ -239,12 +243,6 @@ class Canary:
         try:
             return parse_metrics(await self.client.metrics_text())
         except (ClientError, ValueError):
-            return None
-
-    async def _model(self) -> str | None:
-        try:
-            return await self.client.default_model()
-        except (ClientError, ValueError, KeyError):
             return None
 
     async def _smoke(self) -> ProbeResult:

@@ -22,7 +22,7 @@ from flashspark.recipe.model import Recipe
 from flashspark.watch.canary import Canary, CanarySettings, CanaryState, Journal, ProbeResult
 from flashspark.watch.exporter import CONTENT_TYPE, exposition
 from flashspark.watch.httpd import LocalServer, Response
-from flashspark.watch.nodes import engines_of, node_probe
+from flashspark.watch.nodes import engine_check
 
 WATCH_SCHEMA_VERSION = 1
 JOURNAL = "canary.jsonl"
@@ -98,12 +98,7 @@ async def keep_watch(
     """Canary rounds every `settings.interval_s` until `rounds`, `duration_s` or `stop`; watch.json written
     after every round, so an interrupted watch keeps its summary."""
     journal = Journal(out_dir / JOURNAL)
-    nodes = node_probe(recipe) if recipe is not None else None
-
-    async def node_check() -> dict[tuple[str, int], bool]:
-        return engines_of(await nodes()) if nodes is not None else {}
-
-    canary = Canary(client, settings, journal, node_check=node_check if nodes is not None else None)
+    canary = Canary(client, settings, journal, node_check=engine_check(recipe) if recipe is not None else None)
     holder = ExporterHolder(canary.state)
     server = holder.server(host=exporter[0], port=exporter[1], key=exporter_key) if exporter else None
     exporter_url = await server.start() if server is not None else None
@@ -140,8 +135,7 @@ def _summary(
     canary: Canary, client: OpenAIClient, journal: Journal, settings: CanarySettings, started: float, url: str | None
 ) -> WatchSummary:
     state = canary.state
-    wall = asyncio.get_running_loop().time() - started
-    hours = max(wall, 1e-9) / 3600
+    load = state.per_hour()
     return WatchSummary(
         base_url=client.api,
         journal=str(journal.path),
@@ -149,10 +143,10 @@ def _summary(
         rounds=state.rounds,
         requests=state.requests,
         tokens=state.tokens,
-        wall_s=round(wall, 3),
-        requests_per_hour=round(state.requests / hours, 1),
-        tokens_per_hour=round(state.tokens / hours, 1),
-        failures={p: s.failures for p, s in state.streaks.items() if s.failures},
+        wall_s=round(asyncio.get_running_loop().time() - started, 3),
+        requests_per_hour=round(load["requests_per_hour"], 1),
+        tokens_per_hour=round(load["tokens_per_hour"], 1),
+        failures=state.failures(),
         alerts=list(canary.raised),
         exporter_url=url,
     )
@@ -170,13 +164,8 @@ class CanaryWatcher:
         self.holder: ExporterHolder | None = None
 
     async def first_failure(self, state: DeploymentState) -> str:
-        probe = node_probe(self.recipe)
-
-        async def node_check() -> dict[tuple[str, int], bool]:
-            return engines_of(await probe())
-
         async with OpenAIClient(state.base_url, api_key=self.recipe.api_key, timeouts=CANARY_TIMEOUTS) as client:
-            canary = Canary(client, self.settings, self.journal, node_check=node_check)
+            canary = Canary(client, self.settings, self.journal, node_check=engine_check(self.recipe))
             if self.holder is not None:
                 self.holder.state = canary.state
             loop = asyncio.get_running_loop()

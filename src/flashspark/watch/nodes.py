@@ -57,6 +57,12 @@ def node_probe(recipe: Recipe, *, log_every_s: float | None = None) -> NodeProbe
     return probe
 
 
-def engines_of(views: list[NodeView]) -> dict[tuple[str, int], bool]:
-    """The exporter's engine gauge: up per (node, rank); an unknown state counts as not up."""
-    return {(v.node, v.rank): v.engine == "running" for v in views}
+def engine_check(recipe: Recipe) -> Callable[[], Awaitable[dict[tuple[str, int], bool]]]:
+    """The canary's view of the nodes, for the exporter's engine gauge: up per (node, rank); an unknown
+    state counts as not up."""
+    probe = node_probe(recipe)
+
+    async def check() -> dict[tuple[str, int], bool]:
+        return {(v.node, v.rank): v.engine == "running" for v in await probe()}
+
+    return check

@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from flashspark.bench.records import percentile
 from flashspark.client import ChatRequest, ChatResult, OpenAIClient, thinking_off
 from flashspark.files import write_json
 from flashspark.gates import garble
@@ -85,6 +86,10 @@ class SoakSample(BaseModel):
     ttft_p50_s: float | None = None
     preemptions: float | None = None
     health: str = "ok"
+
+
+# The monitor's numbers a soak keeps for its timeline.
+SAMPLED = set(SoakSample.model_fields) - {"t_s"}
 
 
 class SoakSummary(BaseModel):
@@ -222,9 +227,7 @@ class Soak:
         self, index: int, worker: int, kind: str, max_tokens: int, temperature: float, result: ChatResult
     ) -> SoakRequest:
         hits = [] if result.error is not None else soak_checks(result)
-        decode = None
-        if result.completion_tokens and result.ttft_s is not None and result.e2e_s and result.e2e_s > result.ttft_s:
-            decode = (result.completion_tokens - 1) / (result.e2e_s - result.ttft_s)
+        decode = result.decode_tokens_per_s
         row = SoakRequest(
             index=index,
             worker=worker,
@@ -259,20 +262,8 @@ class Soak:
         sampler = Sampler(self.client, deployment="soak")
         next_start = time.monotonic()
         while not done.is_set():
-            snapshot = await sampler.sample()
-            v = snapshot.serving
-            sample = SoakSample(
-                t_s=round(self.now(), 3),
-                generation_tps=v.generation_tps,
-                prompt_tps=v.prompt_tps,
-                kv_usage=v.kv_usage,
-                running=v.running,
-                waiting=v.waiting,
-                acceptance_rate=v.acceptance_rate,
-                ttft_p50_s=v.ttft_p50_s,
-                preemptions=v.preemptions,
-                health=v.health,
-            )
+            serving = (await sampler.sample()).serving
+            sample = SoakSample(t_s=round(self.now(), 3), **serving.model_dump(include=SAMPLED))
             self.event("sample", **sample.model_dump(mode="json"))
             next_start = next_slot(next_start, self.options.sample_s, time.monotonic())
             if await stopped(done, next_start - time.monotonic()):
@@ -310,7 +301,7 @@ class Soak:
         rows = list(self.rows)
         wall = self.now()
         tokens = sum(r.completion_tokens or 0 for r in rows)
-        ttfts = sorted(r.ttft_s for r in rows if r.ttft_s is not None)
+        ttfts = [r.ttft_s for r in rows if r.ttft_s is not None]
         decodes = [r.decode_tokens_per_s for r in rows if r.decode_tokens_per_s is not None]
         problems = Counter(p for r in rows for p in r.problems)
         canary = self.canary
@@ -327,24 +318,17 @@ class Soak:
                 "completion_tokens": tokens,
                 "aggregate_tokens_per_s": round(tokens / wall, 2) if wall > 0 else None,
                 "per_stream_tokens_per_s_p50": round(statistics.median(decodes), 2) if decodes else None,
-                "ttft_p50_s": round(_quantile(ttfts, 0.5), 3) if ttfts else None,
-                "ttft_p95_s": round(_quantile(ttfts, 0.95), 3) if ttfts else None,
+                "ttft_p50_s": _rounded(percentile(ttfts, 50), 3),
+                "ttft_p95_s": _rounded(percentile(ttfts, 95), 3),
                 "canary_rounds": canary.state.rounds if canary else 0,
-                "canary_failures": {p: s.failures for p, s in canary.state.streaks.items() if s.failures}
-                if canary
-                else {},
+                "canary_failures": canary.state.failures() if canary else {},
                 "canary_alerts": [a["probe"] for a in canary.raised] if canary else [],
             }
         )
 
 
-def _failures(canary: Canary | None) -> dict[str, int]:
-    return {p: s.failures for p, s in canary.state.streaks.items() if s.failures} if canary else {}
-
-
-def _quantile(ordered: list[float], q: float) -> float:
-    """Nearest-rank quantile of a sorted list."""
-    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered) + 0.5) - 1))]
+def _rounded(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
 
 
 def read_soak(run_dir: Path) -> tuple[SoakSummary, list[dict[str, Any]]]:
