@@ -277,3 +277,18 @@ async def test_acceptance_counts_the_live_traffic_between_rounds_not_only_the_ca
     judged = [next(r for r in results if r.probe == "acceptance") for results in (first, second)]
     assert judged[0].ok is True
     assert judged[1].ok is False and judged[1].evidence["drafts"] == 1020  # the fleet's 1,000 and the round's 20
+
+
+def test_exported_values_keep_every_digit(tmp_path: Path) -> None:
+    canary = Canary(OpenAIClient("http://127.0.0.1:9"), SETTINGS, Journal(tmp_path / "canary.jsonl"))
+    canary.state.tokens = 123_456_789
+    canary.state.last_round_t = 1796189083.566
+    canary.state.engines = {('spark "1"\nx', 0): True}
+    values = {
+        (family.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(exposition(canary.state))
+        for sample in family.samples
+    }
+    assert values[("flashspark_canary_tokens", ())] == 123_456_789  # `:g` wrote 1.23457e+08
+    assert values[("flashspark_canary_last_round_timestamp_seconds", ())] == 1796189083.566
+    assert values[("flashspark_engine_up", (("node", 'spark "1"\nx'), ("rank", "0")))] == 1.0
