@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from flashspark.cli.watch import parse_duration, parse_numbers
+from flashspark.cli.common import parse_number_list
+from flashspark.cli.watch import parse_duration
 from flashspark.client import ChatResult, OpenAIClient
 from flashspark.errors import InputError
 from flashspark.report import write_run_report
@@ -157,7 +158,12 @@ def test_a_bad_duration_says_how_to_write_one(text: str) -> None:
 
 
 def test_number_lists() -> None:
-    assert parse_numbers("300, 500,800", option="--max-tokens", kind=int) == (300, 500, 800)
-    for bad in ("", "a,b", "-1", "1.5"):
+    assert parse_number_list("300, 500,800", option="--max-tokens") == (300, 500, 800)
+    assert parse_number_list("0,0.7", option="--temperatures", kind=float, minimum=0) == (0.0, 0.7)
+    for bad in ("", "a,b", "-1", "1.5", "0"):  # a max_tokens of 0 asks the server for nothing
+        with pytest.raises(InputError) as refused:
+            parse_number_list(bad, option="--max-tokens", example="300,500,800")
+        assert refused.value.key == "--max-tokens" and refused.value.fix == "write e.g. 300,500,800"
+    for bad in ("nan", "inf", "0.3,-0.1"):  # NaN is no JSON number; a server would refuse the request
         with pytest.raises(InputError):
-            parse_numbers(bad, option="--max-tokens", kind=int)
+            parse_number_list(bad, option="--temperatures", kind=float, minimum=0)

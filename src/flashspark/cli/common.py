@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import math
 import os
 import signal
 import sys
@@ -239,18 +240,27 @@ def resolve_run(
     return target, out or new_run_dir(resolved.recipe, kind)
 
 
-def parse_levels(text: str) -> tuple[int, ...]:
+def parse_number_list(
+    text: str, *, option: str, kind: type[int] | type[float] = int, minimum: float = 1, example: str = "1,2,4,6"
+) -> tuple[Any, ...]:
+    """A comma list of finite numbers of `kind`, each at least `minimum` (a bad one names the option)."""
     try:
-        levels = tuple(int(part) for part in text.split(",") if part.strip())
+        values = tuple(kind(part) for part in text.split(",") if part.strip())
     except ValueError:
+        values = ()
+    if not values or any(not math.isfinite(v) or v < minimum for v in values):
+        what = "whole numbers" if kind is int else "numbers"
         raise InputError(
-            f"{text!r} is not a comma list of whole numbers", key="--concurrency", value=text, fix="write e.g. 1,2,4,6"
-        ) from None
-    if not levels or any(level < 1 for level in levels):
-        raise InputError(
-            "concurrency levels are positive whole numbers", key="--concurrency", value=text, fix="write e.g. 1,2,4,6"
+            f"{text!r} is not a comma list of {what} of at least {minimum:g}",
+            key=option,
+            value=text,
+            fix=f"write e.g. {example}",
         )
-    return levels
+    return values
+
+
+def parse_levels(text: str) -> tuple[int, ...]:
+    return parse_number_list(text, option="--concurrency")
 
 
 def run(coroutine: Coroutine[Any, Any, T]) -> T:

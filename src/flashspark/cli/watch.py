@@ -16,6 +16,7 @@ from flashspark.cli.common import (
     json_option,
     key_from_env,
     out_option,
+    parse_number_list,
     recipe_options,
     resolve_run,
     run,
@@ -335,18 +336,6 @@ def parse_duration(text: str, *, option: str = "--duration") -> float:
     return seconds
 
 
-def parse_numbers(text: str, *, option: str, kind: type[int] | type[float]) -> tuple[Any, ...]:
-    try:
-        values = tuple(kind(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        values = ()
-    if not values or any(v < 0 for v in values):
-        raise InputError(
-            f"{text!r} is not a comma list of numbers", key=option, value=text, fix="write e.g. 300,500,800"
-        )
-    return values
-
-
 @click.command("soak")
 @recipe_options
 @click.option("--base-url", default=None, help="Any OpenAI-compatible server (default: the deployment).")
@@ -394,10 +383,12 @@ def soak_command(
     options = SoakOptions(
         duration_s=parse_duration(duration_text),
         concurrency=concurrency,
-        max_tokens=parse_numbers(max_tokens_text, option="--max-tokens", kind=int)
+        max_tokens=parse_number_list(max_tokens_text, option="--max-tokens", example="300,500,800")
         if max_tokens_text
         else tuple(recipe.watch.soak_max_tokens),
-        temperatures=parse_numbers(temperatures, option="--temperatures", kind=float),
+        temperatures=parse_number_list(
+            temperatures, option="--temperatures", kind=float, minimum=0, example="0,0.3,0.7"
+        ),
         heartbeat_s=parse_duration(heartbeat_text, option="--heartbeat"),
         canary_interval_s=canary_s,
         seed=seed,
