@@ -292,3 +292,11 @@ def test_exported_values_keep_every_digit(tmp_path: Path) -> None:
     assert values[("flashspark_canary_tokens", ())] == 123_456_789  # `:g` wrote 1.23457e+08
     assert values[("flashspark_canary_last_round_timestamp_seconds", ())] == 1796189083.566
     assert values[("flashspark_engine_up", (("node", 'spark "1"\nx'), ("rank", "0")))] == 1.0
+
+
+async def test_a_watch_too_short_to_alert_still_fails_on_a_failing_last_round(tmp_path: Path) -> None:
+    # one round against a dead server: no alert (two failures in a row needed), and still not ok
+    async with OpenAIClient("http://127.0.0.1:9") as client:
+        summary = await keep_watch(client, SETTINGS, tmp_path, rounds=1)
+    assert summary.alerts == [] and summary.last_round_failing == ["smoke", "agent", "acceptance"]
+    assert not summary.ok

@@ -253,7 +253,8 @@ def watch_command(
     Every probe is a line in canary.jsonl with its evidence; a probe failing
     --failures-to-alert rounds in a row raises an alert (journaled, exported
     as flashspark_canary_alert). The exporter serves /metrics for Prometheus.
-    Exit 4 when any alert was raised; Ctrl-C stops and keeps everything.
+    Exit 4 when any alert was raised or the last round failed; Ctrl-C stops
+    and keeps everything.
     """
     from flashspark.watch.canary import CanarySettings
     from flashspark.watch.keeper import CANARY_TIMEOUTS, keep_watch

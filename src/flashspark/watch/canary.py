@@ -102,6 +102,7 @@ class CanaryState:
     tokens: int = 0
     started: float = field(default_factory=time.time)
     last_round_t: float | None = None
+    last_failing: list[str] = field(default_factory=list)
     engines: dict[tuple[str, int], bool] = field(default_factory=dict)
     health_ok: bool | None = None
 
@@ -195,7 +196,7 @@ class Canary:
             self._last_metrics = end_metrics
         state.rounds += 1
         state.last_round_t = time.time()
-        failing = [r.probe for r in results if r.ok is False]
+        failing = state.last_failing = [r.probe for r in results if r.ok is False]
         self.journal.write(
             "round",
             round=index,

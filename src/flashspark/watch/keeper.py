@@ -62,10 +62,13 @@ class WatchSummary(BaseModel):
     failures: dict[str, int] = Field(default_factory=dict, description="Failed runs per probe.")
     alerts: list[dict[str, Any]] = Field(default_factory=list, description="Every alert raised, in order.")
     exporter_url: str | None = None
+    last_round_failing: list[str] = Field(
+        default_factory=list, description="Probes that failed in the last round (a watch too short to alert)."
+    )
 
     @property
     def ok(self) -> bool:
-        return not self.alerts
+        return not self.alerts and not self.last_round_failing
 
 
 class ExporterHolder:
@@ -147,6 +150,7 @@ def _summary(
         requests_per_hour=round(load["requests_per_hour"], 1),
         tokens_per_hour=round(load["tokens_per_hour"], 1),
         failures=state.failures(),
+        last_round_failing=state.last_failing,
         alerts=list(canary.raised),
         exporter_url=url,
     )
