@@ -175,34 +175,25 @@ def _alert(name: str, expr: str, hold: str, severity: str, summary: str) -> dict
 
 def grafana_dashboard(recipe: Recipe) -> dict[str, Any]:
     """A Grafana dashboard (schema 39) over the Prometheus datasource, speculative-decoding panels first."""
-    panels = [
-        ("Acceptance rate (5m)", "flashspark:acceptance_rate:5m", "percentunit"),
-        ("Mean accepted length (5m)", "flashspark:mean_acceptance_length:5m", "short"),
-        ("Acceptance by draft position (5m)", "flashspark:acceptance_by_position:5m", "percentunit"),
-        ("Generation tokens/s", "flashspark:generation_tokens:rate1m", "short"),
-        ("Prompt tokens/s", "flashspark:prompt_tokens:rate1m", "short"),
-        ("TTFT p95 (5m)", "flashspark:ttft_seconds:p95_5m", "s"),
-        (
-            "Inter-token latency p50 / p99",
-            "histogram_quantile(0.5, sum by (le) (rate(vllm:inter_token_latency_seconds_bucket[5m])))",
-            "s",
-        ),
-        ("KV-cache usage", "max(vllm:kv_cache_usage_perc)", "percentunit"),
-        ("Requests running / waiting", "sum(vllm:num_requests_running)", "short"),
-        ("Preemptions (5m)", "sum(increase(vllm:num_preemptions_total[5m]))", "short"),
-        ("Canary alerts", "flashspark_canary_alert", "short"),
-        ("Engines up", "flashspark_engine_up", "short"),
+    itl = "histogram_quantile({q}, sum by (le) (rate(vllm:inter_token_latency_seconds_bucket[5m])))"
+    # (title, expressions, unit)
+    panels: list[tuple[str, list[str], str]] = [
+        ("Acceptance rate (5m)", ["flashspark:acceptance_rate:5m"], "percentunit"),
+        ("Mean accepted length (5m)", ["flashspark:mean_acceptance_length:5m"], "short"),
+        ("Acceptance by draft position (5m)", ["flashspark:acceptance_by_position:5m"], "percentunit"),
+        ("Generation tokens/s", ["flashspark:generation_tokens:rate1m"], "short"),
+        ("Prompt tokens/s", ["flashspark:prompt_tokens:rate1m"], "short"),
+        ("TTFT p95 (5m)", ["flashspark:ttft_seconds:p95_5m"], "s"),
+        ("Inter-token latency p50 / p99", [itl.format(q=0.5), itl.format(q=0.99)], "s"),
+        ("KV-cache usage", ["max(vllm:kv_cache_usage_perc)"], "percentunit"),
+        ("Requests running / waiting", ["sum(vllm:num_requests_running)", "sum(vllm:num_requests_waiting)"], "short"),
+        ("Preemptions (5m)", ["sum(increase(vllm:num_preemptions_total[5m]))"], "short"),
+        ("Canary alerts", ["flashspark_canary_alert"], "short"),
+        ("Engines up", ["flashspark_engine_up"], "short"),
     ]
-    extra_targets = {
-        "Inter-token latency p50 / p99": [
-            "histogram_quantile(0.99, sum by (le) (rate(vllm:inter_token_latency_seconds_bucket[5m])))"
-        ],
-        "Requests running / waiting": ["sum(vllm:num_requests_waiting)"],
-    }
     datasource = {"type": "prometheus", "uid": "${datasource}"}
     built = []
-    for index, (title, expr, unit) in enumerate(panels):
-        exprs = [expr, *extra_targets.get(title, [])]
+    for index, (title, exprs, unit) in enumerate(panels):
         built.append(
             {
                 "id": index + 1,
