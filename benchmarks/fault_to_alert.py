@@ -15,34 +15,30 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).parents[1]
 sys.path.insert(0, str(ROOT))
 from benchmarks.client_bench import free_port  # noqa: E402
+from tests.prometheus_server import firing, start_prometheus  # noqa: E402
 from tests.standin import Reply, StandIn, stream_reply  # noqa: E402
 
 from flashspark.recipe import resolve_recipe  # noqa: E402
-from flashspark.render.monitoring import alert_rules, prometheus_config  # noqa: E402
 
 FLASHSPARK = str(Path(sys.executable).parent / "flashspark")
 
 
-def firing(port: int) -> bool:
+def canary_alert_firing(port: int) -> bool:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/alerts", timeout=2) as answer:
-            alerts = json.loads(answer.read())["data"]["alerts"]
+        return any(a["labels"]["alertname"] == "FlashSparkCanaryFailing" for a in firing(port))
     except OSError:
-        return False
-    return any(a["labels"]["alertname"] == "FlashSparkCanaryFailing" and a["state"] == "firing" for a in alerts)
+        return False  # Prometheus still starting
 
 
 def one_run(args: argparse.Namespace, folder: Path) -> dict[str, float]:
@@ -55,23 +51,9 @@ def one_run(args: argparse.Namespace, folder: Path) -> dict[str, float]:
 
     exporter, prom_port = free_port(), free_port()
     recipe = resolve_recipe(profile="local-cpu", sets=[f"watch.exporter_port={exporter}"]).recipe
-    (folder / "prometheus.yml").write_text(
-        json.dumps(prometheus_config(recipe, scrape_interval_s=args.scrape, evaluation_interval_s=args.scrape))
-    )
-    (folder / "rules.yml").write_text(json.dumps(alert_rules(recipe)))
     with StandIn() as server:
         server.responder = reply
-        prometheus = subprocess.Popen(
-            [
-                shutil.which("prometheus") or "prometheus",
-                "--config.file=prometheus.yml",
-                f"--storage.tsdb.path={folder / 'tsdb'}",
-                f"--web.listen-address=127.0.0.1:{prom_port}",
-            ],
-            cwd=folder,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        prometheus = start_prometheus(recipe, folder, prom_port, interval_s=args.scrape)
         watch = subprocess.Popen(
             [
                 FLASHSPARK,
@@ -98,7 +80,7 @@ def one_run(args: argparse.Namespace, folder: Path) -> dict[str, float]:
             fired = None
             while fired is None and time.time() - fault < args.interval * 10 + args.scrape * 6:
                 time.sleep(0.2)
-                if firing(prom_port):
+                if canary_alert_firing(prom_port):
                     fired = time.time()
         finally:
             watch.terminate()

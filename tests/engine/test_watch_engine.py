@@ -17,11 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from flashspark.recipe import resolve_recipe
-from flashspark.render.monitoring import alert_rules, prometheus_config
 from tests.engine.conftest import FLASHSPARK, Deployment, free_port
+from tests.prometheus_server import firing, start_prometheus
 
 pytestmark = pytest.mark.engine
 
@@ -86,36 +85,18 @@ def prometheus_query(port: int, query: str) -> list[dict[str, Any]]:
         return list(json.loads(answer.read())["data"]["result"])
 
 
-def firing(port: int) -> list[dict[str, Any]]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/alerts", timeout=5) as answer:
-        return [a for a in json.loads(answer.read())["data"]["alerts"] if a["state"] == "firing"]
-
-
 def test_prometheus_scrapes_both_targets_and_fires_the_canary_alert(
     local_deployment: Deployment, tmp_path: Path
 ) -> None:
-    binary = shutil.which("prometheus")
-    if binary is None:
-        pytest.fail("prometheus is not installed (Debian package prometheus; scripts/test.sh installs it)")
     exporter_port, prom_port = free_port(), free_port()
     recipe = resolve_recipe(
         profile="local-cpu", sets=[f"VLLM_PORT={local_deployment.port}", f"watch.exporter_port={exporter_port}"]
     ).recipe
-    config = prometheus_config(recipe, scrape_interval_s=1, evaluation_interval_s=1)
-    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
-    (tmp_path / "rules.yml").write_text(yaml.safe_dump(alert_rules(recipe, hold="0s")))
     log = (tmp_path / "prometheus.log").open("w")
-    prometheus = subprocess.Popen(
-        [
-            binary,
-            "--config.file=prometheus.yml",
-            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{prom_port}",
-        ],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=log,
-    )
+    try:
+        prometheus = start_prometheus(recipe, tmp_path, prom_port, interval_s=1, hold="0s", log=log)
+    except FileNotFoundError as missing:
+        pytest.fail(str(missing))
     # The fault: a floor of 99 % that ngram on this engine never reaches; one failed round alerts.
     watch = subprocess.Popen(
         [
