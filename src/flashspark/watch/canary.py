@@ -95,7 +95,6 @@ class ProbeStreak:
 class CanaryState:
     """What the exporter and the monitor read: per-probe counts and streaks, load, the latest round."""
 
-    settings: CanarySettings
     streaks: dict[str, ProbeStreak] = field(default_factory=lambda: {p: ProbeStreak() for p in PROBES})
     rounds: int = 0
     requests: int = 0
@@ -168,7 +167,7 @@ class Canary:
         self.journal = journal
         self.model = model
         self.node_check = node_check
-        self.state = CanaryState(settings)
+        self.state = CanaryState()
         self.raised: list[dict[str, Any]] = []  # every alert journaled, in order
         self._last_metrics: MetricsSnapshot | None = None
 

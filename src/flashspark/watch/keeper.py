@@ -202,7 +202,7 @@ async def supervise_with_canary(recipe: Recipe, *, events: Events, max_restarts:
     whichever boot's canary is current."""
     settings = CanarySettings.of(recipe)
     watcher = CanaryWatcher(recipe, settings, run_dir)
-    watcher.holder = ExporterHolder(CanaryState(settings))
+    watcher.holder = ExporterHolder(CanaryState())
     server = watcher.holder.server(host="127.0.0.1", port=recipe.watch.exporter_port, key=None)
     await server.start()
     try:
