@@ -158,3 +158,17 @@ def test_the_real_engines_histograms_parse() -> None:
     assert ttft.count == 1.0 and ttft.total == pytest.approx(5.846665620803833)
     assert ttft.quantile(0.5) == pytest.approx(6.25)
     assert snapshot.histograms["vllm:inter_token_latency_seconds"].count == 3.0
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '# TYPE x histogram\nx_bucket{engine="0"} 3\n',  # no le
+        '# TYPE x histogram\nx_bucket{le="soon"} 3\n',
+        "vllm:num_requests_running{{ 1\n",
+    ],
+)
+def test_a_malformed_scrape_is_a_value_error(text: str) -> None:
+    # The monitor and the canary catch ValueError for an unreadable /metrics: a KeyError would crash them.
+    with pytest.raises(ValueError):
+        parse_metrics(text)

@@ -153,3 +153,14 @@ def test_the_cli_prints_plain_lines_when_piped_and_ndjson_with_json(tmp_path: Pa
     snapshots = [json.loads(line) for line in ndjson.stdout.splitlines()]
     assert len(snapshots) == 2 and snapshots[1]["serving"]["generation_tps"] == 0.0
     assert snapshots[0]["schema_version"] == 1 and snapshots[0]["base_url"] == f"{server.url}/v1"
+
+
+async def test_a_server_whose_metrics_lie_is_reported_not_fatal() -> None:
+    with StandIn() as server:
+        server.metrics = (
+            '# TYPE vllm:time_to_first_token_seconds histogram\nvllm:time_to_first_token_seconds_bucket{engine="0"} 3\n'
+        )
+        async with OpenAIClient(server.url) as client:
+            snapshot = await Sampler(client, deployment="liar").sample()
+    assert snapshot.serving.health == "unreachable"
+    assert snapshot.error == "vllm:time_to_first_token_seconds_bucket has a bucket without its le label"

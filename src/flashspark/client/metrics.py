@@ -180,6 +180,8 @@ def parse_metrics(text: str) -> MetricsSnapshot:
                 continue
             if family.type == "histogram":
                 if sample.name.endswith("_bucket"):
+                    if "le" not in sample.labels:  # a server that lies: malformed, as a bad number is
+                        raise ValueError(f"{sample.name} has a bucket without its le label")
                     buckets[family.name][float(sample.labels["le"])] += sample.value
                 elif sample.name.endswith("_sum"):
                     sums[family.name] += sample.value
