@@ -30,6 +30,12 @@ if TYPE_CHECKING:
 @click.option("--kv-cache-dtype", default=None, help="auto, fp8, nvfp4_ds_mla, bfloat16, float32, ...")
 @click.option("--dtype", default=None, help="Engine dtype for --hf-config models (auto follows the checkpoint).")
 @click.option(
+    "--platform",
+    type=click.Choice(["cpu", "cuda"]),
+    default=None,
+    help="Whose attention kernel sets sliding-window blocks (default: cpu for the embedded engine, else cuda).",
+)
+@click.option(
     "--vllm-version",
     default=None,
     help="Size as this upstream vLLM would: <= 0.26 or >= 0.32 (default: the profile's [sizing], else 0.21).",
@@ -47,7 +53,7 @@ if TYPE_CHECKING:
     "--hf-config",
     type=click.Path(path_type=Path, dir_okay=False, exists=True),
     default=None,
-    help="An ordinary full-attention model's config.json instead of DeepSeek-V4.",
+    help="A Hugging Face config.json (full, sliding-window or hybrid attention) instead of DeepSeek-V4.",
 )
 @click.option(
     "--boot-log",
@@ -111,6 +117,8 @@ def plan_command(
         budget=MemoryBudget(**{k: v for k, v in budget.items() if v is not None}),
         mean_acceptance_length=acceptance_length,
         context_for_speed=context_tokens,
+        # Sizing another model (--hf-config) takes a recipe's engine settings only when one was named.
+        recipe_engine=profile is not None or config is not None or bool(sets),
     )
     result = calibrate(recipe, boot_log, inputs) if boot_log else plan_kv(recipe, inputs)
     finish(result, as_json, lambda: print_plan_result(result))

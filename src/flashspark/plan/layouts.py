@@ -1,8 +1,8 @@
 """KV cache layouts: the cache groups vLLM builds for a model, with their page sizes.
 
 Two kinds of model are covered:
-- an ordinary full-attention model described by a Hugging Face `config.json`
-  (every layer the same spec: one group);
+- a model described by a Hugging Face `config.json`, full attention, sliding window or
+  both mixed (`hf_layouts.py`);
 - DeepSeek-V4-Flash(-DSpark), whose hybrid attention gives vLLM one full-MLA
   group and several sliding-window-type groups (raw windows, compressor
   states), packed into one pool of stripes (tech.md §2-3).
@@ -12,9 +12,7 @@ A layout is pure data; `sizing.py` turns it into blocks, tokens and concurrency.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from flashspark.errors import RecipeError
@@ -83,105 +81,6 @@ class KVLayout:
             ],
             "notes": list(self.notes),
         }
-
-
-# --- ordinary full-attention models -----------------------------------------------------
-
-DTYPE_BYTES = {
-    "float32": 4,
-    "fp32": 4,
-    "float": 4,
-    "bfloat16": 2,
-    "bf16": 2,
-    "float16": 2,
-    "fp16": 2,
-    "half": 2,
-    "fp8": 1,
-    "fp8_e4m3": 1,
-    "fp8_e5m2": 1,
-    "int8": 1,
-}
-
-
-@dataclass(frozen=True)
-class HFAttentionConfig:
-    """What KV sizing needs from a Hugging Face config.json."""
-
-    model_type: str
-    num_hidden_layers: int
-    num_attention_heads: int
-    num_key_value_heads: int
-    head_dim: int
-    torch_dtype: str
-    max_position_embeddings: int | None
-
-    @classmethod
-    def from_file(cls, path: Path) -> HFAttentionConfig:
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise RecipeError(
-                f"cannot read {path} as a Hugging Face config.json: {exc}",
-                where=str(path),
-                fix="pass the model folder's config.json",
-            ) from exc
-        data = data.get("text_config", data)
-        try:
-            heads = int(data["num_attention_heads"])
-            head_dim = int(data.get("head_dim") or data["hidden_size"] // heads)
-            return cls(
-                model_type=str(data.get("model_type", "unknown")),
-                num_hidden_layers=int(data["num_hidden_layers"]),
-                num_attention_heads=heads,
-                num_key_value_heads=int(data.get("num_key_value_heads") or heads),
-                head_dim=head_dim,
-                torch_dtype=str(data.get("torch_dtype") or data.get("dtype") or "bfloat16"),
-                max_position_embeddings=data.get("max_position_embeddings"),
-            )
-        except KeyError as exc:
-            raise RecipeError(
-                f"{path} lacks {exc.args[0]!r}",
-                where=str(path),
-                fix="use the config.json of a decoder-only transformer",
-            ) from exc
-
-
-def full_attention_layout(
-    config: HFAttentionConfig,
-    *,
-    block_size: int,
-    kv_cache_dtype: str = "auto",
-    dtype: str = "auto",
-    tensor_parallel_size: int = 1,
-) -> KVLayout:
-    """Every layer a full-attention spec: one group, one page per layer per block.
-
-    `kv_cache_dtype` auto follows the engine dtype (`dtype`), which auto follows the checkpoint.
-    """
-    engine_dtype = config.torch_dtype if dtype == "auto" else dtype
-    kv_dtype = engine_dtype if kv_cache_dtype == "auto" else kv_cache_dtype
-    if kv_dtype not in DTYPE_BYTES:
-        raise RecipeError(
-            f"unknown KV cache dtype {kv_dtype!r}",
-            key="kv_cache_dtype",
-            value=kv_dtype,
-            fix=f"use one of {sorted(DTYPE_BYTES)}",
-        )
-    kv_heads = max(1, config.num_key_value_heads // tensor_parallel_size)
-    layer_page = block_size * kv_heads * config.head_dim * 2 * DTYPE_BYTES[kv_dtype]  # K and V
-    page = layer_page * config.num_hidden_layers
-    group = CacheGroup("full_attention", page_bytes=page, block_tokens=block_size, layers=config.num_hidden_layers)
-    return KVLayout(
-        model=config.model_type,
-        kv_cache_dtype=kv_dtype,
-        block_size=block_size,
-        groups=(group,),
-        bytes_per_block=page,
-        notes=(
-            f"{config.num_hidden_layers} layers x {kv_heads} KV heads x head_dim {config.head_dim} x K+V x "
-            f"{DTYPE_BYTES[kv_dtype]} B = {page // block_size:,} B per token",
-        ),
-    )
 
 
 # --- DeepSeek-V4-Flash --------------------------------------------------------------------

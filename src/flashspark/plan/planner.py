@@ -23,11 +23,12 @@ from flashspark.plan.facts import (
     VLLM_DEFAULT_GPU_MEMORY_UTILIZATION,
     VLLM_DEFAULT_MAX_NUM_BATCHED_TOKENS,
 )
-from flashspark.plan.layouts import HFAttentionConfig, KVLayout, deepseek_v4_layout, full_attention_layout
+from flashspark.plan.hf_layouts import HFAttentionConfig, attention_layout
+from flashspark.plan.layouts import KVLayout, deepseek_v4_layout
 from flashspark.plan.sizing import GIB, KVSizing, blocks_from_reported, size_kv
 from flashspark.plan.speed import speed_ceiling
 from flashspark.plan.workload import fit_workload, parse_workload
-from flashspark.recipe.model import Recipe, SizingFacts
+from flashspark.recipe.model import EMBEDDED_VLLM, Recipe, SizingFacts
 
 PLAN_SCHEMA_VERSION = 1
 
@@ -79,6 +80,13 @@ class PlanInputs(BaseModel):
     kv_formula: str | None = Field(default=None, description="sum | per_group, overriding any version.")
     in_flight_batches: int | None = Field(default=None, ge=1)
     hf_config: Path | None = None
+    platform: str | None = Field(
+        default=None, description="cpu | cuda: whose attention kernel sizes sliding blocks (default: the recipe's)."
+    )
+    recipe_engine: bool = Field(
+        default=True,
+        description="A --hf-config model takes the recipe's engine settings (False: the caller named no recipe).",
+    )
     budget: MemoryBudget = Field(default_factory=MemoryBudget)
     workload: str | None = None
     mean_acceptance_length: float | None = None
@@ -112,17 +120,68 @@ def is_deepseek_v4(recipe: Recipe) -> bool:
     return "deepseek-v4" in recipe.model.id.lower() or "deepseek_v4" in (recipe.engine.tokenizer_mode or "")
 
 
-def build_layout(recipe: Recipe, inputs: PlanInputs) -> KVLayout:
-    block = inputs.block_size or recipe.engine.block_size
-    kv_dtype = inputs.kv_cache_dtype or recipe.engine.kv_cache_dtype or "auto"
-    if inputs.hf_config is not None:
-        config = HFAttentionConfig.from_file(inputs.hf_config)
-        dtype = inputs.dtype or recipe.engine.dtype or "auto"
-        return full_attention_layout(
-            config, block_size=block or VLLM_DEFAULT_BLOCK_SIZE, kv_cache_dtype=kv_dtype, dtype=dtype
+class EngineSettings(BaseModel):
+    """The engine settings a layout is sized with, and where each came from."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    block_size: int | None
+    kv_cache_dtype: str
+    dtype: str
+    max_model_len: int
+    max_num_batched_tokens: int
+    platform: str
+    sources: dict[str, str]
+
+
+def engine_settings(recipe: Recipe, inputs: PlanInputs, hf: HFAttentionConfig | None = None) -> EngineSettings:
+    """Each setting from the input, else the recipe, else vLLM's own default.
+
+    A --hf-config model is another model than the recipe's: it takes the recipe's engine
+    settings only when the caller chose that recipe (`recipe_engine`); otherwise the default
+    profile's DeepSeek-V4 settings (nvfp4_ds_mla, block 256, 1M context) would size a Llama.
+    """
+    engine = recipe.engine if (hf is None or inputs.recipe_engine) else None
+    model_len = hf.max_position_embeddings if hf is not None else None
+    fallbacks: dict[str, Any] = {
+        "block_size": None,  # the layout's own (16 for full attention, 256 for DeepSeek-V4)
+        "kv_cache_dtype": "auto",
+        "dtype": "auto",
+        "max_model_len": model_len or recipe.model.native_max_model_len,
+        "max_num_batched_tokens": VLLM_DEFAULT_MAX_NUM_BATCHED_TOKENS,
+    }
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for name, fallback in fallbacks.items():
+        given = getattr(inputs, name)
+        from_recipe = getattr(engine, name) if engine is not None else None
+        if given is not None:
+            values[name], sources[name] = given, "input"
+        elif from_recipe is not None:
+            values[name], sources[name] = from_recipe, "recipe"
+        else:
+            values[name], sources[name] = fallback, "vLLM default"
+    if inputs.platform is not None:
+        values["platform"], sources["platform"] = inputs.platform, "input"
+    else:
+        values["platform"] = "cpu" if recipe.cluster.vllm_bin == EMBEDDED_VLLM else "cuda"
+        sources["platform"] = "recipe"
+    return EngineSettings(**values, sources=sources)
+
+
+def build_layout(recipe: Recipe, settings: EngineSettings, hf: HFAttentionConfig | None) -> KVLayout:
+    if hf is not None:
+        return attention_layout(
+            hf,
+            block_size=settings.block_size or VLLM_DEFAULT_BLOCK_SIZE,
+            kv_cache_dtype=settings.kv_cache_dtype,
+            dtype=settings.dtype,
+            platform=settings.platform,
         )
     if is_deepseek_v4(recipe):
-        return deepseek_v4_layout(kv_cache_dtype=kv_dtype, block_size=block or DEEPSEEK_V4_BLOCK_SIZE)
+        return deepseek_v4_layout(
+            kv_cache_dtype=settings.kv_cache_dtype, block_size=settings.block_size or DEEPSEEK_V4_BLOCK_SIZE
+        )
     raise RecipeError(
         f"no KV model for {recipe.model.id!r}", key="--hf-config", fix="pass the model's config.json with --hf-config"
     )
@@ -166,22 +225,30 @@ def sizing_choice(recipe: Recipe, inputs: PlanInputs) -> SizingChoice:
 
 def plan_kv(recipe: Recipe, inputs: PlanInputs) -> PlanResult:
     """The full plan: sizing, workload fit, sensitivity, advice and the speed ceiling."""
-    layout = build_layout(recipe, inputs)
+    hf = HFAttentionConfig.from_file(inputs.hf_config) if inputs.hf_config is not None else None
+    settings = engine_settings(recipe, inputs, hf)
+    layout = build_layout(recipe, settings, hf)
     choice = sizing_choice(recipe, inputs)
     version = choice.version
-    max_len = inputs.max_model_len or recipe.engine.max_model_len or recipe.model.native_max_model_len
-    mnbt = inputs.max_num_batched_tokens or recipe.engine.max_num_batched_tokens or VLLM_DEFAULT_MAX_NUM_BATCHED_TOKENS
-    q: list[Quantity] = []
-    source_len = "input" if inputs.max_model_len else "recipe"
-    q.append(Quantity(name="max_model_len", value=max_len, unit="tokens", source=source_len))
-    q.append(
+    max_len = settings.max_model_len
+    mnbt = settings.max_num_batched_tokens
+    q = [
+        Quantity(name="max_model_len", value=max_len, unit="tokens", source=settings.sources["max_model_len"]),
         Quantity(
             name="max_num_batched_tokens",
             value=mnbt,
             unit="tokens",
-            source="input" if inputs.max_num_batched_tokens else "recipe",
-        )
-    )
+            source=settings.sources["max_num_batched_tokens"],
+        ),
+        Quantity(
+            name="kv_cache_dtype",
+            value=layout.kv_cache_dtype,
+            unit="",
+            source=settings.sources["kv_cache_dtype"],
+            note="auto follows the engine dtype" if settings.kv_cache_dtype == "auto" else "",
+        ),
+        Quantity(name="block_size", value=layout.block_size, unit="tokens", source=settings.sources["block_size"]),
+    ]
 
     budget = inputs.budget.model_copy(
         update={

@@ -23,6 +23,7 @@ from flashspark.errors import RecipeError
 from flashspark.plan.layouts import KVLayout
 
 AT_LIMIT_SHARE = 0.80
+NULL_BLOCKS = 1
 _ITEM = re.compile(r"^\s*(?P<count>\d+)\s*[xX*]\s*(?P<size>\d+(?:\.\d+)?)\s*(?P<unit>[kKmM]i?)?\s*$")
 _UNITS = {
     None: 1,
@@ -108,17 +109,19 @@ def fit_workload(
     prefill_chunk_tokens: int,
 ) -> WorkloadFit:
     """Place every request (in order) into the shared pool and judge the result."""
-    full, windows = layout.groups[0], layout.groups[1:]
+    full = [g for g in layout.groups if g.window is None]
+    windows = [g for g in layout.groups if g.window is not None]
     # Decoding holds each window group's window only; a prefill chunk holds window + chunk.
     fixed = sum(g.pages_for(max_model_len, 1) for g in windows)
     transient = sum(g.pages_for(max_model_len, prefill_chunk_tokens) for g in windows) - fixed
     over_len = [s.label for s in shapes if s.tokens > max_model_len]
     flat = [min(s.tokens, max_model_len) for s in shapes for _ in range(s.count)]
-    used = transient
+    # vLLM's BlockPool keeps one null block (for padding) that no request ever gets: count it as used.
+    used = transient + NULL_BLOCKS
     admitted = 0
     steady = 0
     for tokens in flat:
-        need = full.pages_for(tokens) + fixed
+        need = sum(g.pages_for(tokens) for g in full) + fixed
         if used + need > pool_blocks:
             break
         used += need
@@ -128,14 +131,14 @@ def fit_workload(
         share = used / pool_blocks if pool_blocks else float("inf")
         verdict = "fits" if share < AT_LIMIT_SHARE else "at the limit"
     else:
-        used = transient + sum(full.pages_for(t) + fixed for t in flat)
+        used = transient + NULL_BLOCKS + sum(sum(g.pages_for(t) for g in full) + fixed for t in flat)
         verdict = "does not fit"
     seqs_over = max(0, len(flat) - max_num_seqs) if max_num_seqs else 0
     return WorkloadFit(
         verdict=verdict,
         pool_blocks=pool_blocks,
         used_blocks=used,
-        steady_blocks=steady if admitted == len(flat) else used - transient,
+        steady_blocks=steady if admitted == len(flat) else used - transient - NULL_BLOCKS,
         transient_blocks=transient,
         fixed_blocks_per_request=fixed,
         live_tokens=sum(flat),
