@@ -110,7 +110,9 @@ def test_a_record_keeps_every_field_of_its_result_and_derives_the_chunk_figures(
         finish_reason="length",
         chunk_times_s=[0.1, 0.2000004, 0.5],
     )
-    record = record_from(result, cell="c", category="agent", index=4)
+    record = record_from(
+        result, cell="c", category="agent", index=4, scheduled_s=1.5, dispatch_delay_s=0.0020004, queue_wait_s=0.0
+    )
     assert record.model_dump() == {
         "cell": "c",
         "category": "agent",
@@ -130,6 +132,9 @@ def test_a_record_keeps_every_field_of_its_result_and_derives_the_chunk_figures(
         "finish_reason": "length",
         "error": None,
         "error_kind": None,
+        "scheduled_s": 1.5,
+        "dispatch_delay_s": 0.002,  # rounded to the microsecond, as every time in the record
+        "queue_wait_s": 0.0,
     }
     failed = record_from(
         ChatResult(error="reset", error_kind="reset", chunk_times_s=[0.1]), cell="c", category="code", index=0

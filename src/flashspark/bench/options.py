@@ -27,6 +27,18 @@ class BenchOptions(BaseModel):
         default=None, ge=1, description="Every prompt exactly this many tokens, as the server's /tokenize counts."
     )
     dataset: str | None = Field(default=None, description="A JSONL of chat requests or a ShareGPT file.")
+    calibrate: bool = Field(
+        default=True, description="Measure the client's own timing error at each cell's stream count first."
+    )
+    max_client_error_ms: float = Field(
+        default=5.0, gt=0, description="A cell whose calibrated client error (p99) passes this is client_limited."
+    )
+    max_dispatch_lateness_ms: float = Field(
+        default=5.0,
+        gt=0,
+        description="A cell whose requests leave this late (p99, past their schedule, cap waits aside) is "
+        "client_limited.",
+    )
 
     @field_serializer("headers")
     def _masked(self, headers: dict[str, str]) -> dict[str, str]:

@@ -5,6 +5,10 @@ Per request:
   `ttfo_s` first answer (content) token, `e2e_s` end to end;
 - `request_id` the server's id for it (the chunks' `id`: vLLM's log names it);
 - `started_at` Unix time it was sent; the `*_s` times are seconds from then;
+- `scheduled_s` when the load shape meant to send it (seconds from the cell's start) and
+  `dispatch_delay_s` how much later it was sent: `queue_wait_s` of it waiting for the cell's
+  concurrency cap (the shape's own queueing, where coordinated omission hides), the rest the
+  client's lateness (its event loop busy with other streams);
 - `output_tokens` from the server's `usage`, never from chunk counts;
 - `decode_tokens_per_s` = (N - 1) / (t_last - t_first): per token, so a chunk
   carrying several speculative tokens counts as several;
@@ -48,9 +52,21 @@ class RequestRecord(BaseModel):
     finish_reason: str | None
     error: str | None
     error_kind: str | None
+    scheduled_s: float | None = None
+    dispatch_delay_s: float | None = None
+    queue_wait_s: float | None = None
 
 
-def record_from(result: ChatResult, *, cell: str, category: str, index: int) -> RequestRecord:
+def record_from(
+    result: ChatResult,
+    *,
+    cell: str,
+    category: str,
+    index: int,
+    scheduled_s: float | None = None,
+    dispatch_delay_s: float | None = None,
+    queue_wait_s: float | None = None,
+) -> RequestRecord:
     times = result.chunk_times_s
     gaps = [b - a for a, b in itertools.pairwise(times)]
     tokens = result.completion_tokens
@@ -75,6 +91,9 @@ def record_from(result: ChatResult, *, cell: str, category: str, index: int) -> 
         finish_reason=result.finish_reason,
         error=result.error,
         error_kind=result.error_kind,
+        scheduled_s=scheduled_s,
+        dispatch_delay_s=None if dispatch_delay_s is None else round(dispatch_delay_s, 6),
+        queue_wait_s=None if queue_wait_s is None else round(queue_wait_s, 6),
     )
 
 
@@ -134,4 +153,17 @@ def cell_statistics(records: list[RequestRecord], duration_s: float) -> ClientSt
         stats[f"{'median' if key == 'p50' else key}_decode_tokens_per_s"] = value
     for key, value in distribution(gaps, scale=1000).items():
         stats[f"{'median' if key == 'p50' else key}_chunk_gap_ms"] = value
+    # Failed requests were dispatched too: lateness is the client's, whatever the server answered.
+    delays = [r.dispatch_delay_s for r in records if r.dispatch_delay_s is not None]
+    late = [r.dispatch_delay_s - (r.queue_wait_s or 0.0) for r in records if r.dispatch_delay_s is not None]
+    waits = [r.queue_wait_s for r in records if r.queue_wait_s is not None]
+    stats["median_dispatch_delay_ms"] = _ms(percentile(delays, 50))
+    stats["p99_dispatch_delay_ms"] = _ms(percentile(delays, 99))
+    stats["max_dispatch_delay_ms"] = _ms(max(delays) if delays else None)
+    stats["p99_client_lateness_ms"] = _ms(percentile(late, 99))
+    stats["p99_queue_wait_ms"] = _ms(percentile(waits, 99))
     return ClientStats.model_validate(stats)
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else seconds * 1000

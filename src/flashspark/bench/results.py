@@ -35,6 +35,10 @@ SCHEMA_NOTES = {
     "output_throughput": "client side: sum of usage.completion_tokens / cell duration (as vllm bench serve)",
     "server_output_throughput": "delta of vllm:generation_tokens_total / cell duration",
     "spec_decode_*": "deltas of /metrics counters over the cell, as vllm bench serve computes them",
+    "dispatch_delay_ms": "actual send - scheduled send per request; queue_wait is the part spent waiting for "
+    "the concurrency cap, client_lateness the rest; vllm bench serve does not record it",
+    "client_limited": "why the client, not the server, may have set a cell's numbers (calibrated error or "
+    "lateness over the bounds in options)",
 }
 SUMMARY_COLUMNS = (
     "cell",
@@ -60,6 +64,10 @@ SUMMARY_COLUMNS = (
     "prefix_cache_hit_rate",
     "kv_cache_usage_peak",
     "num_preemptions",
+    "p99_dispatch_delay_ms",
+    "p99_client_lateness_ms",
+    "client_error_p99_ms",
+    "client_limited",
 )
 
 
@@ -123,8 +131,12 @@ class ResultsWriter:
         writer = csv.DictWriter(buffer, fieldnames=SUMMARY_COLUMNS, extrasaction="ignore")
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: row.get(k) for k in SUMMARY_COLUMNS})
+            writer.writerow({k: _cell_text(row.get(k)) for k in SUMMARY_COLUMNS})
         write_atomic(self.summary_path, buffer.getvalue())
+
+
+def _cell_text(value: Any) -> Any:
+    return "; ".join(str(v) for v in value) if isinstance(value, list) else value
 
 
 class BenchResults(BaseModel):
@@ -144,6 +156,9 @@ class BenchResults(BaseModel):
     )
     recipe: dict[str, Any] | None = Field(
         default=None, description="The resolved recipe, when it describes the server."
+    )
+    calibration: dict[str, Any] | None = Field(
+        default=None, description="The client's own timing error per stream count (bench/calibration.py)."
     )
     schema_notes: dict[str, str] = Field(default_factory=dict)
     cells: list[CellSummary] = Field(default_factory=list)

@@ -23,6 +23,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from flashspark.bench.calibration import CalibrationPoint, calibrate
 from flashspark.bench.gc_pause import quiet_gc
 from flashspark.bench.options import CATEGORIES, BenchOptions
 from flashspark.bench.prompts import bench_messages
@@ -38,6 +39,7 @@ from flashspark.errors import ClientError, InputError
 from flashspark.pins import Pins
 
 SAMPLE_S = 0.5
+MAX_CALIBRATION_STREAMS = 1024
 COLD_HIT_WARNING = 0.05
 
 
@@ -163,9 +165,13 @@ async def run_cell(
 
     async def one(index: int, delay: float) -> None:
         await asyncio.sleep(max(0.0, delay - (time.perf_counter() - started)))
+        late = time.perf_counter() - started - delay
         category = categories[index]
-        result = await send(client, requests[index], semaphore)
-        record = record_from(result, cell=cell.name, category=category, index=index)
+        result, waited = await send(client, requests[index], semaphore)
+        record = record_from(
+            result, cell=cell.name, category=category, index=index, scheduled_s=delay,
+            dispatch_delay_s=late + waited, queue_wait_s=waited,
+        )  # fmt: skip
         records.append(record)
         on_record(record)
 
@@ -270,6 +276,10 @@ async def run_bench(
     model = options.model or await client.default_model()
     run = uuid.uuid4().hex[:8]
     summaries: list[CellSummary] = []
+    calibration = None
+    if options.calibrate:
+        calibration = await calibrate([streams_per_process(cell, options.processes) for cell in cells])
+        writer.meta["calibration"] = calibration.model_dump(mode="json")
 
     def record(rec: RequestRecord) -> None:
         writer.append_request(rec)
@@ -278,6 +288,8 @@ async def run_bench(
 
     for cell in cells:
         summary = await run_cell(client, cell, model=model, options=options, run=run, on_record=record, dataset=dataset)
+        point = calibration.at(streams_per_process(cell, options.processes)) if calibration else None
+        summary = certify(summary, options, point)
         summaries.append(summary)
         writer.write_results(summaries, model=model)
         if on_cell is not None:
@@ -289,6 +301,30 @@ async def run_bench(
                 fix="the cells measured so far are kept there; check the server, then run the bench again",
             )
     return summaries
+
+
+def streams_per_process(cell: CellPlan, processes: int) -> int:
+    """The streams one client process holds at once in this cell (at most, for a rate cell without a cap)."""
+    streams = cell.concurrency_cap or len(cell.arrivals_s)
+    return max(1, min(MAX_CALIBRATION_STREAMS, -(-streams // processes)))
+
+
+def certify(summary: CellSummary, options: BenchOptions, point: CalibrationPoint | None) -> CellSummary:
+    """The cell with the client's own error beside it, marked when the client may have set the numbers."""
+    reasons = []
+    error = point.error_p99_ms if point else None
+    if error is not None and error > options.max_client_error_ms:
+        reasons.append(
+            f"client timing error p99 {error:.1f} ms at {point.streams if point else 0} streams per process "
+            f"(calibration) is over {options.max_client_error_ms:g} ms: use more --processes"
+        )
+    lateness = summary.p99_client_lateness_ms
+    if lateness is not None and lateness > options.max_dispatch_lateness_ms:
+        reasons.append(
+            f"requests left {lateness:.1f} ms (p99) after their scheduled time, over "
+            f"{options.max_dispatch_lateness_ms:g} ms: the client fell behind the schedule (coordinated omission)"
+        )
+    return summary.model_copy(update={"client_error_p99_ms": error, "client_limited": reasons})
 
 
 # Failures that say the server is not answering at all (not that it answered badly).

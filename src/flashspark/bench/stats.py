@@ -49,6 +49,11 @@ class ClientStats(BaseModel):
     median_chunk_gap_ms: float | None = None
     p90_chunk_gap_ms: float | None = None
     p99_chunk_gap_ms: float | None = None
+    median_dispatch_delay_ms: float | None = None
+    p99_dispatch_delay_ms: float | None = None
+    max_dispatch_delay_ms: float | None = None
+    p99_client_lateness_ms: float | None = None
+    p99_queue_wait_ms: float | None = None
 
 
 class ServerStats(BaseModel):
@@ -81,6 +86,12 @@ class CellSummary(ServerStats, ClientStats):
     requests: int = 0
     concurrency_cap: int | None = None
     per_category: dict[str, ClientStats] = Field(default_factory=dict)
+    client_error_p99_ms: float | None = Field(
+        default=None, description="The calibrated client timing error at this cell's streams per process."
+    )
+    client_limited: list[str] = Field(
+        default_factory=list, description="Why the client, not the server, may have set this cell's numbers."
+    )
 
     @classmethod
     def of(

@@ -45,12 +45,16 @@ class Share:
     items: list[tuple[int, float, str, dict[str, Any]]]
 
 
-async def send(client: OpenAIClient, request: ChatRequest, semaphore: asyncio.Semaphore | None) -> ChatResult:
-    """One request, inside the cell's concurrency cap when it has one."""
+async def send(
+    client: OpenAIClient, request: ChatRequest, semaphore: asyncio.Semaphore | None
+) -> tuple[ChatResult, float]:
+    """One request, inside the cell's concurrency cap when it has one; also the seconds it waited for the cap."""
     if semaphore is None:
-        return await client.stream_chat(request)
+        return await client.stream_chat(request), 0.0
+    queued = time.perf_counter()
     async with semaphore:
-        return await client.stream_chat(request)
+        waited = time.perf_counter() - queued
+        return await client.stream_chat(request), waited
 
 
 def split(indices: list[tuple[int, float]], processes: int) -> list[list[tuple[int, float]]]:
@@ -72,9 +76,14 @@ async def _run_share(share: Share, start_wall: float, out: Any) -> None:
             await client.open_connections(share.cap or len(share.items))
 
         async def one(index: int, delay: float, category: str, body: dict[str, Any]) -> None:
+            request = ChatRequest.model_validate(body)
             await asyncio.sleep(max(0.0, start_wall + delay - time.time()))
-            result = await send(client, ChatRequest.model_validate(body), semaphore)
-            record = record_from(result, cell=share.cell, category=category, index=index)
+            late = time.time() - start_wall - delay
+            result, waited = await send(client, request, semaphore)
+            record = record_from(
+                result, cell=share.cell, category=category, index=index, scheduled_s=delay,
+                dispatch_delay_s=late + waited, queue_wait_s=waited,
+            )  # fmt: skip
             out.put(record.model_dump(mode="json"))
 
         await asyncio.gather(*(one(*item) for item in share.items))

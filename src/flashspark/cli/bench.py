@@ -119,6 +119,12 @@ bench_options = apply(
             show_default=True,
             help="Client processes per cell (past one client core; requests split round-robin).",
         ),
+        click.option(
+            "--calibrate/--no-calibrate",
+            default=DEFAULTS.calibrate,
+            show_default=True,
+            help="Measure the client's own timing error at each cell's stream count before the run.",
+        ),
         out_option("requests.jsonl, results.json and summary.csv"),
         json_option,
     ]
@@ -141,6 +147,7 @@ def run_bench_command(shape: str, cells: list[CellPlan], *, rounds: int, as_json
         rounds=rounds,
         ignore_eos=not common["no_ignore_eos"],
         processes=common["processes"],
+        calibrate=common["calibrate"],
         input_tokens=common["input_tokens"],
         dataset=str(common["dataset"]) if common["dataset"] is not None else None,
         extra_body=parse_extra_body(common["extra_body"]),
@@ -500,6 +507,8 @@ def print_bench_cell(cell: CellSummary) -> None:
     )
     for warning in cell.warnings:
         console.err.print(f"  [yellow]warning:[/] {escape(warning)}")
+    for reason in cell.client_limited:
+        console.err.print(f"  [yellow]client-limited:[/] {escape(reason)}")
 
 
 class BenchProgress:

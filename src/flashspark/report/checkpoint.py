@@ -10,6 +10,7 @@ the run-to-run spread of the rounds.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -106,11 +107,44 @@ def markdown(results: BenchResults, cells: list[CellSummary], plots: list[Path])
                     f"| {c.cell} | {cat} | {s.completed} | "
                     f"{fmt(s.per_stream_decode_tokens_per_s_mean)} | {fmt(s.tokens_per_chunk_mean, 2)} |"
                 )
-    warnings = [w for c in cells for w in c.warnings]
+    lines += client_check(results.calibration, cells)
+    warnings = [w for c in cells for w in c.warnings] + [f"{c.cell}: {r}" for c in cells for r in c.client_limited]
     if plots:
         lines += ["", "## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots]
     lines += ["", "## Verdict", "", verdict(cells, warnings)]
     return "\n".join(lines) + "\n"
+
+
+def client_check(calibration: dict[str, Any] | None, cells: list[CellSummary]) -> list[str]:
+    """The client's own timing error and each cell's dispatch delay: can these numbers be the server's?"""
+    lines = ["", "## Client self-check", ""]
+    if calibration:
+        lines.append(f"Calibration: {calibration.get('method', '')}.")
+        lines += [
+            "",
+            "| streams per process | requests | error p50 ms | error p99 ms | max ms |",
+            "|---|---|---|---|---|",
+        ]
+        for point in calibration.get("points", []):
+            lines.append(
+                f"| {point['streams']} | {point['requests']} | {fmt(point['error_p50_ms'], 3)} | "
+                f"{fmt(point['error_p99_ms'], 3)} | {fmt(point['error_max_ms'], 3)} |"
+            )
+    else:
+        lines.append("No calibration was run (--no-calibrate, or a results.json from before it existed).")
+    lines += [
+        "",
+        "| cell | dispatch delay p50 / p99 / max ms | of it: cap wait p99 ms | client lateness p99 ms | verdict |",
+        "|---|---|---|---|---|",
+    ]
+    for c in cells:
+        verdict_text = "client-limited: " + "; ".join(c.client_limited) if c.client_limited else "ok"
+        lines.append(
+            f"| {c.cell} | {fmt(c.median_dispatch_delay_ms, 2)} / {fmt(c.p99_dispatch_delay_ms, 2)} / "
+            f"{fmt(c.max_dispatch_delay_ms, 2)} | {fmt(c.p99_queue_wait_ms, 2)} | "
+            f"{fmt(c.p99_client_lateness_ms, 2)} | {verdict_text} |"
+        )
+    return lines
 
 
 def verdict(cells: list[CellSummary], warnings: list[str]) -> str:

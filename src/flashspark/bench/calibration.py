@@ -1,0 +1,205 @@
+"""The client's own timing error at a run's shape: a benchmark that certifies itself.
+
+Before the measured cells, the same client (same event loop, same HTTP stack, same number
+of streams per process) streams from a stand-in whose send times are known: a paced SSE
+server in a child process that notes the wall-clock instant it wrote each first content
+chunk. The client's first-content time minus that instant is the client's timing error at
+that concurrency: what a real cell's TTFT is inflated by when the client, not the server,
+is late. The stand-in runs in its own process so it neither shares the client's event loop
+nor its interpreter lock (both would be blamed on the client); the wall clock is the one
+every process on the machine shares.
+
+A cell whose client error (p99) or dispatch lateness (p99) passes `BenchOptions`' bounds is
+marked `client_limited` in results.json, with the reason, and the report says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import multiprocessing
+import os
+import sys
+import time
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from flashspark.bench.records import percentile
+from flashspark.client import ChatRequest, OpenAIClient
+from flashspark.errors import BenchError
+
+CALIBRATION_SCHEMA_VERSION = 1
+PACE_S = 0.02  # a stream slow enough that any client keeps up with one: the error is the client's, not the pace's
+TOKENS = 8
+STARTUP_TIMEOUT_S = 30.0
+
+
+class CalibrationPoint(BaseModel):
+    """The client's first-content timing error with `streams` streams at once."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    streams: int
+    requests: int
+    failed: int
+    error_p50_ms: float | None
+    error_p99_ms: float | None
+    error_max_ms: float | None
+
+
+class Calibration(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: int = CALIBRATION_SCHEMA_VERSION
+    method: str = (
+        f"paced stand-in in a child process ({TOKENS} tokens, {PACE_S * 1000:g} ms apart); error = client "
+        "first-content time - the stand-in's send time, wall clock"
+    )
+    points: list[CalibrationPoint]
+
+    def at(self, streams: int) -> CalibrationPoint | None:
+        return next((p for p in self.points if p.streams == streams), None)
+
+
+# --- the stand-in (child process) ------------------------------------------------------------
+
+
+def _frame(payload: bytes) -> bytes:
+    data = b"data: " + payload + b"\n\n"
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+async def _serve(port_out: Any, stop: Any) -> None:
+    sent: dict[str, int] = {}
+    counter = 0
+
+    async def stream(writer: asyncio.StreamWriter, rid: str) -> None:
+        prefix = b'{"id":"%s","object":"chat.completion.chunk","model":"calibration","choices":[{"index":0,' % (
+            rid.encode()
+        )
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+        writer.write(_frame(prefix + b'"delta":{"role":"assistant","content":""},"finish_reason":null}]}'))
+        await writer.drain()
+        for index in range(TOKENS):
+            await asyncio.sleep(PACE_S)
+            finish = b'"length"' if index == TOKENS - 1 else b"null"
+            if index == 0:
+                # Noted before the write: the client cannot have it earlier, so no error reads negative.
+                sent[rid] = time.time_ns()
+            writer.write(_frame(prefix + b'"delta":{"content":"tok "},"finish_reason":' + finish + b"}]}"))
+            await writer.drain()
+        usage = b'{"id":"%s","choices":[],"usage":{"prompt_tokens":8,"completion_tokens":%d,"total_tokens":%d}}' % (
+            rid.encode(),
+            TOKENS,
+            TOKENS + 8,
+        )
+        writer.write(_frame(usage) + _frame(b"[DONE]") + b"0\r\n\r\n")
+        await writer.drain()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal counter
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                lines = head.decode("latin-1").split("\r\n")
+                path = lines[0].split(" ")[1] if len(lines[0].split(" ")) > 1 else "/"
+                headers = {k.lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:] if ln)}
+                await reader.readexactly(int(headers.get("content-length", "0")))
+                if path.endswith("/chat/completions"):
+                    counter += 1
+                    await stream(writer, f"cal-{counter}")
+                elif path == "/metrics":  # the send log, where the client already knows how to read text
+                    body = json.dumps(sent).encode()
+                    sent.clear()
+                    writer.write(
+                        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+                    )
+                    writer.write(body)
+                    await writer.drain()
+                else:
+                    body = b'{"object":"list","data":[{"id":"calibration","object":"model"}]}'
+                    writer.write(
+                        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+                    )
+                    writer.write(body)
+                    await writer.drain()
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError, ValueError):
+            pass
+        except asyncio.CancelledError:  # the stand-in stopping with keep-alive connections still open
+            return
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0, backlog=4096)
+    port_out.put(server.sockets[0].getsockname()[1])
+    async with server:
+        while not stop.is_set():
+            await asyncio.sleep(0.05)
+
+
+def _stand_in_main(port_out: Any, stop: Any) -> None:
+    # The child shares the terminal: nothing it might print at shutdown belongs in the run's output.
+    sys.stderr = open(os.devnull, "w")  # noqa: SIM115 (the process ends with it)
+    try:
+        import uvloop
+
+        uvloop.run(_serve(port_out, stop))
+    except ImportError:
+        asyncio.run(_serve(port_out, stop))
+
+
+# --- the measurement (this process) -------------------------------------------------------------
+
+
+async def _measure(base_url: str, streams: int, rounds: int) -> CalibrationPoint:
+    async with OpenAIClient(base_url, max_connections=max(streams, 1)) as client:
+        await client.open_connections(streams)
+        request = ChatRequest(model="calibration", messages=[{"role": "user", "content": "x"}], max_tokens=TOKENS)
+        seen: dict[str, float] = {}
+        failed = 0
+        for _ in range(rounds):
+            results = await asyncio.gather(*(client.stream_chat(request) for _ in range(streams)))
+            for result in results:
+                if result.ok and result.request_id and result.ttfo_s is not None:
+                    seen[result.request_id] = result.started_at + result.ttfo_s
+                else:
+                    failed += 1
+        log = json.loads(await client.metrics_text())
+    errors = [(seen[rid] - sent_ns / 1e9) * 1000 for rid, sent_ns in log.items() if rid in seen]
+    return CalibrationPoint(
+        streams=streams,
+        requests=len(seen) + failed,
+        failed=failed,
+        error_p50_ms=_round(percentile(errors, 50)),
+        error_p99_ms=_round(percentile(errors, 99)),
+        error_max_ms=_round(max(errors) if errors else None),
+    )
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+async def calibrate(streams_per_level: list[int], *, rounds: int = 2) -> Calibration:
+    """The client's timing error at each distinct stream count, against a paced stand-in."""
+    context = multiprocessing.get_context("spawn")
+    port_out, stop = context.Queue(), context.Event()
+    process = context.Process(target=_stand_in_main, args=(port_out, stop), daemon=True)
+    process.start()
+    loop = asyncio.get_running_loop()
+    try:
+        try:
+            port = await loop.run_in_executor(None, port_out.get, True, STARTUP_TIMEOUT_S)
+        except Exception as exc:  # queue.Empty, or the child died
+            raise BenchError(
+                "the calibration stand-in did not start", fix="run with --no-calibrate to skip calibration"
+            ) from exc
+        base = f"http://127.0.0.1:{port}/v1"
+        points = [await _measure(base, streams, rounds) for streams in sorted(set(streams_per_level))]
+    finally:
+        stop.set()
+        process.join(timeout=5)
+        if process.is_alive():
+            process.kill()
+    return Calibration(points=points)
