@@ -140,6 +140,12 @@ def test_without_a_profile_an_ordinary_model_keeps_its_own_kv_dtype_and_block() 
     assert values["block_size"] == (16, "vLLM default")
     assert values["max_model_len"] == (8192, "vLLM default")
     assert values["max_num_batched_tokens"] == (8192, "vLLM default")
+    # Sized as the upstream vLLM the recorded boots prove, not the DSpark image's 0.21 fork.
+    assert (payload["vllm_version"], payload["formula"]) == ("0.32", "per_group")
+    # No memory budget was used (the pool was given), and the model takes 8,192 positions at most.
+    knobs = {(row["knob"], row["value"]) for row in payload["sensitivity"]}
+    assert not any(knob == "gpu_memory_utilization" for knob, _ in knobs)
+    assert {v for k, v in knobs if k == "max_model_len"} == {8192}
     # A named recipe is the caller's choice: its engine settings apply (local-cpu: float32, 8192).
     named = plan("--profile", "local-cpu", "--hf-config", str(config), "--available-kv-gib", "1")
     assert {q["name"]: q["value"] for q in named["quantities"]}["kv_cache_dtype"] == "float32"

@@ -43,5 +43,7 @@ VLLM_DEFAULT_BLOCK_SIZE = 16  # full-attention models
 KERNEL_BLOCK_MULTIPLE = {"cpu": 32, "cuda": 16}
 # The version whose sizing applies when nothing names one: the DGX Spark DSpark stack runs 0.21.1rc1 + overlays.
 DEFAULT_VLLM_VERSION = "0.21"
+# A --hf-config model sized without a recipe: as the upstream vLLM whose boots tests/cases/plan/ records.
+HF_DEFAULT_VLLM_VERSION = "0.32"
 # Context (tokens) whose KV the decode ceiling reads per step when --context is not given.
 DEFAULT_CONTEXT_FOR_SPEED = 8192

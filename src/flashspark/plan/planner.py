@@ -19,6 +19,7 @@ from flashspark.plan.facts import (
     DEEPSEEK_V4_BLOCK_SIZE,
     DEFAULT_CONTEXT_FOR_SPEED,
     DEFAULT_VLLM_VERSION,
+    HF_DEFAULT_VLLM_VERSION,
     VLLM_DEFAULT_BLOCK_SIZE,
     VLLM_DEFAULT_GPU_MEMORY_UTILIZATION,
     VLLM_DEFAULT_MAX_NUM_BATCHED_TOKENS,
@@ -207,7 +208,12 @@ def sizing_choice(recipe: Recipe, inputs: PlanInputs) -> SizingChoice:
             in_flight_batches=inputs.in_flight_batches,
             source="input",
         )
-    version = inputs.logged_vllm_version or DEFAULT_VLLM_VERSION
+    # The recipe's default version is its image's; a model sized without a recipe is sized as the
+    # upstream vLLM whose boots tests/cases/plan/ records.
+    fallback = (
+        HF_DEFAULT_VLLM_VERSION if inputs.hf_config is not None and not inputs.recipe_engine else DEFAULT_VLLM_VERSION
+    )
+    version = inputs.logged_vllm_version or fallback
     if facts.kv_formula is not None or facts.in_flight_batches is not None:
         return SizingChoice(
             version=version,
@@ -381,7 +387,11 @@ def plan_kv(recipe: Recipe, inputs: PlanInputs) -> PlanResult:
             "over_max_num_seqs": fit.over_max_num_seqs,
             "queued_or_preempted": fit.requests - fit.admitted,
         }
-    plan.sensitivity = sensitivity(sized, available, budget, max_len, mnbt)
+    from_budget = inputs.kv_cache_tokens is None and inputs.available_kv_gib is None
+    longest = hf.max_position_embeddings if hf is not None and hf.max_position_embeddings else None
+    plan.sensitivity = sensitivity(
+        sized, available, budget if from_budget else None, max_len, mnbt, longest_context=longest
+    )
     plan.advice = advise(plan.sensitivity, mnbt, max_len)
     spec = recipe.speculative
     if is_deepseek_v4(recipe) and inputs.hf_config is None:
@@ -406,7 +416,17 @@ def plan_kv(recipe: Recipe, inputs: PlanInputs) -> PlanResult:
     return plan
 
 
-def sensitivity(sized: Any, available: int, budget: MemoryBudget, max_len: int, mnbt: int) -> list[dict[str, Any]]:
+def sensitivity(
+    sized: Any,
+    available: int,
+    budget: MemoryBudget | None,
+    max_len: int,
+    mnbt: int,
+    *,
+    longest_context: int | None = None,
+) -> list[dict[str, Any]]:
+    """KV tokens and concurrency against each knob; gpu_memory_utilization only when sized from the budget,
+    and context lengths only up to what the model takes."""
     rows: list[dict[str, Any]] = []
     for batched in (2048, 4096, 8192, 16384):
         r = sized(available, batched=batched)
@@ -418,7 +438,7 @@ def sensitivity(sized: Any, available: int, budget: MemoryBudget, max_len: int, 
                 "max_concurrency": round(r.max_concurrency, 3),
             }
         )
-    for length in sorted({262_144, 524_288, 1_048_576, max_len}):
+    for length in sorted({n for n in (262_144, 524_288, 1_048_576) if n <= (longest_context or n)} | {max_len}):
         r = sized(available, length=length)
         rows.append(
             {
@@ -428,7 +448,7 @@ def sensitivity(sized: Any, available: int, budget: MemoryBudget, max_len: int, 
                 "max_concurrency": round(r.max_concurrency, 3),
             }
         )
-    if budget.gpu_memory_utilization is not None:
+    if budget is not None and budget.gpu_memory_utilization is not None:
         for gmu in (0.75, 0.78, 0.80, 0.85):
             delta = (gmu - budget.gpu_memory_utilization) * budget.total_memory_gib * GIB
             r = sized(max(0, int(available + delta)))
