@@ -181,3 +181,19 @@ def test_the_null_block_and_every_full_group_count_in_a_workload_fit() -> None:
     )  # fmt: skip
     assert fit(two, "1x64") == "at the limit"  # 4 + 4 blocks + null = 9 of 10
     assert fit(two, "1x80") == "does not fit"  # 5 + 5 + null = 11
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"num_hidden_layers": 2, "hidden_size": 256}, "lacks 'num_attention_heads'"),
+        ({"num_hidden_layers": 2, "num_attention_heads": "four", "hidden_size": 256}, "unusable attention size"),
+        ({"num_hidden_layers": 2, "num_attention_heads": 0, "hidden_size": 256}, "unusable attention size"),
+        ([1, 2], "not a JSON object"),
+    ],
+)
+def test_a_config_without_usable_attention_sizes_is_named(tmp_path: Path, data: object, message: str) -> None:
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(RecipeError, match=message):
+        HFAttentionConfig.from_file(path)

@@ -93,17 +93,12 @@ class HFAttentionConfig:
             layers = int(data["num_hidden_layers"])
             head_dim = int(data.get("head_dim") or data["hidden_size"] // heads)
             kv_heads = int(data.get("num_key_value_heads") or heads)
-        except KeyError as exc:
+        except (KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
+            problem = (
+                f"lacks {exc.args[0]!r}" if isinstance(exc, KeyError) else f"has an unusable attention size: {exc}"
+            )
             raise RecipeError(
-                f"{path} lacks {exc.args[0]!r}",
-                where=str(path),
-                fix="use the config.json of a decoder-only transformer",
-            ) from exc
-        except (TypeError, ValueError) as exc:
-            raise RecipeError(
-                f"{path} has a non-integer attention size: {exc}",
-                where=str(path),
-                fix="use the config.json of a decoder-only transformer",
+                f"{path} {problem}", where=str(path), fix="use the config.json of a decoder-only transformer"
             ) from exc
         model_type = str(data.get("model_type", "unknown"))
         window = data.get("sliding_window")
