@@ -202,6 +202,11 @@ async def test_a_cell_split_over_client_processes_keeps_every_request_and_its_ti
     # released together from one common start: the four ~0.5 s requests overlap instead of queueing
     starts = sorted(r.started_at for r in records)
     assert starts[-1] - starts[0] < 0.25
+    # Each worker records when its requests were meant to leave and how late they did (no cap: no waits).
+    assert all(r.scheduled_s == 0.0 and r.dispatch_delay_s is not None and r.queue_wait_s == 0.0 for r in records)
+    assert summary.p99_dispatch_delay_ms is not None
+    calibration = json.loads((tmp_path / "results.json").read_text())["calibration"]
+    assert [p["streams"] for p in calibration["points"]] == [2]  # 4 streams over 2 processes: 2 each
 
 
 @pytest.mark.spawns

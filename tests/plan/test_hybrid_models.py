@@ -197,3 +197,23 @@ def test_a_config_without_usable_attention_sizes_is_named(tmp_path: Path, data: 
     path.write_text(json.dumps(data))
     with pytest.raises(RecipeError, match=message):
         HFAttentionConfig.from_file(path)
+
+
+@pytest.mark.parametrize(
+    ("model_type", "extra", "kinds"),
+    [
+        # transformers' Gemma2Config: sliding on even indices ("sliding_attention" if (i + 1) % 2 else full)
+        ("gemma2", {}, "SFSFS"),
+        # Gemma3TextConfig: every sliding_window_pattern-th layer is full (default 6)
+        ("gemma3_text", {}, "SSSSSFS"),
+        ("gemma3_text", {"sliding_window_pattern": 3}, "SSFSSFS"),
+    ],
+)
+def test_older_gemma_configs_get_the_layer_types_transformers_fills_in(
+    tmp_path: Path, model_type: str, extra: dict, kinds: str
+) -> None:
+    path = tmp_path / "config.json"
+    base = {"num_attention_heads": 4, "hidden_size": 256, "sliding_window": 512, "model_type": model_type}
+    path.write_text(json.dumps({**base, "num_hidden_layers": len(kinds), **extra}))
+    got = HFAttentionConfig.from_file(path).layer_kinds()
+    assert "".join("S" if k == "sliding_attention" else "F" for k in got) == kinds
