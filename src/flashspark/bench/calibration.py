@@ -33,6 +33,7 @@ CALIBRATION_SCHEMA_VERSION = 1
 PACE_S = 0.02  # a stream slow enough that any client keeps up with one: the error is the client's, not the pace's
 TOKENS = 8
 STARTUP_TIMEOUT_S = 30.0
+MODELS = b'{"object":"list","data":[{"id":"calibration","object":"model"}]}'
 
 
 class CalibrationPoint(BaseModel):
@@ -109,20 +110,12 @@ async def _serve(port_out: Any, stop: Any) -> None:
                 if path.endswith("/chat/completions"):
                     counter += 1
                     await stream(writer, f"cal-{counter}")
-                elif path == "/metrics":  # the send log, where the client already knows how to read text
-                    body = json.dumps(sent).encode()
-                    sent.clear()
-                    writer.write(
-                        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
-                    )
-                    writer.write(body)
-                    await writer.drain()
-                else:
-                    body = b'{"object":"list","data":[{"id":"calibration","object":"model"}]}'
-                    writer.write(
-                        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
-                    )
-                    writer.write(body)
+                else:  # /metrics answers the send log (the client already reads text there); the rest, a model
+                    body = json.dumps(sent).encode() if path == "/metrics" else MODELS
+                    if path == "/metrics":
+                        sent.clear()
+                    head_out = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+                    writer.write(head_out % len(body) + body)
                     await writer.drain()
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError, ValueError):
             pass
