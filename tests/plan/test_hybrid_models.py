@@ -183,12 +183,26 @@ def test_the_null_block_and_every_full_group_count_in_a_workload_fit() -> None:
     assert fit(two, "1x80") == "does not fit"  # 5 + 5 + null = 11
 
 
+BASE = {"num_hidden_layers": 2, "num_attention_heads": 4, "hidden_size": 256}
+
+
 @pytest.mark.parametrize(
     ("data", "message"),
     [
         ({"num_hidden_layers": 2, "hidden_size": 256}, "lacks 'num_attention_heads'"),
-        ({"num_hidden_layers": 2, "num_attention_heads": "four", "hidden_size": 256}, "unusable attention size"),
-        ({"num_hidden_layers": 2, "num_attention_heads": 0, "hidden_size": 256}, "unusable attention size"),
+        ({**BASE, "num_attention_heads": "four"}, "num_attention_heads is 'four', not a whole number"),
+        ({**BASE, "num_attention_heads": 0}, "num_attention_heads is 0"),
+        ({**BASE, "num_hidden_layers": -3}, "num_hidden_layers is -3"),
+        # a hostile size must be refused before it sizes a list of a trillion layers
+        ({**BASE, "num_hidden_layers": 10**12}, "num_hidden_layers is 1000000000000, not a whole number from 1 to"),
+        ({**BASE, "num_hidden_layers": True}, "num_hidden_layers is True"),
+        ({**BASE, "sliding_window": "abc"}, "sliding_window is 'abc'"),
+        ({**BASE, "sliding_window": -5}, "sliding_window is -5"),
+        ({**BASE, "max_position_embeddings": "x"}, "max_position_embeddings is 'x'"),
+        ({**BASE, "num_key_value_heads": -2}, "num_key_value_heads is -2"),
+        ({**BASE, "hidden_size": 2}, "leaves no head dimension"),
+        ({**BASE, "sliding_window": 64, "layer_types": "sliding_attention"}, "layer_types is not a list"),
+        ({**BASE, "text_config": 5}, "text_config is not an object"),
         ([1, 2], "not a JSON object"),
     ],
 )
@@ -217,3 +231,11 @@ def test_older_gemma_configs_get_the_layer_types_transformers_fills_in(
     path.write_text(json.dumps({**base, "num_hidden_layers": len(kinds), **extra}))
     got = HFAttentionConfig.from_file(path).layer_kinds()
     assert "".join("S" if k == "sliding_attention" else "F" for k in got) == kinds
+
+
+@pytest.mark.parametrize("option", ["--available-kv-gib", "--total-memory-gib", "--weights-gib"])
+def test_a_memory_figure_past_any_machine_is_refused_not_overflowed(option: str) -> None:
+    config = CASES_DIR / "llama-l6-kv2-hd32-bs32" / "config.json"
+    result = CliRunner().invoke(main, ["plan", "--hf-config", str(config), option, "1e300"])
+    assert result.exit_code == 2 and option in result.output and "range" in result.output
+    assert "OverflowError" not in result.output

@@ -10,7 +10,10 @@ import click
 from flashspark.cli import console
 from flashspark.cli.common import finish, handle_errors, json_option, load_recipe, recipe_options
 from flashspark.cli.console import escape
-from flashspark.plan.facts import DEFAULT_CONTEXT_FOR_SPEED
+from flashspark.plan.facts import DEFAULT_CONTEXT_FOR_SPEED, MAX_GIB
+
+# Memory sizes in GiB: a mebi-GiB (1 PiB) is far past any machine, and past ~1e300 the byte count is infinite.
+GIB_RANGE = click.FloatRange(min=0, max=MAX_GIB)
 
 if TYPE_CHECKING:
     from flashspark.plan.planner import PlanResult
@@ -18,9 +21,7 @@ if TYPE_CHECKING:
 
 @click.command("plan")
 @recipe_options
-@click.option(
-    "--available-kv-gib", type=click.FloatRange(min=0), default=None, help="Size from this 'Available KV cache memory'."
-)
+@click.option("--available-kv-gib", type=GIB_RANGE, default=None, help="Size from this 'Available KV cache memory'.")
 @click.option(
     "--kv-cache-tokens", type=click.IntRange(min=1), default=None, help="Size from a boot's reported 'KV cache size'."
 )
@@ -62,10 +63,10 @@ if TYPE_CHECKING:
     help="Calibrate: predict from this vLLM boot log and compare with what it logged.",
 )
 @click.option("--workload", default=None, help="Live requests to fit, e.g. 6x50k,2x1M (or @FILE).")
-@click.option("--total-memory-gib", type=click.FloatRange(min=0), default=None)
-@click.option("--weights-gib", type=click.FloatRange(min=0), default=None)
-@click.option("--activation-gib", type=click.FloatRange(min=0), default=None)
-@click.option("--cudagraph-gib", type=click.FloatRange(min=0), default=None)
+@click.option("--total-memory-gib", type=GIB_RANGE, default=None)
+@click.option("--weights-gib", type=GIB_RANGE, default=None)
+@click.option("--activation-gib", type=GIB_RANGE, default=None)
+@click.option("--cudagraph-gib", type=GIB_RANGE, default=None)
 @click.option(
     "--acceptance-length",
     type=click.FloatRange(min=1),

@@ -45,5 +45,7 @@ KERNEL_BLOCK_MULTIPLE = {"cpu": 32, "cuda": 16}
 DEFAULT_VLLM_VERSION = "0.21"
 # A --hf-config model sized without a recipe: as the upstream vLLM whose boots tests/cases/plan/ records.
 HF_DEFAULT_VLLM_VERSION = "0.32"
+# The largest memory figure (GiB) the planner takes: 1 PiB, far past any machine.
+MAX_GIB = float(1 << 20)
 # Context (tokens) whose KV the decode ceiling reads per step when --context is not given.
 DEFAULT_CONTEXT_FOR_SPEED = 8192

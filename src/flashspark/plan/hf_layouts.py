@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from flashspark.errors import RecipeError
 from flashspark.plan.facts import KERNEL_BLOCK_MULTIPLE
@@ -47,6 +48,11 @@ DTYPE_BYTES = {
 FULL, SLIDING = "full_attention", "sliding_attention"
 # Past this ratio of the largest kind's layer count to the smallest's, vLLM makes more groups instead of padding.
 PADDING_RATIO = 1.5
+# What a real config stays far below; past these a config is broken or hostile.
+MAX_LAYERS = 10_000
+MAX_HEADS = 10_000
+MAX_HEAD_DIM = 65_536
+MAX_TOKENS = 1 << 40
 
 
 def default_layer_types(model_type: str, data: dict[str, object], layers: int) -> list[str] | None:
@@ -59,6 +65,24 @@ def default_layer_types(model_type: str, data: dict[str, object], layers: int) -
             return None
         return [SLIDING if (i + 1) % pattern else FULL for i in range(layers)]
     return None
+
+
+def _size(data: dict[str, Any], key: str, path: Path, *, limit: int) -> int:
+    """A positive whole number from the config, at most `limit` (a hostile config must not size a huge list)."""
+    if key not in data:
+        raise RecipeError(
+            f"{path} lacks {key!r}", where=str(path), fix="use the config.json of a decoder-only transformer"
+        )
+    value = data[key]
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= limit:
+        raise RecipeError(
+            f"{path}: {key} is {value!r}, not a whole number from 1 to {limit:,}",
+            key=key,
+            value=str(value)[:80],
+            where=f"{path}: {key}",
+            fix="use the config.json of a decoder-only transformer",
+        )
+    return value
 
 
 @dataclass(frozen=True)
@@ -88,24 +112,41 @@ class HFAttentionConfig:
         if not isinstance(data, dict):
             raise RecipeError(f"{path} is not a JSON object", where=str(path), fix="pass the model's config.json")
         data = data.get("text_config", data)
-        try:
-            heads = int(data["num_attention_heads"])
-            layers = int(data["num_hidden_layers"])
-            head_dim = int(data.get("head_dim") or data["hidden_size"] // heads)
-            kv_heads = int(data.get("num_key_value_heads") or heads)
-        except (KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
-            problem = (
-                f"lacks {exc.args[0]!r}" if isinstance(exc, KeyError) else f"has an unusable attention size: {exc}"
-            )
+        if not isinstance(data, dict):
             raise RecipeError(
-                f"{path} {problem}", where=str(path), fix="use the config.json of a decoder-only transformer"
-            ) from exc
+                f"{path}: text_config is not an object", where=str(path), fix="pass the model's config.json"
+            )
+        layers = _size(data, "num_hidden_layers", path, limit=MAX_LAYERS)
+        heads = _size(data, "num_attention_heads", path, limit=MAX_HEADS)
+        if data.get("head_dim"):
+            head_dim = _size(data, "head_dim", path, limit=MAX_HEAD_DIM)
+        else:
+            head_dim = _size(data, "hidden_size", path, limit=MAX_HEAD_DIM * MAX_HEADS) // heads
+            if head_dim < 1:
+                raise RecipeError(
+                    f"{path}: hidden_size {data['hidden_size']} over {heads} heads leaves no head dimension",
+                    where=f"{path}: hidden_size", fix="use the config.json of a decoder-only transformer",
+                )  # fmt: skip
+        kv_heads = (
+            _size(data, "num_key_value_heads", path, limit=MAX_HEADS) if data.get("num_key_value_heads") else heads
+        )
+        positions = (
+            _size(data, "max_position_embeddings", path, limit=MAX_TOKENS)
+            if data.get("max_position_embeddings")
+            else None
+        )
         model_type = str(data.get("model_type", "unknown"))
-        window = data.get("sliding_window")
-        if data.get("use_sliding_window") is False or not window:  # Qwen2 ships a window it does not use; 0 = off
-            window = None
+        window: int | None = None
+        # Qwen2 ships a window it does not use; 0 = off
+        if data.get("use_sliding_window") is not False and data.get("sliding_window"):
+            window = _size(data, "sliding_window", path, limit=MAX_TOKENS)
         types = data.get("layer_types") or default_layer_types(model_type, data, layers)
         if types is not None:
+            if not isinstance(types, list | tuple):
+                raise RecipeError(
+                    f"{path}: layer_types is not a list", where=f"{path}: layer_types",
+                    fix="the config.json's layer_types must name every layer, in a list",
+                )  # fmt: skip
             types = tuple(str(t) for t in types)
             unknown = sorted(set(types) - {FULL, SLIDING})
             if unknown:
@@ -133,8 +174,8 @@ class HFAttentionConfig:
             num_key_value_heads=kv_heads,
             head_dim=head_dim,
             torch_dtype=str(data.get("torch_dtype") or data.get("dtype") or "bfloat16"),
-            max_position_embeddings=data.get("max_position_embeddings"),
-            sliding_window=int(window) if window is not None else None,
+            max_position_embeddings=positions,
+            sliding_window=window,
             layer_types=types,
         )
 

@@ -20,6 +20,7 @@ from flashspark.plan.facts import (
     DEFAULT_CONTEXT_FOR_SPEED,
     DEFAULT_VLLM_VERSION,
     HF_DEFAULT_VLLM_VERSION,
+    MAX_GIB,
     VLLM_DEFAULT_BLOCK_SIZE,
     VLLM_DEFAULT_GPU_MEMORY_UTILIZATION,
     VLLM_DEFAULT_MAX_NUM_BATCHED_TOKENS,
@@ -49,14 +50,24 @@ class MemoryBudget(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    total_memory_gib: float = Field(default=119.7, description="GB10 visible memory per node [S] 119-121 GiB.")
+    total_memory_gib: float = Field(
+        default=119.7, ge=0, le=MAX_GIB, description="GB10 visible memory per node [S] 119-121 GiB."
+    )
     gpu_memory_utilization: float | None = None
-    weights_gib: float = Field(default=77.3, description="~166 GB of DSpark weights over 2 ranks [D].")
+    weights_gib: float = Field(
+        default=77.3, ge=0, le=MAX_GIB, description="~166 GB of DSpark weights over 2 ranks [D]."
+    )
     activation_peak_gib: float = Field(
-        default=3.98, description="Profile-run peak; calibrated so gmu 0.80 gives the 14.48 GiB a 1M boot logged."
+        default=3.98,
+        ge=0,
+        le=MAX_GIB,
+        description="Profile-run peak; calibrated so gmu 0.80 gives the 14.48 GiB a 1M boot logged.",
     )
     cudagraph_gib: float = Field(
-        default=0.0, description="Subtracted only with VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS=1 (~1.3 GiB)."
+        default=0.0,
+        ge=0,
+        le=MAX_GIB,
+        description="Subtracted only with VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS=1 (~1.3 GiB).",
     )
 
     def available_gib(self) -> float:
@@ -67,7 +78,7 @@ class MemoryBudget(BaseModel):
 class PlanInputs(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    available_kv_gib: float | None = None
+    available_kv_gib: float | None = Field(default=None, ge=0, le=MAX_GIB)
     kv_cache_tokens: int | None = Field(default=None, description="A boot's reported pool, to size from instead.")
     max_model_len: int | None = None
     max_num_batched_tokens: int | None = None
