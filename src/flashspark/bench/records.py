@@ -157,13 +157,10 @@ def cell_statistics(records: list[RequestRecord], duration_s: float) -> ClientSt
     delays = [r.dispatch_delay_s for r in records if r.dispatch_delay_s is not None]
     late = [r.dispatch_delay_s - (r.queue_wait_s or 0.0) for r in records if r.dispatch_delay_s is not None]
     waits = [r.queue_wait_s for r in records if r.queue_wait_s is not None]
-    stats["median_dispatch_delay_ms"] = _ms(percentile(delays, 50))
-    stats["p99_dispatch_delay_ms"] = _ms(percentile(delays, 99))
-    stats["max_dispatch_delay_ms"] = _ms(max(delays) if delays else None)
-    stats["p99_client_lateness_ms"] = _ms(percentile(late, 99))
-    stats["p99_queue_wait_ms"] = _ms(percentile(waits, 99))
+    delay_ms = distribution(delays, scale=1000)
+    stats["median_dispatch_delay_ms"] = delay_ms["p50"]
+    stats["p99_dispatch_delay_ms"] = delay_ms["p99"]
+    stats["max_dispatch_delay_ms"] = max(delays) * 1000 if delays else None
+    stats["p99_client_lateness_ms"] = distribution(late, scale=1000)["p99"]
+    stats["p99_queue_wait_ms"] = distribution(waits, scale=1000)["p99"]
     return ClientStats.model_validate(stats)
-
-
-def _ms(seconds: float | None) -> float | None:
-    return None if seconds is None else seconds * 1000

@@ -31,7 +31,7 @@ from flashspark.bench.records import RequestRecord, cell_statistics, record_from
 from flashspark.bench.results import RESULTS_SCHEMA_VERSION, ResultsWriter
 from flashspark.bench.stats import CellSummary, ServerStats
 from flashspark.bench.tokens import Counter
-from flashspark.bench.workers import Share, run_in_processes, send, share_cap, split
+from flashspark.bench.workers import Share, run_in_processes, send_when_due, share_cap, split
 from flashspark.bench.workload import DatasetRow, bench_request, cell_requests, load_dataset
 from flashspark.client import ChatRequest, OpenAIClient, parse_metrics
 from flashspark.client.metrics import GENERATION_TOKENS, KV_USAGE, PREEMPTIONS, MetricsSnapshot, gauge_sum
@@ -164,13 +164,12 @@ async def run_cell(
     started = time.perf_counter()
 
     async def one(index: int, delay: float) -> None:
-        await asyncio.sleep(max(0.0, delay - (time.perf_counter() - started)))
-        late = time.perf_counter() - started - delay
-        category = categories[index]
-        result, waited = await send(client, requests[index], semaphore)
+        result, dispatch_s, waited = await send_when_due(
+            client, requests[index], semaphore, due=started + delay, clock=time.perf_counter
+        )
         record = record_from(
-            result, cell=cell.name, category=category, index=index, scheduled_s=delay,
-            dispatch_delay_s=late + waited, queue_wait_s=waited,
+            result, cell=cell.name, category=categories[index], index=index, scheduled_s=delay,
+            dispatch_delay_s=dispatch_s, queue_wait_s=waited,
         )  # fmt: skip
         records.append(record)
         on_record(record)

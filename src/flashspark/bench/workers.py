@@ -19,6 +19,7 @@ import multiprocessing
 import queue as queue_module
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,16 +46,27 @@ class Share:
     items: list[tuple[int, float, str, dict[str, Any]]]
 
 
-async def send(
-    client: OpenAIClient, request: ChatRequest, semaphore: asyncio.Semaphore | None
-) -> tuple[ChatResult, float]:
-    """One request, inside the cell's concurrency cap when it has one; also the seconds it waited for the cap."""
+async def send_when_due(
+    client: OpenAIClient,
+    request: ChatRequest,
+    semaphore: asyncio.Semaphore | None,
+    *,
+    due: float,
+    clock: Callable[[], float],
+) -> tuple[ChatResult, float, float]:
+    """Wait until `due` on `clock`, then send one request, inside the cell's concurrency cap when it has one.
+
+    Returns the result, the dispatch delay (how long after `due` it was sent, cap wait included) and
+    the part of it spent waiting for the cap: the rest is the client's own lateness.
+    """
+    await asyncio.sleep(max(0.0, due - clock()))
+    late = clock() - due
     if semaphore is None:
-        return await client.stream_chat(request), 0.0
-    queued = time.perf_counter()
+        return await client.stream_chat(request), late, 0.0
+    queued = clock()
     async with semaphore:
-        waited = time.perf_counter() - queued
-        return await client.stream_chat(request), waited
+        waited = clock() - queued
+        return await client.stream_chat(request), late + waited, waited
 
 
 def split(indices: list[tuple[int, float]], processes: int) -> list[list[tuple[int, float]]]:
@@ -77,12 +89,12 @@ async def _run_share(share: Share, start_wall: float, out: Any) -> None:
 
         async def one(index: int, delay: float, category: str, body: dict[str, Any]) -> None:
             request = ChatRequest.model_validate(body)
-            await asyncio.sleep(max(0.0, start_wall + delay - time.time()))
-            late = time.time() - start_wall - delay
-            result, waited = await send(client, request, semaphore)
+            result, dispatch_s, waited = await send_when_due(
+                client, request, semaphore, due=start_wall + delay, clock=time.time
+            )
             record = record_from(
                 result, cell=share.cell, category=category, index=index, scheduled_s=delay,
-                dispatch_delay_s=late + waited, queue_wait_s=waited,
+                dispatch_delay_s=dispatch_s, queue_wait_s=waited,
             )  # fmt: skip
             out.put(record.model_dump(mode="json"))
 
