@@ -247,16 +247,18 @@ def attention_layout(
                 blocks[kind] *= largest // page
             padded[kind] = largest
     if blocks.get(SLIDING, block_size) != block_size:
+        unified = f"; pages unified at {max(padded.values()):,} B per layer" if len(counts) > 1 else ""
         notes.append(
             f"sliding layers run {blocks[SLIDING]}-token blocks (the {platform} kernel's multiple of "
-            f"{KERNEL_BLOCK_MULTIPLE[platform]}); pages unified at {max(padded.values()):,} B per layer"
+            f"{KERNEL_BLOCK_MULTIPLE[platform]}){unified}"
         )
     groups: list[CacheGroup] = []
+    made = dict.fromkeys(counts, 0)  # groups of each kind so far: the next one's index
     for kind, layers in split_into_groups(counts):
-        index = sum(1 for g in groups if g.name.startswith(kind))
+        made[kind] += 1
         groups.append(
             CacheGroup(
-                f"{kind}[{index}]",
+                f"{kind}[{made[kind] - 1}]",
                 page_bytes=layers * padded[kind],
                 block_tokens=blocks[kind],
                 window=config.sliding_window if kind == SLIDING else None,

@@ -104,6 +104,11 @@ class PlanInputs(BaseModel):
     mean_acceptance_length: float | None = None
     context_for_speed: int = DEFAULT_CONTEXT_FOR_SPEED
 
+    @property
+    def sizes_with_recipe_engine(self) -> bool:
+        """The recipe's model, or another model whose caller named a recipe: its engine settings apply."""
+        return self.hf_config is None or self.recipe_engine
+
 
 class PlanResult(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -153,7 +158,7 @@ def engine_settings(recipe: Recipe, inputs: PlanInputs, hf: HFAttentionConfig | 
     settings only when the caller chose that recipe (`recipe_engine`); otherwise the default
     profile's DeepSeek-V4 settings (nvfp4_ds_mla, block 256, 1M context) would size a Llama.
     """
-    engine = recipe.engine if (hf is None or inputs.recipe_engine) else None
+    engine = recipe.engine if inputs.sizes_with_recipe_engine else None
     model_len = hf.max_position_embeddings if hf is not None else None
     fallbacks: dict[str, Any] = {
         "block_size": None,  # the layout's own (16 for full attention, 256 for DeepSeek-V4)
@@ -221,9 +226,7 @@ def sizing_choice(recipe: Recipe, inputs: PlanInputs) -> SizingChoice:
         )
     # The recipe's default version is its image's; a model sized without a recipe is sized as the
     # upstream vLLM whose boots tests/cases/plan/ records.
-    fallback = (
-        HF_DEFAULT_VLLM_VERSION if inputs.hf_config is not None and not inputs.recipe_engine else DEFAULT_VLLM_VERSION
-    )
+    fallback = DEFAULT_VLLM_VERSION if inputs.sizes_with_recipe_engine else HF_DEFAULT_VLLM_VERSION
     version = inputs.logged_vllm_version or fallback
     if facts.kv_formula is not None or facts.in_flight_batches is not None:
         return SizingChoice(

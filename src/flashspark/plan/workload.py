@@ -120,18 +120,22 @@ def fit_workload(
     used = transient + NULL_BLOCKS
     admitted = 0
     steady = 0
+
+    def need(tokens: int) -> int:
+        """Blocks a decoding request of `tokens` holds: its context in every full group, its windows."""
+        return sum(g.pages_for(tokens) for g in full) + fixed
+
     for tokens in flat:
-        need = sum(g.pages_for(tokens) for g in full) + fixed
-        if used + need > pool_blocks:
+        if used + need(tokens) > pool_blocks:
             break
-        used += need
-        steady += need
+        used += need(tokens)
+        steady += need(tokens)
         admitted += 1
     if admitted == len(flat):
         share = used / pool_blocks if pool_blocks else float("inf")
         verdict = "fits" if share < AT_LIMIT_SHARE else "at the limit"
     else:
-        used = transient + NULL_BLOCKS + sum(sum(g.pages_for(t) for g in full) + fixed for t in flat)
+        used = transient + NULL_BLOCKS + sum(need(t) for t in flat)
         verdict = "does not fit"
     seqs_over = max(0, len(flat) - max_num_seqs) if max_num_seqs else 0
     return WorkloadFit(
