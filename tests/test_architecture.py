@@ -30,6 +30,7 @@ ORDER = [
     "bench",
     "traffic",
     "watch",
+    "tune",
     "report",
     "cli",
 ]
@@ -47,7 +48,9 @@ EDGES: dict[str, set[str]] = {
     # cluster: the supervisor's watcher and each node's engine state; recipe: [watch] settings
     # bench: the one percentile definition, for soak's TTFT
     "watch": {"recipe", "client", "gates", "bench", "cluster"},
-    "report": {"gates", "bench", "traffic", "watch"},
+    # plan: the screen sizes each candidate; cluster: each candidate boots through the lifecycle
+    "tune": {"recipe", "plan", "cluster", "bench"},
+    "report": {"gates", "bench", "traffic", "watch", "tune"},
     "cli": set(ORDER) - {"cli"},
 }
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import click
 
 from flashspark._version import __version__
-from flashspark.cli import bench, config, gates, lifecycle, plan, provenance, report, traffic, watch
+from flashspark.cli import bench, config, gates, lifecycle, plan, provenance, report, traffic, tune, watch
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -52,6 +52,7 @@ for command in (
     gates.correctness_command,
     gates.validate_command,
     plan.plan_command,
+    tune.tune_command,
     bench.bench_group,
     traffic.record_command,
     traffic.replay_command,

@@ -20,7 +20,6 @@ from flashspark.errors import RecipeError
 from flashspark.pins import Pins
 from flashspark.recipe.model import EMBEDDED_VLLM, Recipe
 from flashspark.recipe.rules import rule_embedded_engine_is_local
-from flashspark.render.launch import LOCAL_MODEL_PREFIX
 
 
 @dataclass(frozen=True)
@@ -36,7 +35,7 @@ def uses_embedded(recipe: Recipe) -> bool:
 
 
 def needs_engine(recipe: Recipe) -> bool:
-    return uses_embedded(recipe) or recipe.model.id.startswith(LOCAL_MODEL_PREFIX)
+    return uses_embedded(recipe) or recipe.model.local_name is not None
 
 
 def provision(recipe: Recipe, *, events: Events, environ: Mapping[str, str] | None = None) -> Provisioned:
@@ -54,10 +53,10 @@ def provision(recipe: Recipe, *, events: Events, environ: Mapping[str, str] | No
     events.phase("engine", "start")
     engine = install_engine(engine_dir(environ, recipe.paths.home), progress=events.note, environ=environ)
     events.phase("engine", "ok", f"vLLM {engine.vllm_version}")
-    if recipe.model.id.startswith(LOCAL_MODEL_PREFIX):
+    if recipe.model.local_name is not None:
         events.phase("model", "start")
         folder = ensure_local_model(
-            recipe.model.id.removeprefix(LOCAL_MODEL_PREFIX),
+            recipe.model.local_name,
             Path(recipe.paths.models_dir),
             engine,
             progress=events.note,

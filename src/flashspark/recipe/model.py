@@ -39,6 +39,10 @@ class ProfileInfo(Frozen):
     )
 
 
+#: A model id FlashSpark builds itself (`local:smollm2-135m-instruct`), kept under Paths.models_dir.
+LOCAL_MODEL_PREFIX = "local:"
+
+
 class ModelSpec(Frozen):
     """Which weights are served, and under which name."""
 
@@ -52,6 +56,11 @@ class ModelSpec(Frozen):
         default=1_048_576,
         description="Longest context the weights were trained or calibrated for (DeepSeek-V4-Flash: YaRN 65,536 x 16).",
     )
+
+    @property
+    def local_name(self) -> str | None:
+        """NAME of a `local:NAME` model, else None."""
+        return self.id.removeprefix(LOCAL_MODEL_PREFIX) if self.id.startswith(LOCAL_MODEL_PREFIX) else None
 
 
 class EngineSettings(Frozen):

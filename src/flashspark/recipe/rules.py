@@ -250,6 +250,22 @@ def rule_max_model_len(recipe: Recipe) -> list[Problem]:
     return []
 
 
+def rule_batched_tokens_cover_seqs(recipe: Recipe) -> list[Problem]:
+    """vLLM's scheduler refuses to boot when one step cannot give every running sequence a token
+    (vllm/config/scheduler.py, `verify_max_model_len`)."""
+    seqs, batched = recipe.engine.max_num_seqs, recipe.engine.max_num_batched_tokens
+    if seqs is None or batched is None or batched >= seqs:
+        return []
+    return [
+        Problem(
+            "MAX_NUM_BATCHED_TOKENS",
+            batched,
+            f"below MAX_NUM_SEQS ({seqs}): vLLM refuses to start when a step cannot hold one token per sequence",
+            f"raise MAX_NUM_BATCHED_TOKENS to at least {seqs}, or lower MAX_NUM_SEQS",
+        )
+    ]
+
+
 def rule_gpu_memory_utilization(recipe: Recipe) -> list[Problem]:
     gmu = recipe.engine.gpu_memory_utilization
     if gmu is None or 0 < gmu <= 1:
@@ -434,6 +450,7 @@ RULES: tuple[Rule, ...] = (
     rule_dspark_draft_length,
     rule_capture_size,
     rule_max_model_len,
+    rule_batched_tokens_cover_seqs,
     rule_gpu_memory_utilization,
     rule_api_exposure,
     rule_gid_index,

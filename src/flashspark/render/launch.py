@@ -22,7 +22,6 @@ from flashspark.secrets import is_secret_name
 
 PLAN_SCHEMA_VERSION = 1
 CONTAINER_HF_HOME = "/cache/huggingface"
-LOCAL_MODEL_PREFIX = "local:"
 
 
 class NodeLaunch(Frozen):
@@ -76,10 +75,8 @@ class LaunchPlan(Frozen):
 
 def resolve_model_path(recipe: Recipe) -> str:
     """`local:NAME` models live in FlashSpark's model folder; anything else is passed as is."""
-    model = recipe.model.id
-    if model.startswith(LOCAL_MODEL_PREFIX):
-        return f"{recipe.paths.models_dir}/{model.removeprefix(LOCAL_MODEL_PREFIX)}"
-    return model
+    name = recipe.model.local_name
+    return f"{recipe.paths.models_dir}/{name}" if name is not None else recipe.model.id
 
 
 def render_argv(recipe: Recipe, rank: int) -> list[str]:

@@ -12,6 +12,7 @@ from flashspark.errors import InputError
 # The file that says what a run directory holds -> (what wrote it, the module and function that
 # report on it). First match wins; writers are imported when used (matplotlib costs a second).
 RUN_KINDS: dict[str, tuple[str, str, str]] = {
+    "tune.json": ("tune", "tune_report", "write_tune_report"),
     "results.json": ("bench static, staggered or rate", "checkpoint", "write_report"),
     "depth.json": ("bench depth", "depth_report", "write_depth_report"),
     "sessions.json": ("bench sessions", "sessions_report", "write_sessions_report"),

@@ -1,0 +1,1 @@
+"""`flashspark tune`: the best recipe settings for a declared workload, measured on fresh deployments."""

@@ -1,0 +1,153 @@
+"""One candidate measured: a fresh deployment through the normal lifecycle, a short bench of the declared
+traffic, and the deployment stopped again whatever happened."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import time
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from flashspark.bench.options import BenchOptions
+from flashspark.bench.records import percentile
+from flashspark.bench.results import read_requests
+from flashspark.bench.runner import CellPlan, rate_cells, run_bench_session, static_cells
+from flashspark.cluster.events import Events
+from flashspark.cluster.lifecycle import down, up
+from flashspark.cluster.targets import resolve_target
+from flashspark.errors import ClusterError, EngineError
+from flashspark.recipe.model import Recipe
+from flashspark.recipe.workload import Workload
+from flashspark.redact import redact
+from flashspark.tune.candidates import Candidate
+
+RESULT_SCHEMA_VERSION = 1
+#: The metrics a round yields (the objective and the constraints name them).
+METRICS = ("output_tokens_per_s", "per_stream_decode_tokens_per_s", "p95_ttft_s")
+
+
+class RoundMetrics(BaseModel):
+    """One measured round (one bench cell) of a candidate."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    round: int
+    cell: str
+    requests: int
+    failed: int
+    output_tokens_per_s: float
+    per_stream_decode_tokens_per_s: float | None
+    p95_ttft_s: float | None
+    client_limited: list[str] = Field(default_factory=list)
+
+
+class CandidateResult(BaseModel):
+    """What one candidate's boot and bench left: the evidence a recommendation stands on."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: int = RESULT_SCHEMA_VERSION
+    candidate: Candidate
+    status: Literal["measured", "failed"]
+    error: str | None = None
+    boot_s: float | None = None
+    kv_cache_tokens: int | None = Field(default=None, description="The pool the boot logged.")
+    max_concurrency: float | None = None
+    rounds: list[RoundMetrics] = Field(default_factory=list)
+    evidence: str = Field(description="The candidate's folder: boot.json, bench results, requests.")
+    seconds: float = 0.0
+
+    def values(self, metric: str) -> list[float]:
+        """The metric's value in every round that measured it."""
+        found = (getattr(r, metric) for r in self.rounds)
+        return [float(v) for v in found if v is not None]
+
+
+def traffic_cells(workload: Workload) -> list[CellPlan]:
+    """The declared traffic as bench cells: the warm-up rounds (round < 0, kept as evidence, left out of
+    the numbers: a fresh engine's first batches at a new size are slow), then one cell per measured round.
+    Every round of a rate shape replays the same arrival schedule: the rounds' spread is then the
+    server's, not the schedule's."""
+    traffic, settings = workload.traffic, workload.tune
+    if traffic.shape == "static":
+        one = static_cells((traffic.concurrency,), 1)[0]
+    else:
+        assert traffic.rate is not None  # the workload's validator
+        one = rate_cells(traffic.rate, traffic.requests, traffic.concurrency, traffic.seed)[0]
+    base = one.name.removesuffix("-r0")
+    warm = [
+        dataclasses.replace(one, name=f"{base}-warmup{w}", round=w - settings.warmup_rounds)
+        for w in range(settings.warmup_rounds)
+    ]
+    return warm + [dataclasses.replace(one, name=f"{base}-r{r}", round=r) for r in range(settings.rounds)]
+
+
+def bench_options(workload: Workload) -> BenchOptions:
+    traffic = workload.traffic
+    return BenchOptions(
+        input_tokens=traffic.input_tokens,
+        max_tokens=traffic.output_tokens,
+        warmup_requests=workload.tune.warmup_requests,
+        rounds=workload.tune.rounds + workload.tune.warmup_rounds,
+    )
+
+
+async def measure(
+    candidate: Candidate, recipe: Recipe, workload: Workload, folder: Path, events: Events
+) -> CandidateResult:
+    """Boot `recipe`, bench the traffic, stop it. A boot that fails is a result (status failed, with the
+    reason); an interruption stops the deployment and propagates."""
+    started = time.monotonic()
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def result(**fields: object) -> CandidateResult:
+        return CandidateResult.model_validate(
+            {"candidate": candidate, "evidence": str(folder), "seconds": round(time.monotonic() - started, 1), **fields}
+        )
+
+    try:
+        booted = await up(recipe, events=events)
+    except (ClusterError, EngineError) as error:
+        return result(status="failed", error=redact(error.describe(), recipe.secret_values()))
+    try:
+        shutil.copyfile(booted.boot_json, folder / "boot.json")
+        target = resolve_target(recipe, base_url=None, explicit_recipe=True)
+        async with target.client() as client:
+            run = await run_bench_session(
+                client,
+                traffic_cells(workload),
+                shape=workload.traffic.shape,
+                options=bench_options(workload),
+                run_dir=folder / "bench",
+                pins=target.pins,
+                boot=target.boot,
+                recipe=recipe.public_dict(),
+            )
+    finally:
+        await down(recipe, events=events)
+    requests = read_requests(folder / "bench")
+    rounds = []
+    for cell in (c for c in run.cells if c.round >= 0):
+        ttfts = [r.ttft_s for r in requests if r.cell == cell.cell and r.error is None and r.ttft_s is not None]
+        rounds.append(
+            RoundMetrics(
+                round=cell.round,
+                cell=cell.cell,
+                requests=cell.requests,
+                failed=cell.failed,
+                output_tokens_per_s=round(cell.output_throughput, 3),
+                per_stream_decode_tokens_per_s=cell.per_stream_decode_tokens_per_s_mean,
+                p95_ttft_s=percentile(ttfts, 95),
+                client_limited=cell.client_limited,
+            )
+        )
+    return result(
+        status="measured",
+        boot_s=booted.boot_s,
+        kv_cache_tokens=booted.boot.kv_cache_tokens,
+        max_concurrency=booted.boot.max_concurrency,
+        rounds=rounds,
+    )
