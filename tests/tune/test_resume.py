@@ -167,3 +167,9 @@ async def test_no_secret_reaches_the_tune_folder(tmp_path: Path) -> None:
         if path.is_file():
             text = path.read_text(errors="replace")
             assert secret not in text and "hf_abcdefghijklmnopqrstuvwxyz0123" not in text, path
+
+
+async def test_a_folder_holding_something_else_is_refused_without_a_traceback(tmp_path: Path) -> None:
+    (tmp_path / "tune.json").write_text('{"x": 1}')
+    with pytest.raises(InputError, match=r"not a tune.json FlashSpark can read \(workload: Field required\)"):
+        await run_tune(WORKLOAD, resolve, tmp_path, events=Quiet(), dry_run=True)

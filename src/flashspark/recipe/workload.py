@@ -190,7 +190,7 @@ def load_workload(path: Path) -> Workload:
         first = exc.errors()[0]
         key = ".".join(str(part) for part in first["loc"]) or "(top level)"
         raise InputError(
-            f"{key}: {first['msg']}",
+            f"{key}: {first['msg'].removeprefix('Value error, ')}",
             key=key,
             where=str(path),
             fix="see `flashspark tune --help` for the workload's keys and ranges",

@@ -99,8 +99,14 @@ async def run_tune(
     if path.is_file():
         try:
             earlier = TuneResults.model_validate_json(path.read_text(encoding="utf-8"))
-        except (ValueError, ValidationError) as exc:
-            raise InputError(f"{path} is not a tune.json FlashSpark can read: {exc}", where=str(path)) from None
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"]) or "(top level)"
+            raise InputError(
+                f"{path} is not a tune.json FlashSpark can read ({where}: {first['msg']})",
+                where=str(path),
+                fix="give a new --out (this folder was not written by flashspark tune, or by another version)",
+            ) from None
         if earlier.fingerprint != state.fingerprint:
             raise InputError(
                 f"{out} holds a tune of another workload or base recipe",
