@@ -27,6 +27,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
 
 
 class FlashsparkError(Exception):
@@ -186,3 +190,11 @@ class StreamError(ClientError):
 
 class RequestTimeout(ClientError):
     """A request exceeded its connect, first-byte or stall budget."""
+
+
+def first_invalid(error: ValidationError, *, top: str = "(top level)") -> tuple[str, str]:
+    """The first problem pydantic found, for a person: its dotted key (`top` when the whole document is
+    wrong) and its message without pydantic's "Value error, " prefix."""
+    first = error.errors()[0]
+    key = ".".join(str(part) for part in first["loc"]) or top
+    return key, str(first["msg"]).removeprefix("Value error, ")

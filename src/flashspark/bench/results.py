@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from flashspark.bench.records import RequestRecord
 from flashspark.bench.stats import CellSummary
-from flashspark.errors import InputError
+from flashspark.errors import InputError, first_invalid
 from flashspark.files import append_line, write_atomic, write_json
 from flashspark.pins import Pins
 
@@ -176,10 +176,9 @@ def read_results(run_dir: Path) -> BenchResults:
             fix="point at a run directory written by `flashspark bench`",
         ) from None
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "the document"
+        key, message = first_invalid(exc, top="the document")
         raise InputError(
-            f"{path} is not a FlashSpark results file ({where}: {first['msg']})",
+            f"{path} is not a FlashSpark results file ({key}: {message})",
             where=str(path),
             fix="point at a run directory written by `flashspark bench` (and do not edit results.json)",
         ) from None

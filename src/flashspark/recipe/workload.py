@@ -36,7 +36,7 @@ from typing import Literal
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from flashspark.errors import InputError
+from flashspark.errors import InputError, first_invalid
 
 #: How many candidates one tune may measure: each is a fresh boot (a minute here, ten on a Spark).
 MAX_CANDIDATES = 64
@@ -187,10 +187,9 @@ def load_workload(path: Path) -> Workload:
     try:
         return Workload.model_validate(data)
     except pydantic.ValidationError as exc:
-        first = exc.errors()[0]
-        key = ".".join(str(part) for part in first["loc"]) or "(top level)"
+        key, message = first_invalid(exc)
         raise InputError(
-            f"{key}: {first['msg'].removeprefix('Value error, ')}",
+            f"{key}: {message}",
             key=key,
             where=str(path),
             fix="see `flashspark tune --help` for the workload's keys and ranges",

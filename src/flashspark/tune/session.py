@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from flashspark.cluster.events import Events
 from flashspark.cluster.lifecycle import deployment_running, down
 from flashspark.cluster.provision import provision
-from flashspark.errors import InputError
+from flashspark.errors import InputError, first_invalid
 from flashspark.files import write_atomic, write_json
 from flashspark.recipe.model import Recipe
 from flashspark.recipe.workload import Workload
@@ -100,10 +100,9 @@ async def run_tune(
         try:
             earlier = TuneResults.model_validate_json(path.read_text(encoding="utf-8"))
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(part) for part in first["loc"]) or "(top level)"
+            key, message = first_invalid(exc)
             raise InputError(
-                f"{path} is not a tune.json FlashSpark can read ({where}: {first['msg']})",
+                f"{path} is not a tune.json FlashSpark can read ({key}: {message})",
                 where=str(path),
                 fix="give a new --out (this folder was not written by flashspark tune, or by another version)",
             ) from None
