@@ -1,6 +1,7 @@
 """A stand-in for `vllm serve`, for the supervisor's fault paths: it serves /health and /v1/models on
 the port it is given, and a control file decides its fate: `ok`, `sick` (/health answers 503), `die`
-(exits at once), `garble` (chat answers are CJK junk: serving, healthy and wrong, which only a canary
+(exits at once), `die-once` (turns the control back to `ok`, then exits: the next start serves, however soon the
+supervisor makes it), `garble` (chat answers are CJK junk: serving, healthy and wrong, which only a canary
 catches), `orphan` (leaves a child in a session of its own that keeps the API port, as a
 crashed engine's leftover worker can; its pid in `<control>.orphan`). Its starts are appended to
 `<control>.starts`.
@@ -83,6 +84,10 @@ def watch(server: ThreadingHTTPServer) -> None:
     while True:
         current = mode()
         if current == "die":
+            os._exit(1)
+        if current == "die-once":
+            with open(CONTROL, "w") as handle:
+                handle.write("ok")
             os._exit(1)
         if current == "orphan" and os.fork() == 0:
             os.setsid()  # out of the engine's process group: a stop of the group does not reach it
