@@ -122,3 +122,11 @@ def test_a_knob_the_recipe_leaves_to_vllm_is_not_part_of_the_baseline() -> None:
 def test_a_request_exactly_max_model_len_long_is_kept(models: Path) -> None:
     declared = workload(traffic={"concurrency": 1, "input_tokens": 8128, "output_tokens": 64})
     assert screen(Candidate(id="recipe", settings={}), declared, resolver()).verdict == "measure"  # type: ignore[arg-type]
+
+
+def test_the_baseline_the_screen_would_drop_is_measured_with_both_reasons(models: Path) -> None:
+    declared = workload(traffic={"input_tokens": 8000, "output_tokens": 193})
+    result = screen(Candidate(id="recipe", settings={}, baseline=True), declared, resolver())  # type: ignore[arg-type]
+    assert result.verdict == "measure"
+    assert "over max_model_len 8,192" in result.reasons[0]
+    assert result.reasons[1] == "measured anyway: the baseline every candidate is judged against"

@@ -126,10 +126,11 @@ def fit_workload(
         return sum(g.pages_for(tokens) for g in full) + fixed
 
     for tokens in flat:
-        if used + need(tokens) > pool_blocks:
+        blocks = need(tokens)
+        if used + blocks > pool_blocks:
             break
-        used += need(tokens)
-        steady += need(tokens)
+        used += blocks
+        steady += blocks
         admitted += 1
     if admitted == len(flat):
         share = used / pool_blocks if pool_blocks else float("inf")

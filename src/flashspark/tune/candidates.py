@@ -83,7 +83,16 @@ def live_requests(workload: Workload, recipe: Recipe) -> str:
 
 
 def screen(candidate: Candidate, workload: Workload, resolve: Resolve) -> Screened:
-    """The candidate's recipe through the rules, then its live tokens through the planner's pool."""
+    """The candidate's recipe through the rules, then its live tokens through the planner's pool. The
+    baseline is measured even when the screen would drop it: every other candidate is judged against it."""
+    screened = _screen(candidate, workload, resolve)
+    if candidate.baseline and screened.verdict == "dropped":
+        screened.verdict = "measure"
+        screened.reasons.append("measured anyway: the baseline every candidate is judged against")
+    return screened
+
+
+def _screen(candidate: Candidate, workload: Workload, resolve: Resolve) -> Screened:
     try:
         recipe = resolve(candidate.sets)
     except FlashsparkError as error:

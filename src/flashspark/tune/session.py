@@ -59,10 +59,6 @@ class TuneResults(BaseModel):
     overlay: str | None = None
     complete: bool = False
 
-    @property
-    def measured(self) -> int:
-        return sum(1 for s in self.screened if s.verdict == "measure")
-
 
 def fingerprint(workload: Workload, recipe: Recipe) -> str:
     """What must match to resume: the workload and the base recipe (its paths aside: they are the machine's)."""
@@ -114,10 +110,7 @@ async def run_tune(
             )
         if earlier.active is not None:
             await stop_left_over(earlier, resolve, events)
-    state.screened = [
-        s if not s.candidate.baseline or s.verdict == "measure" else _keep_baseline(s)
-        for s in (screen(c, workload, resolve) for c in candidates(workload, base))
-    ]
+    state.screened = [screen(c, workload, resolve) for c in candidates(workload, base)]
     write_json(path, state.model_dump(mode="json"))
     if dry_run:
         return state
@@ -160,13 +153,6 @@ async def run_tune(
     state.complete = True
     write_json(path, state.model_dump(mode="json"))
     return state
-
-
-def _keep_baseline(screened: Screened) -> Screened:
-    """The recipe's own settings are measured even when the screen would drop them: every other
-    candidate is judged against them."""
-    reasons = [*screened.reasons, "measured anyway: the baseline every candidate is judged against"]
-    return screened.model_copy(update={"verdict": "measure", "reasons": reasons})
 
 
 async def stop_left_over(earlier: TuneResults, resolve: Resolve, events: Events) -> None:
