@@ -95,10 +95,10 @@ def test_tune_measures_fresh_boots_survives_sigterm_and_resumes(engine_ready: No
         assert [c["cell"] for c in bench["cells"]] == ["static-c2-warmup0", "static-c2-r0", "static-c2-r1"]
     assert {r["candidate"]["id"] for r in state["results"]} == {"k5", "k3"}
     overlay = tomllib.loads((out / "recommended.toml").read_text())
-    assert overlay["profile"] == {"name": "local-cpu"}
-    assert overlay.get("speculative", {"num_speculative_tokens": 5}) == {
-        "num_speculative_tokens": 5 if not state["verdict"]["beats_baseline"] else 3
-    }
+    # Either k3 won beyond the spread and the overlay sets it, or nothing won and the overlay changes nothing.
+    changed = {"speculative": {"num_speculative_tokens": 3}} if state["verdict"]["beats_baseline"] else {}
+    assert overlay == {"profile": {"name": "local-cpu"}, **changed}
+    assert state["verdict"]["best"] in {"k3", "k5"}
     assert (out / "pareto.png").stat().st_size > 0
     assert "## Verdict" in (out / "report.md").read_text()
     assert not listening(port)
