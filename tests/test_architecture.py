@@ -16,7 +16,7 @@ import pytest
 SRC = Path(__file__).parents[1] / "src" / "flashspark"
 
 # Modules every layer may use: no FlashSpark imports of their own beyond each other.
-COMMON = {"_version", "errors", "files", "redact", "secrets", "bootlog", "pins"}
+COMMON = {"_version", "errors", "files", "redact", "secrets", "bootlog", "pins", "percentiles"}
 # Downstream first: a layer imports only layers listed before it.
 ORDER = [
     "recipe",
@@ -43,11 +43,11 @@ EDGES: dict[str, set[str]] = {
     "client": set(),
     "cluster": {"recipe", "render", "engine", "provenance", "client"},
     "gates": {"recipe", "client"},
-    "bench": {"client", "gates"},
+    # recipe: a declared workload's traffic and arrival schedule; plan: the SLO ladders it measures
+    "bench": {"recipe", "plan", "client", "gates"},
     "traffic": {"recipe", "client", "gates"},  # recipe: is_loopback for the proxy's listener
     # cluster: the supervisor's watcher and each node's engine state; recipe: [watch] settings
-    # bench: the one percentile definition, for soak's TTFT
-    "watch": {"recipe", "client", "gates", "bench", "cluster"},
+    "watch": {"recipe", "client", "gates", "cluster"},
     # plan: the screen sizes each candidate; cluster: each candidate boots through the lifecycle
     "tune": {"recipe", "plan", "cluster", "bench"},
     "report": {"gates", "bench", "traffic", "watch", "tune"},

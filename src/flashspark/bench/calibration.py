@@ -25,9 +25,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from flashspark.bench.records import percentile
 from flashspark.client import ChatRequest, OpenAIClient
 from flashspark.errors import BenchError
+from flashspark.percentiles import percentile
 
 CALIBRATION_SCHEMA_VERSION = 1
 PACE_S = 0.02  # a stream slow enough that any client keeps up with one: the error is the client's, not the pace's

@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict
 
 from flashspark.bench.stats import ClientStats
 from flashspark.client import ChatResult
+from flashspark.percentiles import percentile
 
 
 class RequestRecord(BaseModel):
@@ -95,17 +96,6 @@ def record_from(
         dispatch_delay_s=None if dispatch_delay_s is None else round(dispatch_delay_s, 6),
         queue_wait_s=None if queue_wait_s is None else round(queue_wait_s, 6),
     )
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    """Linear-interpolated percentile (q in 0..100), as numpy's default."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    position = (len(ordered) - 1) * q / 100
-    low = int(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
 def distribution(values: list[float], *, scale: float = 1.0) -> dict[str, float | None]:

@@ -23,6 +23,7 @@ from flashspark.bench.stats import CellSummary
 from flashspark.errors import InputError, first_invalid
 from flashspark.files import append_line, write_atomic, write_json
 from flashspark.pins import Pins
+from flashspark.plan.slo import SloPrediction
 
 RESULTS_SCHEMA_VERSION = 1
 SCHEMA_NOTES = {
@@ -139,6 +140,32 @@ def _cell_text(value: Any) -> Any:
     return "; ".join(str(v) for v in value) if isinstance(value, list) else value
 
 
+#: The error the SLO predictor is held to (the report marks each number against it).
+TARGET_ERROR = 0.15
+
+
+class SloNumber(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    predicted: float
+    measured: float | None
+    error: float | None = Field(description="(predicted - measured) / measured; None when nothing was measured.")
+    within_target: bool | None
+
+
+class SloCheck(BaseModel):
+    """A prediction beside the measurement of the same traffic (kept in the run's results.json)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prediction: SloPrediction
+    target_error: float = TARGET_ERROR
+    numbers: list[SloNumber]
+    measured_requests: int
+    warnings: list[str] = Field(default_factory=list)
+
+
 class BenchResults(BaseModel):
     """results.json as read back: what produced the numbers, and every cell."""
 
@@ -162,6 +189,9 @@ class BenchResults(BaseModel):
     )
     schema_notes: dict[str, str] = Field(default_factory=dict)
     cells: list[CellSummary] = Field(default_factory=list)
+    slo: SloCheck | None = Field(
+        default=None, description="`bench workload --predicted`: the prediction beside what this run measured."
+    )
 
 
 def read_results(run_dir: Path) -> BenchResults:
@@ -182,6 +212,13 @@ def read_results(run_dir: Path) -> BenchResults:
             where=str(path),
             fix="point at a run directory written by `flashspark bench` (and do not edit results.json)",
         ) from None
+
+
+def attach_slo_check(run_dir: Path, check: SloCheck) -> None:
+    """Add the prediction-beside-measurement to a finished run's results.json (rewritten atomically)."""
+    document = read_results(run_dir)
+    document.slo = check
+    write_json(run_dir / "results.json", document.model_dump(mode="json"))
 
 
 def read_requests(run_dir: Path) -> list[RequestRecord]:

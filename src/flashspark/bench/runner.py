@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import time
 import uuid
 from collections.abc import Callable
@@ -37,6 +36,7 @@ from flashspark.client import ChatRequest, OpenAIClient, parse_metrics
 from flashspark.client.metrics import GENERATION_TOKENS, KV_USAGE, PREEMPTIONS, MetricsSnapshot, gauge_sum
 from flashspark.errors import ClientError, InputError
 from flashspark.pins import Pins
+from flashspark.recipe.workload import poisson_arrivals
 
 SAMPLE_S = 0.5
 MAX_CALIBRATION_STREAMS = 1024
@@ -68,11 +68,7 @@ def staggered_cells(count: int, gap_s: float) -> list[CellPlan]:
 
 
 def rate_cells(rate: float, count: int, cap: int | None, seed: int) -> list[CellPlan]:
-    rng = random.Random(seed)
-    arrivals, now = [], 0.0
-    for _ in range(count):
-        arrivals.append(now)
-        now += rng.expovariate(rate)
+    arrivals = poisson_arrivals(rate, count, seed)
     return [CellPlan(f"rate-{rate:g}rps-n{count}", "rate", arrivals, concurrency_cap=cap, level=cap)]
 
 

@@ -41,8 +41,10 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 if TYPE_CHECKING:
+    from flashspark.bench.declared import WorkloadRun
     from flashspark.bench.depth import DepthPoint, DepthResults
     from flashspark.bench.records import RequestRecord
+    from flashspark.bench.results import SloCheck
     from flashspark.bench.runner import BenchRun, CellPlan
     from flashspark.bench.sessions import SessionsResults, TurnRow
     from flashspark.bench.stats import CellSummary
@@ -271,6 +273,100 @@ def bench_rate(rate: float, count: int, max_concurrency: int | None, seed: int, 
     from flashspark.bench.runner import rate_cells
 
     run_bench_command("rate", rate_cells(rate, count, max_concurrency, seed), rounds=1, as_json=as_json, **common)
+
+
+@bench_group.command("workload")
+@recipe_options
+@target_options
+@click.option(
+    "--workload",
+    "workload_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    required=True,
+    help="The declared traffic (the TOML `tune` and `plan --predict-slo` read): its [traffic] and [tune] rounds.",
+)
+@click.option(
+    "--predicted",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="An SLO prediction of this traffic (`flashspark plan --predict-slo --save FILE`): printed beside "
+    "the measurement with the error, and kept in results.json.",
+)
+@out_option("requests.jsonl, results.json and summary.csv")
+@json_option
+@handle_errors
+def bench_workload(
+    config: Path | None,
+    profile: str | None,
+    sets: tuple[str, ...],
+    base_url: str | None,
+    model: str | None,
+    timeouts: dict[str, float | None],
+    workload_file: Path,
+    predicted: Path | None,
+    out: Path | None,
+    as_json: bool,
+) -> None:
+    """The traffic a workload file declares: its warm-up rounds, then its measured rounds.
+
+    \b
+    With --predicted, the p50/p95 TTFT and per-stream decode the planner predicted
+    are printed beside what the measured rounds gave, with the error of each.
+    """
+    from flashspark.bench.declared import measure_workload, read_prediction, traffic_cells
+    from flashspark.recipe.workload import load_workload
+
+    workload = load_workload(workload_file)
+    prediction = read_prediction(predicted) if predicted is not None else None
+    target, run_dir = resolve_run(config, profile, sets, base_url, timeouts, out, "bench-workload")
+    server = target.server_recipe
+    cells = traffic_cells(workload)
+    progress = BenchProgress(total=sum(len(c.arrivals_s) for c in cells), quiet=as_json)
+
+    async def go() -> WorkloadRun:
+        async with target.client() as client:
+            with progress:
+                return await measure_workload(
+                    client,
+                    workload,
+                    run_dir=run_dir,
+                    pins=target.pins,
+                    boot=target.boot,
+                    recipe=server.public_dict() if server is not None else None,
+                    prediction=prediction,
+                    model=model,
+                    on_record=progress.request,
+                    on_cell=progress.cell,
+                )
+
+    measured = run(go())
+    result, check = measured.run, measured.slo
+
+    def show() -> None:
+        if check is not None:
+            print_slo_check(check)
+        console.print_plain(
+            f"results: {result.results}  requests: {result.requests}\nreport: flashspark report {result.run_dir}"
+        )
+
+    finish(measured, as_json, show, ok=result.failed == 0, fail_code=exit_codes.CHECK_FAILED)
+
+
+def print_slo_check(check: SloCheck) -> None:
+    table = console.table(title=f"predicted beside measured ({check.measured_requests} requests measured)")
+    for column in ("number", "predicted", "measured", "error", f"within {check.target_error:.0%}"):
+        table.add_column(column)
+    for n in check.numbers:
+        table.add_row(
+            n.name,
+            f"{n.predicted:,.3f}",
+            "–" if n.measured is None else f"{n.measured:,.3f}",
+            "–" if n.error is None else f"{n.error:+.1%}",
+            {True: "yes", False: "NO", None: "–"}[n.within_target],
+        )
+    console.out.print(table)
+    for warning in check.warnings:
+        console.print_plain(f"warning: {escape(warning)}")
 
 
 @bench_group.command("depth")

@@ -8,8 +8,16 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from flashspark.cli import console
-from flashspark.cli.common import finish, handle_errors, json_option, load_recipe, recipe_options
+from flashspark.cli.common import (
+    deployment_recipe,
+    finish,
+    handle_errors,
+    json_option,
+    load_recipe,
+    recipe_options,
+)
 from flashspark.cli.console import escape
+from flashspark.errors import InputError
 from flashspark.plan.facts import DEFAULT_CONTEXT_FOR_SPEED, MAX_GIB
 
 # Memory sizes in GiB: a mebi-GiB (1 PiB) is far past any machine, and past ~1e300 the byte count is infinite.
@@ -17,6 +25,8 @@ GIB_RANGE = click.FloatRange(min=0, max=MAX_GIB)
 
 if TYPE_CHECKING:
     from flashspark.plan.planner import PlanResult
+    from flashspark.plan.slo import SloPrediction
+    from flashspark.recipe.model import Recipe
 
 
 @click.command("plan")
@@ -62,7 +72,29 @@ if TYPE_CHECKING:
     default=None,
     help="Calibrate: predict from this vLLM boot log and compare with what it logged.",
 )
-@click.option("--workload", default=None, help="Live requests to fit, e.g. 6x50k,2x1M (or @FILE).")
+@click.option(
+    "--workload",
+    default=None,
+    help="Live requests to fit, e.g. 6x50k,2x1M (or @FILE); with --predict-slo, a workload TOML file.",
+)
+@click.option(
+    "--predict-slo",
+    is_flag=True,
+    help="Predict p50/p95 TTFT and per-stream decode of the --workload file's traffic from measured --ladder runs.",
+)
+@click.option(
+    "--ladder",
+    "ladders",
+    multiple=True,
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    help="With --predict-slo: a `bench depth` run and a `bench static` run of this deployment (give both).",
+)
+@click.option(
+    "--save",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="With --predict-slo: write the prediction here (JSON) for `bench workload --predicted`.",
+)
 @click.option("--total-memory-gib", type=GIB_RANGE, default=None)
 @click.option("--weights-gib", type=GIB_RANGE, default=None)
 @click.option("--activation-gib", type=GIB_RANGE, default=None)
@@ -94,6 +126,9 @@ def plan_command(
     cudagraph_gib: float | None,
     acceptance_length: float | None,
     context_tokens: int,
+    predict_slo: bool,
+    ladders: tuple[Path, ...],
+    save: Path | None,
     as_json: bool,
     **given: Any,
 ) -> None:
@@ -106,7 +141,14 @@ def plan_command(
     """
     from flashspark.plan.planner import MemoryBudget, PlanInputs, calibrate, plan_kv
 
+    if predict_slo:
+        # The prediction is for the deployment the ladders were measured on: the same recipe `bench`
+        # resolves (the cluster file's, else the embedded default's), not plan's default profile.
+        slo_command(deployment_recipe(config, profile, sets).recipe, given.get("workload"), ladders, save, as_json)
+        return
     recipe = load_recipe(config, profile, sets, strict=False).recipe
+    if ladders or save:
+        raise InputError("--ladder and --save go with --predict-slo", key="--predict-slo", fix="add --predict-slo")
     budget = {
         "total_memory_gib": total_memory_gib,
         "weights_gib": weights_gib,
@@ -123,6 +165,46 @@ def plan_command(
     )
     result = calibrate(recipe, boot_log, inputs) if boot_log else plan_kv(recipe, inputs)
     finish(result, as_json, lambda: print_plan_result(result))
+
+
+def slo_command(
+    recipe: Recipe, workload: str | None, ladders: tuple[Path, ...], save: Path | None, as_json: bool
+) -> None:
+    from flashspark.bench.ladders import predict_from_runs
+    from flashspark.files import write_json
+    from flashspark.recipe.workload import load_workload
+
+    if workload is None:
+        raise InputError("--predict-slo needs --workload FILE (a workload TOML)", key="--workload")
+    prediction = predict_from_runs(recipe, load_workload(Path(workload)), list(ladders))
+    if save is not None:
+        write_json(save, prediction.model_dump(mode="json"))
+    finish(prediction, as_json, lambda: print_prediction(prediction, save))
+
+
+def print_prediction(p: SloPrediction, save: Path | None) -> None:
+    t = p.workload.traffic
+    shape = f"{t.concurrency} at once" if t.shape == "static" else f"{t.rate:g}/s Poisson, {t.concurrency} in flight"
+    table = console.table(
+        title=f"SLO prediction: {escape(p.workload.name)} ({p.requests} requests, {shape}, "
+        f"{t.input_tokens:,} in / {t.output_tokens:,} out; max_num_seqs {p.knobs.max_num_seqs}, "
+        f"max_num_batched_tokens {p.knobs.max_num_batched_tokens:,}, k {p.knobs.num_speculative_tokens})"
+    )
+    for column in ("number", "predicted"):
+        table.add_column(column)
+    table.add_row("TTFT p50 s", f"{p.ttft_p50_s:,.3f}")
+    table.add_row("TTFT p95 s", f"{p.ttft_p95_s:,.3f}")
+    table.add_row("per-stream decode tok/s", f"{p.per_stream_decode_tokens_per_s:,.2f}")
+    table.add_row("aggregate output tok/s", f"{p.output_tokens_per_s:,.2f}")
+    parts = p.ttft_parts
+    table.add_row("mean TTFT: waiting for a slot s", f"{parts.waiting_for_a_slot_s:,.3f}")
+    table.add_row("mean TTFT: own prefill s", f"{parts.own_prefill_s:,.3f}")
+    table.add_row("mean TTFT: behind other prompts s", f"{parts.behind_others_s:,.3f}")
+    console.out.print(table)
+    for warning in p.warnings:
+        console.print_plain(f"warning: {escape(warning)}")
+    if save is not None:
+        console.print_plain(f"saved: {save}\nmeasure it: flashspark bench workload --workload FILE --predicted {save}")
 
 
 def print_plan_result(result: PlanResult) -> None:

@@ -29,6 +29,7 @@ It lives with the recipe because it is typed input that every layer above reads,
 from __future__ import annotations
 
 import itertools
+import random
 import tomllib
 from pathlib import Path
 from typing import Literal
@@ -94,6 +95,24 @@ class Traffic(_Strict):
     @property
     def tokens_per_request(self) -> int:
         return self.input_tokens + self.output_tokens
+
+    def arrivals(self) -> list[float]:
+        """When each request of one round is due, in seconds from the round's start: the bench sends on
+        this schedule and the SLO predictor simulates it, so both see the same arrivals."""
+        if self.shape == "static":
+            return [0.0] * self.concurrency
+        assert self.rate is not None  # the validator
+        return poisson_arrivals(self.rate, self.requests, self.seed)
+
+
+def poisson_arrivals(rate: float, count: int, seed: int) -> list[float]:
+    """`count` Poisson arrival times at `rate` per second, the first at 0, the same for the same seed."""
+    rng = random.Random(seed)
+    arrivals, now = [], 0.0
+    for _ in range(count):
+        arrivals.append(now)
+        now += rng.expovariate(rate)
+    return arrivals
 
 
 class Objective(_Strict):

@@ -19,7 +19,7 @@ matplotlib.use("Agg")  # files only, never a window
 import matplotlib.pyplot as plt
 
 from flashspark.bench.records import RequestRecord
-from flashspark.bench.results import BenchResults, read_requests, read_results
+from flashspark.bench.results import BenchResults, SloCheck, read_requests, read_results
 from flashspark.bench.stats import CellSummary
 from flashspark.files import write_atomic
 from flashspark.report.common import fmt, save_figure
@@ -107,12 +107,37 @@ def markdown(results: BenchResults, cells: list[CellSummary], plots: list[Path])
                     f"| {c.cell} | {cat} | {s.completed} | "
                     f"{fmt(s.per_stream_decode_tokens_per_s_mean)} | {fmt(s.tokens_per_chunk_mean, 2)} |"
                 )
+    if results.slo is not None:
+        lines += slo_section(results.slo)
     lines += client_check(results.calibration, cells)
     warnings = [w for c in cells for w in c.warnings] + [f"{c.cell}: {r}" for c in cells for r in c.client_limited]
     if plots:
         lines += ["", "## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots]
     lines += ["", "## Verdict", "", verdict(cells, warnings)]
     return "\n".join(lines) + "\n"
+
+
+def slo_section(check: SloCheck) -> list[str]:
+    """The planner's prediction beside this run's measurement of the same traffic."""
+    p = check.prediction
+    lines = [
+        "",
+        "## Predicted beside measured",
+        "",
+        f"Prediction: {p.method}, for max_num_seqs {p.knobs.max_num_seqs}, max_num_batched_tokens "
+        f"{p.knobs.max_num_batched_tokens:,}, k {p.knobs.num_speculative_tokens}, from the ladders in "
+        f"{', '.join(f'`{s}`' for s in p.ladders.sources) or 'an unnamed source'}. Measured over "
+        f"{check.measured_requests} successful requests of the measured rounds (warm-up rounds left out).",
+        "",
+        f"| number | predicted | measured | error | within {check.target_error:.0%} |",
+        "|---|---|---|---|---|",
+    ]
+    for n in check.numbers:
+        error = "–" if n.error is None else f"{n.error:+.1%}"
+        within = {True: "yes", False: "**no**", None: "–"}[n.within_target]
+        lines.append(f"| {n.name} | {fmt(n.predicted, 3)} | {fmt(n.measured, 3)} | {error} | {within} |")
+    lines += [f"- warning: {w}" for w in check.warnings]
+    return lines
 
 
 def client_check(calibration: dict[str, Any] | None, cells: list[CellSummary]) -> list[str]:

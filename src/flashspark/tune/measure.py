@@ -3,7 +3,6 @@ traffic, and the deployment stopped again whatever happened."""
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 import time
 from pathlib import Path
@@ -11,14 +10,14 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from flashspark.bench.options import BenchOptions
-from flashspark.bench.records import percentile
+from flashspark.bench.declared import declared_options, traffic_cells
 from flashspark.bench.results import read_requests
-from flashspark.bench.runner import CellPlan, rate_cells, run_bench_session, static_cells
+from flashspark.bench.runner import run_bench_session
 from flashspark.cluster.events import Events
 from flashspark.cluster.lifecycle import down, up
 from flashspark.cluster.targets import resolve_target
 from flashspark.errors import ClusterError, EngineError
+from flashspark.percentiles import percentile
 from flashspark.recipe.model import Recipe
 from flashspark.recipe.workload import Workload
 from flashspark.redact import redact
@@ -66,35 +65,6 @@ class CandidateResult(BaseModel):
         return [float(v) for v in found if v is not None]
 
 
-def traffic_cells(workload: Workload) -> list[CellPlan]:
-    """The declared traffic as bench cells: the warm-up rounds (round < 0, kept as evidence, left out of
-    the numbers: a fresh engine's first batches at a new size are slow), then one cell per measured round.
-    Every round of a rate shape replays the same arrival schedule: the rounds' spread is then the
-    server's, not the schedule's."""
-    traffic, settings = workload.traffic, workload.tune
-    if traffic.shape == "static":
-        one = static_cells((traffic.concurrency,), 1)[0]
-    else:
-        assert traffic.rate is not None  # the workload's validator
-        one = rate_cells(traffic.rate, traffic.requests, traffic.concurrency, traffic.seed)[0]
-    base = one.name.removesuffix("-r0")
-    warm = [
-        dataclasses.replace(one, name=f"{base}-warmup{w}", round=w - settings.warmup_rounds)
-        for w in range(settings.warmup_rounds)
-    ]
-    return warm + [dataclasses.replace(one, name=f"{base}-r{r}", round=r) for r in range(settings.rounds)]
-
-
-def bench_options(workload: Workload) -> BenchOptions:
-    traffic = workload.traffic
-    return BenchOptions(
-        input_tokens=traffic.input_tokens,
-        max_tokens=traffic.output_tokens,
-        warmup_requests=workload.tune.warmup_requests,
-        rounds=workload.tune.rounds + workload.tune.warmup_rounds,
-    )
-
-
 async def measure(
     candidate: Candidate, recipe: Recipe, workload: Workload, folder: Path, events: Events
 ) -> CandidateResult:
@@ -120,7 +90,7 @@ async def measure(
                 client,
                 traffic_cells(workload),
                 shape=workload.traffic.shape,
-                options=bench_options(workload),
+                options=declared_options(workload),
                 run_dir=folder / "bench",
                 pins=target.pins,
                 boot=target.boot,

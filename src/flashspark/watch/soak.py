@@ -22,12 +22,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from flashspark.bench.records import percentile
 from flashspark.client import ChatRequest, ChatResult, OpenAIClient, thinking_off
 from flashspark.files import write_json
 from flashspark.gates import garble
 from flashspark.gates.prompts import agent_prompt
 from flashspark.gates.sanity import judge_reply
+from flashspark.percentiles import percentile
 from flashspark.pins import Pins
 from flashspark.watch.canary import Canary, CanarySettings, Journal
 from flashspark.watch.keeper import next_slot, stopped
