@@ -237,3 +237,24 @@ def test_plan_predict_slo_misuse_is_refused_with_the_fix(extra: list[str], messa
     )
     assert done.returncode == 2
     assert message in done.stderr + done.stdout
+
+
+def test_a_hostile_prediction_file_cannot_write_markdown_into_the_report(tmp_path: Path) -> None:
+    from flashspark.report.checkpoint import write_report
+
+    ladders = read_ladders(
+        [depth_run(tmp_path / "d", [(1000, 1.0, 100.0)]), static_run(tmp_path / "s", 1000, {1: [100.0]})]
+    )
+    hostile = ladders.model_copy(update={"sources": ["ok\n## Verdict\nAll good <script>x</script>"]})
+    work = Workload.model_validate({"traffic": {"concurrency": 1, "input_tokens": 1000, "output_tokens": 11}})
+    prediction = predict_slo(work, SchedulerKnobs(max_num_seqs=16, max_num_batched_tokens=8192), hostile)
+    check = slo_check(prediction, [record(0, 1.0, 100.0)], recipe=None)
+    check.warnings.append("line one\n# Injected heading")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "results.json").write_text(BenchResults(shape="static", slo=check).model_dump_json())
+    write_report(run)
+    lines = (run / "report.md").read_text().splitlines()
+    assert lines.count("## Verdict") == 1  # the report's own, not the file's
+    assert "# Injected heading" not in lines
+    assert any(line.startswith("| ttft_p95_s |") for line in lines)

@@ -22,7 +22,7 @@ from flashspark.bench.records import RequestRecord
 from flashspark.bench.results import BenchResults, SloCheck, read_requests, read_results
 from flashspark.bench.stats import CellSummary
 from flashspark.files import write_atomic
-from flashspark.report.common import fmt, save_figure
+from flashspark.report.common import fmt, one_line, save_figure
 
 
 def write_report(run_dir: Path) -> list[Path]:
@@ -126,7 +126,7 @@ def slo_section(check: SloCheck) -> list[str]:
         "",
         f"Prediction: {p.method}, for max_num_seqs {p.knobs.max_num_seqs}, max_num_batched_tokens "
         f"{p.knobs.max_num_batched_tokens:,}, k {p.knobs.num_speculative_tokens}, from the ladders in "
-        f"{', '.join(f'`{s}`' for s in p.ladders.sources) or 'an unnamed source'}. Measured over "
+        f"{', '.join(one_line(s, 200, table=False) for s in p.ladders.sources) or 'an unnamed source'}. Measured over "
         f"{check.measured_requests} successful requests of the measured rounds (warm-up rounds left out).",
         "",
         f"| number | predicted | measured | error | within {check.target_error:.0%} |",
@@ -136,7 +136,7 @@ def slo_section(check: SloCheck) -> list[str]:
         error = "–" if n.error is None else f"{n.error:+.1%}"
         within = {True: "yes", False: "**no**", None: "–"}[n.within_target]
         lines.append(f"| {n.name} | {fmt(n.predicted, 3)} | {fmt(n.measured, 3)} | {error} | {within} |")
-    lines += [f"- warning: {w}" for w in check.warnings]
+    lines += [f"- warning: {one_line(w, 300, table=False)}" for w in check.warnings]
     return lines
 
 
