@@ -12,9 +12,14 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
+from pydantic import BaseModel, ValidationError
+
+from flashspark.errors import InputError, first_invalid
 from flashspark.redact import redact_data, redact_exact
+
+M = TypeVar("M", bound=BaseModel)
 
 
 def write_atomic(path: Path, text: str, *, mode: int = 0o644, redacted: bool = False) -> None:
@@ -55,3 +60,15 @@ def append_event(path: Path, event: str, **details: Any) -> dict[str, Any]:
     with open(path, "a", encoding="utf-8") as handle:
         append_line(handle, json.dumps(entry))
     return entry
+
+
+def read_model(path: Path, model: type[M], *, what: str, fix: str, key: str | None = None) -> M:
+    """The JSON document at `path` as `model`; an InputError naming the file, the first problem and the
+    fix when it cannot be read or is not one (a torn, hand-edited or foreign file is input, not a crash)."""
+    try:
+        return model.model_validate_json(path.read_bytes())
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror}", key=key, where=str(path), fix=fix) from None
+    except ValidationError as exc:
+        problem, message = first_invalid(exc, top="the document")
+        raise InputError(f"{path} is not {what} ({problem}: {message})", key=key, where=str(path), fix=fix) from None

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
 from flashspark.bench.ladders import slo_check
 from flashspark.bench.options import BenchOptions
@@ -17,7 +17,8 @@ from flashspark.bench.results import SloCheck, attach_slo_check, read_requests
 from flashspark.bench.runner import BenchRun, CellPlan, run_bench_session
 from flashspark.bench.stats import CellSummary
 from flashspark.client import OpenAIClient
-from flashspark.errors import InputError, first_invalid
+from flashspark.errors import InputError
+from flashspark.files import read_model
 from flashspark.pins import Pins
 from flashspark.plan.slo import SloPrediction
 from flashspark.recipe.workload import Workload
@@ -64,19 +65,14 @@ class WorkloadRun(BaseModel):
 
 def read_prediction(path: Path) -> SloPrediction:
     """A saved SLO prediction; InputError naming the file when it is missing or not one."""
-    try:
-        return SloPrediction.model_validate_json(path.read_bytes())
-    except OSError as exc:
-        raise InputError(f"cannot read {path}: {exc.strerror}", key="--predicted", where=str(path)) from None
-    except ValidationError as exc:
-        key, message = first_invalid(exc, top="the document")
-        raise InputError(
-            f"{path} is not a FlashSpark SLO prediction ({key}: {message})",
-            key="--predicted",
-            where=str(path),
-            fix="write one with: flashspark plan --workload FILE --predict-slo --ladder DEPTH_RUN --ladder "
-            "STATIC_RUN --save FILE",
-        ) from None
+    return read_model(
+        path,
+        SloPrediction,
+        what="a FlashSpark SLO prediction",
+        key="--predicted",
+        fix="write one with: flashspark plan --workload FILE --predict-slo --ladder DEPTH_RUN --ladder "
+        "STATIC_RUN --save FILE",
+    )
 
 
 async def measure_workload(

@@ -14,7 +14,6 @@ JSONL line per request as it finishes.
 
 from __future__ import annotations
 
-import json
 import statistics
 import uuid
 from collections.abc import Callable
@@ -29,7 +28,7 @@ from flashspark.bench.tokens import Counter, server_counter
 from flashspark.client import ChatRequest, OpenAIClient, parse_metrics
 from flashspark.client.metrics import PREFIX_HITS, PREFIX_QUERIES
 from flashspark.errors import ClientError, InputError
-from flashspark.files import append_line, write_json
+from flashspark.files import append_line, read_model, write_json
 from flashspark.gates.prompts import WORDS
 from flashspark.pins import Pins
 
@@ -324,7 +323,12 @@ def _row(depth: int, points: list[DepthPoint]) -> DepthRow:
 
 
 def read_depth(run_dir: Path) -> DepthResults:
-    return DepthResults.model_validate(json.loads((run_dir / "depth.json").read_text()))
+    return read_model(
+        run_dir / "depth.json",
+        DepthResults,
+        what="a FlashSpark depth run",
+        fix="point at a run directory written by `flashspark bench depth`",
+    )
 
 
 __all__ = ["DepthResults", "capped_ladder", "exact_prompt", "parse_contexts", "run_depth"]

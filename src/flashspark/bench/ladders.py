@@ -11,7 +11,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from flashspark.bench.depth import DepthResults, read_depth
+from flashspark.bench.depth import DepthPoint, DepthResults, read_depth
 from flashspark.bench.records import RequestRecord
 from flashspark.bench.results import TARGET_ERROR, BenchResults, SloCheck, SloNumber, read_results
 from flashspark.errors import InputError
@@ -36,7 +36,7 @@ def read_ladders(run_dirs: list[Path]) -> Ladders:
                 raise InputError(
                     f"two depth runs: {run_dir} is the second", key="--ladder", fix="give one bench depth run"
                 )
-            depth = _read_depth(run_dir)
+            depth = read_depth(run_dir)
         elif (run_dir / "results.json").is_file():
             results = read_results(run_dir)
             if results.shape != "static":
@@ -70,8 +70,12 @@ def read_ladders(run_dirs: list[Path]) -> Ladders:
         )
     return Ladders(
         prefill=_prefill_points(depth),
-        decode=[point for static in statics for point in _decode_points(static)],
-        measured_with=_measured_with(statics[0].recipe or depth.recipe or {}, None),
+        decode=[
+            point
+            for static, context in zip(statics, contexts, strict=True)
+            for point in _decode_points(static, context)
+        ],
+        measured_with=_measured_with(statics[0].recipe or depth.recipe or {}),
         sources=[str(d) for d in run_dirs],
     )
 
@@ -88,35 +92,22 @@ def _context_of(static: BenchResults) -> float:
     return prompt + float(static.options.get("max_tokens") or 0) / 2
 
 
-def _read_depth(run_dir: Path) -> DepthResults:
-    try:
-        return read_depth(run_dir)
-    except (OSError, ValueError) as exc:
-        raise InputError(
-            f"{run_dir / 'depth.json'} is not a FlashSpark depth run ({type(exc).__name__})",
-            key="--ladder",
-            where=str(run_dir),
-        ) from None
-
-
 def _prefill_points(depth: DepthResults) -> list[PrefillPoint]:
     """Per depth, the fastest repeat: on a shared machine noise only adds time, and a fresh engine's
     first request carries one-time work (it read 1.31 s at 64 tokens here, the next 0.16 s)."""
-    best: dict[int, Any] = {}
+    best: dict[int, tuple[float, DepthPoint]] = {}  # depth -> (its fastest TTFT, that point)
     for point in depth.points:
-        if point.ok and point.ttft_s and (point.depth not in best or point.ttft_s < best[point.depth].ttft_s):
-            best[point.depth] = point
+        if point.ok and point.ttft_s and (point.depth not in best or point.ttft_s < best[point.depth][0]):
+            best[point.depth] = (point.ttft_s, point)
     if not best:
         raise InputError("the depth run has no successful point", key="--ladder", fix="run `bench depth` again")
     return [
-        PrefillPoint(
-            tokens=p.prompt_tokens or p.depth, ttft_s=p.ttft_s, decode_tokens_per_s=p.decode_tokens_per_s or None
-        )
-        for _, p in sorted(best.items())
+        PrefillPoint(tokens=p.prompt_tokens or p.depth, ttft_s=ttft, decode_tokens_per_s=p.decode_tokens_per_s or None)
+        for _, (ttft, p) in sorted(best.items())
     ]
 
 
-def _decode_points(static: BenchResults) -> list[DecodePoint]:
+def _decode_points(static: BenchResults, context: float) -> list[DecodePoint]:
     by_level: dict[int, list[Any]] = {}
     for cell in static.cells:
         if cell.level is not None and cell.round >= 0 and cell.per_stream_decode_tokens_per_s_mean:
@@ -132,7 +123,7 @@ def _decode_points(static: BenchResults) -> list[DecodePoint]:
         points.append(
             DecodePoint(
                 concurrency=level,
-                context_tokens=_context_of(static),
+                context_tokens=context,
                 per_stream_decode_tokens_per_s=statistics.median(c.per_stream_decode_tokens_per_s_mean for c in cells),
                 tokens_per_step=statistics.median(lengths) if lengths else 1.0,
                 acceptance_by_position=[round(statistics.median(p), 4) for p in zip(*positions, strict=False)]
@@ -143,10 +134,11 @@ def _decode_points(static: BenchResults) -> list[DecodePoint]:
     return points
 
 
-def _measured_with(recipe: dict[str, Any], model: str | None) -> dict[str, Any]:
+def _measured_with(recipe: dict[str, Any]) -> dict[str, Any]:
+    """The knobs `SchedulerKnobs` simulates, as a resolved recipe (its public dict) sets them."""
     engine, speculative = recipe.get("engine", {}), recipe.get("speculative", {})
     found = {
-        "model": model or recipe.get("model", {}).get("id"),
+        "model": recipe.get("model", {}).get("id"),
         "num_speculative_tokens": speculative.get("num_speculative_tokens") if speculative.get("method") else 0,
         "max_num_seqs": engine.get("max_num_seqs"),
         "max_num_batched_tokens": engine.get("max_num_batched_tokens"),
@@ -192,7 +184,7 @@ def slo_check(
 def _knob_changes(prediction: SloPrediction, recipe: dict[str, Any] | None) -> list[str]:
     if recipe is None:
         return ["the server's recipe is unknown (--base-url): the prediction's knobs could not be checked"]
-    served = _measured_with(recipe, None)
+    served = _measured_with(recipe)
     predicted = prediction.knobs.model_dump(exclude_none=True)
     return [
         f"the prediction simulated {name} {predicted[name]}, the server runs {served[name]}"

@@ -20,8 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from flashspark.bench.records import RequestRecord
 from flashspark.bench.stats import CellSummary
-from flashspark.errors import InputError, first_invalid
-from flashspark.files import append_line, write_atomic, write_json
+from flashspark.errors import InputError
+from flashspark.files import append_line, read_model, write_atomic, write_json
 from flashspark.pins import Pins
 from flashspark.plan.slo import SloPrediction
 
@@ -196,22 +196,12 @@ class BenchResults(BaseModel):
 
 def read_results(run_dir: Path) -> BenchResults:
     """results.json of a run directory; InputError naming the file when it is missing or not one."""
-    path = run_dir / "results.json"
-    try:
-        return BenchResults.model_validate_json(path.read_bytes())
-    except OSError as exc:
-        raise InputError(
-            f"cannot read {path}: {exc.strerror}",
-            where=str(path),
-            fix="point at a run directory written by `flashspark bench`",
-        ) from None
-    except ValidationError as exc:
-        key, message = first_invalid(exc, top="the document")
-        raise InputError(
-            f"{path} is not a FlashSpark results file ({key}: {message})",
-            where=str(path),
-            fix="point at a run directory written by `flashspark bench` (and do not edit results.json)",
-        ) from None
+    return read_model(
+        run_dir / "results.json",
+        BenchResults,
+        what="a FlashSpark results file",
+        fix="point at a run directory written by `flashspark bench` (and do not edit results.json)",
+    )
 
 
 def attach_slo_check(run_dir: Path, check: SloCheck) -> None:

@@ -10,19 +10,19 @@ matplotlib.use("Agg")  # files only, never a window
 
 import matplotlib.pyplot as plt
 
-from flashspark.errors import InputError
-from flashspark.files import write_atomic
+from flashspark.files import read_model, write_atomic
 from flashspark.report.common import fmt, one_line, save_figure
 from flashspark.tune.analysis import Spread, Standing
 from flashspark.tune.session import TuneResults
 
 
 def read_tune(run_dir: Path) -> TuneResults:
-    path = run_dir / "tune.json"
-    try:
-        return TuneResults.model_validate_json(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise InputError(f"cannot read {path}: {exc}", where=str(path)) from None
+    return read_model(
+        run_dir / "tune.json",
+        TuneResults,
+        what="a tune.json FlashSpark can read",
+        fix="point at a folder written by `flashspark tune`",
+    )
 
 
 def write_tune_report(run_dir: Path) -> list[Path]:

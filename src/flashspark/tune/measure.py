@@ -10,9 +10,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from flashspark.bench.declared import declared_options, traffic_cells
+from flashspark.bench.declared import measure_workload
 from flashspark.bench.results import read_requests
-from flashspark.bench.runner import run_bench_session
 from flashspark.cluster.events import Events
 from flashspark.cluster.lifecycle import down, up
 from flashspark.cluster.targets import resolve_target
@@ -86,11 +85,9 @@ async def measure(
         shutil.copyfile(booted.boot_json, folder / "boot.json")
         target = resolve_target(recipe, base_url=None, explicit_recipe=True)
         async with target.client() as client:
-            run = await run_bench_session(
+            measured = await measure_workload(
                 client,
-                traffic_cells(workload),
-                shape=workload.traffic.shape,
-                options=declared_options(workload),
+                workload,
                 run_dir=folder / "bench",
                 pins=target.pins,
                 boot=target.boot,
@@ -100,7 +97,7 @@ async def measure(
         await down(recipe, events=events)
     requests = read_requests(folder / "bench")
     rounds = []
-    for cell in (c for c in run.cells if c.round >= 0):
+    for cell in (c for c in measured.run.cells if c.round >= 0):
         ttfts = [r.ttft_s for r in requests if r.cell == cell.cell and r.error is None and r.ttft_s is not None]
         rounds.append(
             RoundMetrics(

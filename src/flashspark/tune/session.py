@@ -27,8 +27,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from flashspark.cluster.events import Events
 from flashspark.cluster.lifecycle import deployment_running, down
 from flashspark.cluster.provision import provision
-from flashspark.errors import InputError, first_invalid
-from flashspark.files import write_atomic, write_json
+from flashspark.errors import InputError
+from flashspark.files import read_model, write_atomic, write_json
 from flashspark.recipe.model import Recipe
 from flashspark.recipe.workload import Workload
 from flashspark.tune.analysis import Standing, Verdict, mark_pareto, overlay_toml, standing, verdict
@@ -93,15 +93,12 @@ async def run_tune(
     state = TuneResults(workload=workload, fingerprint=fingerprint(workload, base), recipe=base.public_dict())
     path = out / "tune.json"
     if path.is_file():
-        try:
-            earlier = TuneResults.model_validate_json(path.read_text(encoding="utf-8"))
-        except ValidationError as exc:
-            key, message = first_invalid(exc)
-            raise InputError(
-                f"{path} is not a tune.json FlashSpark can read ({key}: {message})",
-                where=str(path),
-                fix="give a new --out (this folder was not written by flashspark tune, or by another version)",
-            ) from None
+        earlier = read_model(
+            path,
+            TuneResults,
+            what="a tune.json FlashSpark can read",
+            fix="give a new --out (this folder was not written by flashspark tune, or by another version)",
+        )
         if earlier.fingerprint != state.fingerprint:
             raise InputError(
                 f"{out} holds a tune of another workload or base recipe",
