@@ -216,3 +216,17 @@ def test_kappa_counts_a_depth_exactly_at_the_decode_ladders_context() -> None:
         decode=[DecodePoint(concurrency=1, context_tokens=2000, per_stream_decode_tokens_per_s=50.0)],
     )
     assert Speeds.of(at_edge, 2000).s_per_context_token == pytest.approx(1e-5)
+
+
+def test_a_traffic_too_large_to_replay_is_refused_in_bounded_time() -> None:
+    # One 4096-request burst, 1-token prompts, one token per step: every request runs in 1 + (N - 1)
+    # steps. 488 tokens: 4096 x 488 = 1,998,848 request-steps, under the 2,000,000 bound; 490 crosses it.
+    # (When the bound counted steps, the 16M-token prompts below ran for over five minutes.)
+    knobs = SchedulerKnobs(max_num_seqs=4096, max_num_batched_tokens=1 << 20)
+    predict_slo(workload(concurrency=4096, input_tokens=1, output_tokens=488), knobs, ladders())
+    with pytest.raises(InputError, match="2,000,000 request-steps") as caught:
+        predict_slo(workload(concurrency=4096, input_tokens=1, output_tokens=490), knobs, ladders())
+    assert caught.value.key == "--workload"
+    huge = workload(shape="rate", rate=10_000.0, requests=100_000, concurrency=4096, input_tokens=1 << 24)
+    with pytest.raises(InputError, match="request-steps"):
+        predict_slo(huge, SchedulerKnobs(max_num_seqs=4096, max_num_batched_tokens=1), ladders())
