@@ -223,7 +223,7 @@ def test_a_traffic_too_large_to_replay_is_refused_in_bounded_time() -> None:
     # steps. 488 tokens: 4096 x 488 = 1,998,848 request-steps, under the 2,000,000 bound; 490 crosses it.
     # (When the bound counted steps, the 16M-token prompts below ran for over five minutes.)
     knobs = SchedulerKnobs(max_num_seqs=4096, max_num_batched_tokens=1 << 20)
-    predict_slo(workload(concurrency=4096, input_tokens=1, output_tokens=488), knobs, ladders())
+    assert predict_slo(workload(concurrency=4096, input_tokens=1, output_tokens=488), knobs, ladders()).requests == 4096
     with pytest.raises(InputError, match="2,000,000 request-steps") as caught:
         predict_slo(workload(concurrency=4096, input_tokens=1, output_tokens=490), knobs, ladders())
     assert caught.value.key == "--workload"
