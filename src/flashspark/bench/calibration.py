@@ -11,6 +11,11 @@ every process on the machine shares.
 
 A cell whose client error (p99) or dispatch lateness (p99) passes `BenchOptions`' bounds is
 marked `client_limited` in results.json, with the reason, and the report says so.
+
+The same stand-in also streams unpaced on request: how many chunks per second one client
+process takes in as fast as it can is that process's capacity, which `--processes auto`
+divides the offered chunk rate by (bench/autoscale.py). One stand-in serves a whole run;
+each stream count is measured the first time a cell needs it.
 """
 
 from __future__ import annotations
@@ -23,16 +28,20 @@ import sys
 import time
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from flashspark.client import ChatRequest, OpenAIClient
 from flashspark.errors import BenchError
 from flashspark.percentiles import percentile
 
-CALIBRATION_SCHEMA_VERSION = 1
+CALIBRATION_SCHEMA_VERSION = 2
 PACE_S = 0.02  # a stream slow enough that any client keeps up with one: the error is the client's, not the pace's
 TOKENS = 8
 STARTUP_TIMEOUT_S = 30.0
+# The capacity probe: enough unpaced chunks that start-up is a small part of the time, few enough
+# that it takes well under a second on one core.
+CAPACITY_STREAMS = 32
+CAPACITY_TOKENS = 512
 MODELS = b'{"object":"list","data":[{"id":"calibration","object":"model"}]}'
 
 
@@ -58,6 +67,11 @@ class Calibration(BaseModel):
         "first-content time - the stand-in's send time, wall clock"
     )
     points: list[CalibrationPoint]
+    capacity_chunks_per_s: float | None = Field(
+        default=None,
+        description=f"SSE chunks per second one client process takes in from the unpaced stand-in "
+        f"({CAPACITY_STREAMS} streams x {CAPACITY_TOKENS} chunks); measured for --processes auto",
+    )
 
     def at(self, streams: int) -> CalibrationPoint | None:
         return next((p for p in self.points if p.streams == streams), None)
@@ -75,14 +89,18 @@ async def _serve(port_out: Any, stop: Any) -> None:
     sent: dict[str, int] = {}
     counter = 0
 
-    async def stream(writer: asyncio.StreamWriter, rid: str) -> None:
+    async def stream(writer: asyncio.StreamWriter, rid: str, tokens: int) -> None:
         prefix = b'{"id":"%s","object":"chat.completion.chunk","model":"calibration","choices":[{"index":0,' % (
             rid.encode()
         )
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
         writer.write(_frame(prefix + b'"delta":{"role":"assistant","content":""},"finish_reason":null}]}'))
         await writer.drain()
-        for index in range(TOKENS):
+        if tokens > TOKENS:  # the capacity probe: every chunk at once, as fast as the socket takes them
+            chunk = _frame(prefix + b'"delta":{"content":"tok "},"finish_reason":null}]}')
+            writer.write(chunk * tokens)
+            await writer.drain()
+        for index in range(TOKENS if tokens <= TOKENS else 0):
             await asyncio.sleep(PACE_S)
             finish = b'"length"' if index == TOKENS - 1 else b"null"
             if index == 0:
@@ -92,8 +110,8 @@ async def _serve(port_out: Any, stop: Any) -> None:
             await writer.drain()
         usage = b'{"id":"%s","choices":[],"usage":{"prompt_tokens":8,"completion_tokens":%d,"total_tokens":%d}}' % (
             rid.encode(),
-            TOKENS,
-            TOKENS + 8,
+            max(tokens, TOKENS),
+            max(tokens, TOKENS) + 8,
         )
         writer.write(_frame(usage) + _frame(b"[DONE]") + b"0\r\n\r\n")
         await writer.drain()
@@ -106,10 +124,10 @@ async def _serve(port_out: Any, stop: Any) -> None:
                 lines = head.decode("latin-1").split("\r\n")
                 path = lines[0].split(" ")[1] if len(lines[0].split(" ")) > 1 else "/"
                 headers = {k.lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:] if ln)}
-                await reader.readexactly(int(headers.get("content-length", "0")))
+                body = await reader.readexactly(int(headers.get("content-length", "0")))
                 if path.endswith("/chat/completions"):
                     counter += 1
-                    await stream(writer, f"cal-{counter}")
+                    await stream(writer, f"cal-{counter}", int(json.loads(body).get("max_tokens") or TOKENS))
                 else:  # /metrics answers the send log (the client already reads text there); the rest, a model
                     body = json.dumps(sent).encode() if path == "/metrics" else MODELS
                     if path == "/metrics":
@@ -174,25 +192,74 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
 
 
-async def calibrate(streams_per_level: list[int], *, rounds: int = 2) -> Calibration:
-    """The client's timing error at each distinct stream count, against a paced stand-in."""
-    context = multiprocessing.get_context("spawn")
-    port_out, stop = context.Queue(), context.Event()
-    process = context.Process(target=_stand_in_main, args=(port_out, stop), daemon=True)
-    process.start()
-    loop = asyncio.get_running_loop()
-    try:
+async def _capacity(base_url: str) -> float:
+    """Chunks per second this process takes in from the unpaced stand-in (the better of two rounds)."""
+    async with OpenAIClient(base_url, max_connections=CAPACITY_STREAMS) as client:
+        await client.open_connections(CAPACITY_STREAMS)
+        request = ChatRequest(
+            model="calibration", messages=[{"role": "user", "content": "x"}], max_tokens=CAPACITY_TOKENS
+        )
+        best = 0.0
+        for _ in range(2):
+            started = time.perf_counter()
+            results = await asyncio.gather(*(client.stream_chat(request) for _ in range(CAPACITY_STREAMS)))
+            wall = time.perf_counter() - started
+            chunks = sum(len(r.chunk_times_s) for r in results if r.ok)
+            best = max(best, chunks / wall if wall > 0 else 0.0)
+    return round(best, 1)
+
+
+class Calibrator:
+    """The stand-in of one run: started on entry, stopped on exit; each stream count measured once."""
+
+    def __init__(self, *, rounds: int = 2) -> None:
+        self.rounds = rounds
+        self._points: dict[int, CalibrationPoint] = {}
+        self._capacity: float | None = None
+        self._process: Any = None
+        self._stop: Any = None
+        self._base = ""
+
+    async def __aenter__(self) -> Calibrator:
+        context = multiprocessing.get_context("spawn")
+        port_out, self._stop = context.Queue(), context.Event()
+        self._process = context.Process(target=_stand_in_main, args=(port_out, self._stop), daemon=True)
+        self._process.start()
         try:
-            port = await loop.run_in_executor(None, port_out.get, True, STARTUP_TIMEOUT_S)
+            port = await asyncio.get_running_loop().run_in_executor(None, port_out.get, True, STARTUP_TIMEOUT_S)
         except Exception as exc:  # queue.Empty, or the child died
+            await self.__aexit__()
             raise BenchError(
                 "the calibration stand-in did not start", fix="run with --no-calibrate to skip calibration"
             ) from exc
-        base = f"http://127.0.0.1:{port}/v1"
-        points = [await _measure(base, streams, rounds) for streams in sorted(set(streams_per_level))]
-    finally:
-        stop.set()
-        process.join(timeout=5)
-        if process.is_alive():
-            process.kill()
-    return Calibration(points=points)
+        self._base = f"http://127.0.0.1:{port}/v1"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._process.join(timeout=5)
+        if self._process.is_alive():
+            self._process.kill()
+
+    async def point(self, streams: int) -> CalibrationPoint:
+        if streams not in self._points:
+            self._points[streams] = await _measure(self._base, streams, self.rounds)
+        return self._points[streams]
+
+    async def capacity(self) -> float:
+        if self._capacity is None:
+            self._capacity = await _capacity(self._base)
+        return self._capacity
+
+    def result(self) -> Calibration:
+        return Calibration(
+            points=[self._points[s] for s in sorted(self._points)], capacity_chunks_per_s=self._capacity
+        )
+
+
+async def calibrate(streams_per_level: list[int], *, rounds: int = 2) -> Calibration:
+    """The client's timing error at each distinct stream count, against a paced stand-in."""
+    async with Calibrator(rounds=rounds) as calibrator:
+        for streams in sorted(set(streams_per_level)):
+            await calibrator.point(streams)
+        return calibrator.result()

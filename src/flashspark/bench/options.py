@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_serializer
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, model_validator
 
 from flashspark.redact import redact_headers
 
@@ -22,7 +22,11 @@ class BenchOptions(BaseModel):
     ignore_eos: bool = Field(default=True, description="Fixed-length replies (EOS ignored).")
     extra_body: dict[str, Any] = Field(default_factory=dict, description="Merged into every request body.")
     headers: dict[str, str] = Field(default_factory=dict, description="Sent with every request (credentials masked).")
-    processes: int = Field(default=1, ge=1, le=64, description="Client processes per cell (bench/workers.py).")
+    processes: Annotated[int, Field(ge=1, le=64)] | Literal["auto"] = Field(
+        default=1,
+        description="Client processes per cell (bench/workers.py); 'auto': from the offered chunk rate "
+        "(bench/autoscale.py).",
+    )
     input_tokens: int | None = Field(
         default=None, ge=1, description="Every prompt exactly this many tokens, as the server's /tokenize counts."
     )
@@ -39,6 +43,13 @@ class BenchOptions(BaseModel):
         description="A cell whose requests leave this late (p99, past their schedule, cap waits aside) is "
         "client_limited.",
     )
+
+    @model_validator(mode="after")
+    def _auto_needs_its_inputs(self) -> BenchOptions:
+        # auto divides the warm-up's offered chunk rate by the calibration's capacity: both must run.
+        if self.processes == "auto" and (not self.calibrate or self.warmup_requests < 1):
+            raise ValueError("--processes auto needs the calibration and at least one warm-up request")
+        return self
 
     @field_serializer("headers")
     def _masked(self, headers: dict[str, str]) -> dict[str, str]:

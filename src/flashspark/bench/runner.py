@@ -15,14 +15,15 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from flashspark.bench.calibration import CalibrationPoint, calibrate
+from flashspark.bench.autoscale import ProcessChoice, choose_processes, usable_cores
+from flashspark.bench.calibration import CalibrationPoint, Calibrator
 from flashspark.bench.gc_pause import quiet_gc
 from flashspark.bench.options import CATEGORIES, BenchOptions
 from flashspark.bench.prompts import bench_messages
@@ -32,7 +33,7 @@ from flashspark.bench.stats import CellSummary, ServerStats
 from flashspark.bench.tokens import Counter
 from flashspark.bench.workers import Share, run_in_processes, send_when_due, share_cap, split
 from flashspark.bench.workload import DatasetRow, bench_request, cell_requests, load_dataset
-from flashspark.client import ChatRequest, OpenAIClient, parse_metrics
+from flashspark.client import ChatRequest, ChatResult, OpenAIClient, parse_metrics
 from flashspark.client.metrics import GENERATION_TOKENS, KV_USAGE, PREEMPTIONS, MetricsSnapshot, gauge_sum
 from flashspark.errors import ClientError, InputError
 from flashspark.pins import Pins
@@ -125,24 +126,30 @@ async def run_cell(
     on_record: Callable[[RequestRecord], None],
     dataset: list[DatasetRow] | None = None,
     tokenizer: Counter | None = None,
+    pick: Callable[[list[ChatResult]], Awaitable[ProcessChoice]] | None = None,
 ) -> CellSummary:
     """Warm up, then run one cell; returns its summary (client and server side).
 
     A failed warm-up stops the run: the cell would measure a server that is not serving (and,
-    against one that stalls, wait a stall timeout per request to say so).
+    against one that stalls, wait a stall timeout per request to say so). `pick` chooses the
+    client processes from the warm-up results (`--processes auto`); without it, the options' count.
     """
     warmups = await cell_requests(
         client, options.warmup_requests * len(options.categories), model=model, options=options, run=f"{run}w",
         dataset=dataset, tokenizer=tokenizer,
     )  # fmt: skip
+    warm_results: list[ChatResult] = []
     for _, warmup in warmups:
         result = await client.stream_chat(warmup)
+        warm_results.append(result)
         if not result.ok:
             raise ClientError(
                 f"a warm-up request of cell {cell.name} failed ({result.error_kind}): {result.error}",
                 where=client.api,
                 fix="check the server (`flashspark status`, `flashspark smoke`); nothing of this cell was measured",
             )
+    choice = await pick(warm_results) if pick else ProcessChoice(int(options.processes), "")
+    processes = choice.processes
     records: list[RequestRecord] = []
     semaphore = asyncio.Semaphore(cell.concurrency_cap) if cell.concurrency_cap else None
     # Everything a request needs is made before the release, connections included: the measured
@@ -153,7 +160,7 @@ async def run_cell(
     )  # fmt: skip
     categories = [category for category, _ in built]
     requests = [request for _, request in built]
-    if options.processes == 1:
+    if processes == 1:
         with contextlib.suppress(ClientError):  # a server that refuses shows in the requests' own results
             await client.open_connections(cell.concurrency_cap or len(cell.arrivals_s))
     before = await _snapshot(client)
@@ -172,8 +179,8 @@ async def run_cell(
 
     async with MetricsSampler(client) as sampler, contextlib.AsyncExitStack() as stack:
         stack.enter_context(quiet_gc())
-        if options.processes > 1:
-            shares = shares_for(client, cell, built, options.processes)
+        if processes > 1:
+            shares = shares_for(client, cell, built, processes)
             records, duration = await run_in_processes(shares, on_record=on_record)
         else:
             await asyncio.gather(*(one(i, delay) for i, delay in enumerate(cell.arrivals_s)))
@@ -186,6 +193,8 @@ async def run_cell(
         "round": cell.round,
         "requests": len(cell.arrivals_s),
         "concurrency_cap": cell.concurrency_cap,
+        "processes": processes,
+        "processes_reason": choice.reason or None,
     }
     per_category = {
         category: cell_statistics([r for r in records if r.category == category], duration)
@@ -271,31 +280,44 @@ async def run_bench(
     model = options.model or await client.default_model()
     run = uuid.uuid4().hex[:8]
     summaries: list[CellSummary] = []
-    calibration = None
-    if options.calibrate:
-        calibration = await calibrate([streams_per_process(cell, options.processes) for cell in cells])
-        writer.meta["calibration"] = calibration.model_dump(mode="json")
 
     def record(rec: RequestRecord) -> None:
         writer.append_request(rec)
         if on_record is not None:
             on_record(rec)
 
-    for cell in cells:
-        summary = await run_cell(client, cell, model=model, options=options, run=run, on_record=record, dataset=dataset)
-        point = calibration.at(streams_per_process(cell, options.processes)) if calibration else None
-        summary = certify(summary, options, point)
-        summaries.append(summary)
-        writer.write_results(summaries, model=model)
-        if on_cell is not None:
-            on_cell(summary)
-        if server_gone(summary):
-            raise ClientError(
-                f"every request of cell {summary.cell} failed ({summary.error_kinds}): the server stopped answering",
-                where=str(writer.results_path),
-                fix="the cells measured so far are kept there; check the server, then run the bench again",
+    async with contextlib.AsyncExitStack() as stack:
+        calibrator = await stack.enter_async_context(Calibrator()) if options.calibrate else None
+        for cell in cells:
+            pick = auto_picker(cell, calibrator) if options.processes == "auto" and calibrator else None
+            summary = await run_cell(
+                client, cell, model=model, options=options, run=run, on_record=record, dataset=dataset, pick=pick
             )
+            point = None
+            if calibrator is not None:
+                point = await calibrator.point(streams_per_process(cell, summary.processes))
+                writer.meta["calibration"] = calibrator.result().model_dump(mode="json")
+            summary = certify(summary, options, point)
+            summaries.append(summary)
+            writer.write_results(summaries, model=model)
+            if on_cell is not None:
+                on_cell(summary)
+            if server_gone(summary):
+                raise ClientError(
+                    f"every request of cell {summary.cell} failed ({summary.error_kinds}): the server stopped "
+                    "answering",
+                    where=str(writer.results_path),
+                    fix="the cells measured so far are kept there; check the server, then run the bench again",
+                )
     return summaries
+
+
+def auto_picker(cell: CellPlan, calibrator: Calibrator) -> Callable[[list[ChatResult]], Awaitable[ProcessChoice]]:
+    async def pick(warmups: list[ChatResult]) -> ProcessChoice:
+        capacity = await calibrator.capacity()
+        return choose_processes(cell.arrivals_s, cell.concurrency_cap, warmups, capacity, cores=usable_cores())
+
+    return pick
 
 
 def streams_per_process(cell: CellPlan, processes: int) -> int:

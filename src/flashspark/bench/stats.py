@@ -86,6 +86,8 @@ class CellSummary(ServerStats, ClientStats):
     requests: int = 0
     concurrency_cap: int | None = None
     per_category: dict[str, ClientStats] = Field(default_factory=dict)
+    processes: int = Field(default=1, description="Client processes that ran this cell.")
+    processes_reason: str | None = Field(default=None, description="How --processes auto chose that number.")
     client_error_p99_ms: float | None = Field(
         default=None, description="The calibrated client timing error at this cell's streams per process."
     )

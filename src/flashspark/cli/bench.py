@@ -51,6 +51,19 @@ if TYPE_CHECKING:
     from flashspark.bench.tokens import Counter
 
 
+def process_count(ctx: click.Context, param: click.Parameter, value: str | int) -> int | str:
+    """--processes: a number of client processes (1-64) or 'auto'."""
+    if value == "auto":
+        return "auto"
+    try:
+        number = int(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is neither a number of processes nor 'auto'") from None
+    if not 1 <= number <= 64:
+        raise click.BadParameter(f"{number} is outside 1-64")
+    return number
+
+
 @click.group("bench")
 def bench_group() -> None:
     """Measure throughput and latency with honest definitions (per-token rates, usage counts, warm-up)."""
@@ -116,10 +129,12 @@ bench_options = apply(
         click.option("--no-ignore-eos", is_flag=True, help="Let requests stop at EOS (default: fixed length)."),
         click.option(
             "--processes",
-            type=click.IntRange(1, 64),
-            default=DEFAULTS.processes,
+            callback=process_count,
+            metavar="N|auto",
+            default=str(DEFAULTS.processes),
             show_default=True,
-            help="Client processes per cell (past one client core; requests split round-robin).",
+            help="Client processes per cell (past one client core; requests split round-robin), or 'auto': "
+            "from each cell's offered chunk rate and one process's calibrated capacity.",
         ),
         click.option(
             "--calibrate/--no-calibrate",
@@ -140,6 +155,13 @@ def run_bench_command(shape: str, cells: list[CellPlan], *, rounds: int, as_json
     categories = tuple(c.strip() for c in str(common["categories"]).split(",") if c.strip())
     if common["input_tokens"] is not None and common["dataset"] is not None:
         raise InputError("--input-tokens and --dataset both choose the prompts", key="--dataset", fix="give one")
+    if common["processes"] == "auto" and (not common["calibrate"] or common["warmup"] < 1):
+        raise InputError(
+            "--processes auto needs the calibration (one process's capacity) and a warm-up (a stream's rate)",
+            key="--processes",
+            value="auto",
+            fix="drop --no-calibrate and keep --warmup at 1 or more, or give a number of processes",
+        )
     headers = parse_headers(common["headers"])
     options = BenchOptions(
         model=common["model"],

@@ -155,20 +155,27 @@ def client_check(calibration: dict[str, Any] | None, cells: list[CellSummary]) -
                 f"| {point['streams']} | {point['requests']} | {fmt(point['error_p50_ms'], 3)} | "
                 f"{fmt(point['error_p99_ms'], 3)} | {fmt(point['error_max_ms'], 3)} |"
             )
+        capacity = calibration.get("capacity_chunks_per_s")
+        if capacity:
+            lines += ["", f"One client process took in {fmt(capacity)} chunks/s from the unpaced stand-in."]
     else:
         lines.append("No calibration was run (--no-calibrate, or a results.json from before it existed).")
     lines += [
         "",
-        "| cell | dispatch delay p50 / p99 / max ms | of it: cap wait p99 ms | client lateness p99 ms | verdict |",
-        "|---|---|---|---|---|",
+        "| cell | processes | dispatch delay p50 / p99 / max ms | of it: cap wait p99 ms | client lateness p99 ms "
+        "| verdict |",
+        "|---|---|---|---|---|---|",
     ]
     for c in cells:
         verdict_text = "client-limited: " + "; ".join(c.client_limited) if c.client_limited else "ok"
         lines.append(
-            f"| {c.cell} | {fmt(c.median_dispatch_delay_ms, 2)} / {fmt(c.p99_dispatch_delay_ms, 2)} / "
+            f"| {c.cell} | {c.processes} | {fmt(c.median_dispatch_delay_ms, 2)} / {fmt(c.p99_dispatch_delay_ms, 2)} / "
             f"{fmt(c.max_dispatch_delay_ms, 2)} | {fmt(c.p99_queue_wait_ms, 2)} | "
             f"{fmt(c.p99_client_lateness_ms, 2)} | {verdict_text} |"
         )
+    reasons = [f"- {c.cell}: {one_line(c.processes_reason, 300, table=False)}" for c in cells if c.processes_reason]
+    if reasons:
+        lines += ["", "How `--processes auto` chose:", "", *reasons]
     return lines
 
 
