@@ -252,9 +252,7 @@ class Calibrator:
         return self._capacity
 
     def result(self) -> Calibration:
-        return Calibration(
-            points=[self._points[s] for s in sorted(self._points)], capacity_chunks_per_s=self._capacity
-        )
+        return Calibration(points=[self._points[s] for s in sorted(self._points)], capacity_chunks_per_s=self._capacity)
 
 
 async def calibrate(streams_per_level: list[int], *, rounds: int = 2) -> Calibration:
