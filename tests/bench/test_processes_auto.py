@@ -9,12 +9,20 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
-from flashspark.bench.autoscale import HEADROOM, choose_processes, open_streams, stream_chunk_rate
+from flashspark.bench.autoscale import (
+    HEADROOM,
+    ProcessChoice,
+    choose_processes,
+    open_streams,
+    settle_timing,
+    stream_chunk_rate,
+)
 from flashspark.bench.calibration import CAPACITY_STREAMS, CAPACITY_TOKENS, Calibrator
 from flashspark.bench.options import BenchOptions
 from flashspark.bench.results import ResultsWriter, read_requests
@@ -68,6 +76,37 @@ def test_a_schedule_holds_arrival_rate_times_duration_streams() -> None:
     assert open_streams([0.0] * 7, None, 0.001) == 7  # a burst: every request at once
 
 
+def errors(late_above: int, late_ms: float = 5.0) -> tuple[list[int], Callable[[int], Awaitable[float | None]]]:
+    """A calibration stand-in: `late_ms` for more than `late_above` streams per process, 0.5 ms otherwise."""
+    asked: list[int] = []
+
+    async def error_at(streams: int) -> float | None:
+        asked.append(streams)
+        return late_ms if streams > late_above else 0.5
+
+    return asked, error_at
+
+
+async def test_a_burst_too_large_for_one_process_doubles_the_count_until_it_is_on_time() -> None:
+    asked, error_at = errors(late_above=64)
+    settled = await settle_timing(ProcessChoice(1, "auto: rate", streams=256, limit=16), error_at)
+    assert settled.processes == 4 and asked == [256, 128, 64]
+    assert "256 streams per process read 5.00 ms late" in settled.reason and "still" not in settled.reason
+
+
+async def test_the_doubling_stops_at_the_limit_and_says_the_error_left() -> None:
+    asked, error_at = errors(late_above=0)
+    settled = await settle_timing(ProcessChoice(1, "auto: rate", streams=256, limit=3), error_at)
+    assert settled.processes == 3 and asked == [256, 128, 86]
+    assert settled.reason.endswith("still 5.00 ms at the limit")
+
+
+async def test_a_count_already_on_time_is_kept_as_the_rate_chose_it() -> None:
+    asked, error_at = errors(late_above=64)
+    choice = ProcessChoice(4, "auto: rate", streams=256, limit=16)
+    assert await settle_timing(choice, error_at) is choice and asked == [64]
+
+
 class SlowReader(OpenAIClient):
     """Blocks its event loop 50 ms per request: a client that cannot keep up."""
 
@@ -92,6 +131,7 @@ async def test_the_capacity_probe_reads_a_slow_client_as_slow(monkeypatch: pytes
 
 
 async def test_auto_runs_a_cell_over_the_processes_it_chose(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import flashspark.bench.autoscale as autoscale
     import flashspark.bench.calibration as calibration
     import flashspark.bench.runner as runner
 
@@ -100,6 +140,7 @@ async def test_auto_runs_a_cell_over_the_processes_it_chose(tmp_path: Path, monk
 
     monkeypatch.setattr(calibration, "_capacity", capacity)
     monkeypatch.setattr(runner, "usable_cores", lambda: 16)
+    monkeypatch.setattr(autoscale, "ERROR_TARGET_MS", 1000.0)  # the rate rule alone (timing: the tests above)
     with StandIn(model="m") as server:
         server.default = stream_reply([(0.01, "a")] * 6, completion_tokens=6)
         async with OpenAIClient(server.url) as client:
@@ -116,6 +157,19 @@ async def test_auto_runs_a_cell_over_the_processes_it_chose(tmp_path: Path, monk
     assert saved["calibration"]["capacity_chunks_per_s"] == 457.0
     assert [p["streams"] for p in saved["calibration"]["points"]] == [2]  # 8 streams over 4 processes
     assert saved["cells"][0]["processes"] == 4
+    # The client's error is calibrated at the cell's own pace (its warm-up's chunk interval, ~10 ms here).
+    rate = saved["cells"][0]["stream_chunk_rate"]
+    assert 70 < rate < 130 and saved["calibration"]["points"][0]["pace_ms"] == round(1000 / rate, 1)
+
+
+async def test_a_calibration_point_streams_at_the_pace_it_is_asked_for() -> None:
+    async with Calibrator(rounds=1) as calibrator:
+        started = time.perf_counter()
+        point = await calibrator.point(2, 0.05)
+        elapsed = time.perf_counter() - started
+        assert await calibrator.point(2, 0.05) is point and (await calibrator.point(2)).pace_ms == 20.0
+    assert point.pace_ms == 50.0 and point.requests == 2 and point.failed == 0
+    assert elapsed >= 8 * 0.05  # eight tokens, 50 ms apart: a stand-in that ignored the pace would take 160 ms
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,5 @@
-"""`--processes auto`: enough client processes that none streams more than half of what it can.
+"""`--processes auto`: enough client processes that none streams more than half of what it can,
+and none holds so many streams that a burst of first tokens makes it late.
 
 The offered chunk rate of a cell is what the server will send the client per second at the
 cell's peak: the streams open at once times one stream's chunk rate. One stream's rate is read
@@ -9,24 +10,34 @@ request's duration (Little's law), within the cap. One process's capacity is the
 unpaced probe (bench/calibration.py). A client process is kept at half its capacity because
 its timing error rises well before its throughput stops rising (benchmarks/client_bench.py:
 first-content error p99 grows from under 1 ms to tens of ms as one core saturates).
+
+Rate is not the whole story: a static cell's streams start together, so their first tokens
+arrive together, and one process reading 256 of them is ~5 ms late for the last even when its
+average load is a tenth of its capacity (16-core host, 2026-12-02). So the count is then
+doubled until the calibration's error at that many streams per process (the same synchronized
+burst, measured) is at most ERROR_TARGET_MS, or the cores run out.
 """
 
 from __future__ import annotations
 
 import math
 import os
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from flashspark.client import ChatResult
 
 HEADROOM = 0.5
 MAX_PROCESSES = 64
+ERROR_TARGET_MS = 1.0  # small beside any first-token time a real engine gives
 
 
 @dataclass(frozen=True)
 class ProcessChoice:
     processes: int
     reason: str
+    streams: int = 1
+    limit: int = 1
 
 
 def stream_chunk_rate(warmups: list[ChatResult]) -> tuple[float, float] | None:
@@ -79,4 +90,21 @@ def choose_processes(
     if wanted > limit:
         bound = "usable cores" if limit == cores else "streams" if limit == streams else "the maximum"
         reason += f", held to {limit} ({bound})"
-    return ProcessChoice(processes, reason)
+    return ProcessChoice(processes, reason, streams, limit)
+
+
+async def settle_timing(choice: ProcessChoice, error_at: Callable[[int], Awaitable[float | None]]) -> ProcessChoice:
+    """Double the process count until the calibrated error at its streams per process is within the target."""
+    processes, steps = choice.processes, []
+    while True:
+        error = await error_at(math.ceil(choice.streams / processes))
+        if error is None or error <= ERROR_TARGET_MS or processes >= choice.limit:
+            break
+        steps.append(f"{math.ceil(choice.streams / processes)} streams per process read {error:.2f} ms late")
+        processes = min(choice.limit, processes * 2)
+    if not steps:
+        return choice
+    reason = f"{choice.reason}; calibration: {', '.join(steps)} (target {ERROR_TARGET_MS:g} ms): {processes}"
+    if error is not None and error > ERROR_TARGET_MS:
+        reason += f", still {error:.2f} ms at the limit"
+    return ProcessChoice(processes, reason, choice.streams, choice.limit)

@@ -36,6 +36,10 @@ from flashspark.percentiles import percentile
 
 CALIBRATION_SCHEMA_VERSION = 2
 PACE_S = 0.02  # a stream slow enough that any client keeps up with one: the error is the client's, not the pace's
+# A cell's own pace (one stream's chunk interval at warm-up) is used when known: at 5 ms a
+# stream's second token lands while a large burst of first tokens is still being read, which a
+# 20 ms pace never shows. Held above MIN_PACE_S so a calibration stays a fraction of a second.
+MIN_PACE_S = 0.0005
 TOKENS = 8
 STARTUP_TIMEOUT_S = 30.0
 # The capacity probe: enough unpaced chunks that start-up is a small part of the time, few enough
@@ -51,6 +55,7 @@ class CalibrationPoint(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     streams: int
+    pace_ms: float = PACE_S * 1000
     requests: int
     failed: int
     error_p50_ms: float | None
@@ -63,7 +68,8 @@ class Calibration(BaseModel):
 
     schema_version: int = CALIBRATION_SCHEMA_VERSION
     method: str = (
-        f"paced stand-in in a child process ({TOKENS} tokens, {PACE_S * 1000:g} ms apart); error = client "
+        f"paced stand-in in a child process ({TOKENS} tokens per stream, at the cell's own chunk interval from its "
+        f"warm-up, else {PACE_S * 1000:g} ms); error = client "
         "first-content time - the stand-in's send time, wall clock"
     )
     points: list[CalibrationPoint]
@@ -73,8 +79,8 @@ class Calibration(BaseModel):
         f"({CAPACITY_STREAMS} streams x {CAPACITY_TOKENS} chunks); measured for --processes auto",
     )
 
-    def at(self, streams: int) -> CalibrationPoint | None:
-        return next((p for p in self.points if p.streams == streams), None)
+    def at(self, streams: int, pace_ms: float = PACE_S * 1000) -> CalibrationPoint | None:
+        return next((p for p in self.points if p.streams == streams and p.pace_ms == pace_ms), None)
 
 
 # --- the stand-in (child process) ------------------------------------------------------------
@@ -89,7 +95,7 @@ async def _serve(port_out: Any, stop: Any) -> None:
     sent: dict[str, int] = {}
     counter = 0
 
-    async def stream(writer: asyncio.StreamWriter, rid: str, tokens: int) -> None:
+    async def stream(writer: asyncio.StreamWriter, rid: str, tokens: int, pace_s: float) -> None:
         prefix = b'{"id":"%s","object":"chat.completion.chunk","model":"calibration","choices":[{"index":0,' % (
             rid.encode()
         )
@@ -101,7 +107,7 @@ async def _serve(port_out: Any, stop: Any) -> None:
             writer.write(chunk * tokens)
             await writer.drain()
         for index in range(TOKENS if tokens <= TOKENS else 0):
-            await asyncio.sleep(PACE_S)
+            await asyncio.sleep(pace_s)
             finish = b'"length"' if index == TOKENS - 1 else b"null"
             if index == 0:
                 # Noted before the write: the client cannot have it earlier, so no error reads negative.
@@ -127,7 +133,9 @@ async def _serve(port_out: Any, stop: Any) -> None:
                 body = await reader.readexactly(int(headers.get("content-length", "0")))
                 if path.endswith("/chat/completions"):
                     counter += 1
-                    await stream(writer, f"cal-{counter}", int(json.loads(body).get("max_tokens") or TOKENS))
+                    asked = json.loads(body)
+                    pace = max(MIN_PACE_S, float(asked.get("calibration_pace_s") or PACE_S))
+                    await stream(writer, f"cal-{counter}", int(asked.get("max_tokens") or TOKENS), pace)
                 else:  # /metrics answers the send log (the client already reads text there); the rest, a model
                     body = json.dumps(sent).encode() if path == "/metrics" else MODELS
                     if path == "/metrics":
@@ -163,10 +171,15 @@ def _stand_in_main(port_out: Any, stop: Any) -> None:
 # --- the measurement (this process) -------------------------------------------------------------
 
 
-async def _measure(base_url: str, streams: int, rounds: int) -> CalibrationPoint:
+async def _measure(base_url: str, streams: int, rounds: int, pace_s: float) -> CalibrationPoint:
     async with OpenAIClient(base_url, max_connections=max(streams, 1)) as client:
         await client.open_connections(streams)
-        request = ChatRequest(model="calibration", messages=[{"role": "user", "content": "x"}], max_tokens=TOKENS)
+        request = ChatRequest(
+            model="calibration",
+            messages=[{"role": "user", "content": "x"}],
+            max_tokens=TOKENS,
+            extra={"calibration_pace_s": pace_s},
+        )
         seen: dict[str, float] = {}
         failed = 0
         for _ in range(rounds):
@@ -180,12 +193,18 @@ async def _measure(base_url: str, streams: int, rounds: int) -> CalibrationPoint
     errors = [(seen[rid] - sent_ns / 1e9) * 1000 for rid, sent_ns in log.items() if rid in seen]
     return CalibrationPoint(
         streams=streams,
+        pace_ms=pace_ms(pace_s),
         requests=len(seen) + failed,
         failed=failed,
         error_p50_ms=_round(percentile(errors, 50)),
         error_p99_ms=_round(percentile(errors, 99)),
         error_max_ms=_round(max(errors) if errors else None),
     )
+
+
+def pace_ms(pace_s: float | None) -> float:
+    """The pace a point is measured and kept at: a cell's own (held to MIN_PACE_S), else PACE_S; 0.1 ms steps."""
+    return round(max(MIN_PACE_S, pace_s if pace_s else PACE_S) * 1000, 1)
 
 
 def _round(value: float | None) -> float | None:
@@ -214,7 +233,7 @@ class Calibrator:
 
     def __init__(self, *, rounds: int = 2) -> None:
         self.rounds = rounds
-        self._points: dict[int, CalibrationPoint] = {}
+        self._points: dict[tuple[int, float], CalibrationPoint] = {}
         self._capacity: float | None = None
         self._process: Any = None
         self._stop: Any = None
@@ -241,10 +260,12 @@ class Calibrator:
         if self._process.is_alive():
             self._process.kill()
 
-    async def point(self, streams: int) -> CalibrationPoint:
-        if streams not in self._points:
-            self._points[streams] = await _measure(self._base, streams, self.rounds)
-        return self._points[streams]
+    async def point(self, streams: int, pace_s: float | None = None) -> CalibrationPoint:
+        """The error at `streams` streams paced `pace_s` apart (a cell's own pace; None: PACE_S)."""
+        key = (streams, pace_ms(pace_s))
+        if key not in self._points:
+            self._points[key] = await _measure(self._base, streams, self.rounds, key[1] / 1000)
+        return self._points[key]
 
     async def capacity(self) -> float:
         if self._capacity is None:

@@ -22,7 +22,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from flashspark.bench.autoscale import ProcessChoice, choose_processes, usable_cores
+from flashspark.bench.autoscale import (
+    ProcessChoice,
+    choose_processes,
+    settle_timing,
+    stream_chunk_rate,
+    usable_cores,
+)
 from flashspark.bench.calibration import CalibrationPoint, Calibrator
 from flashspark.bench.gc_pause import quiet_gc
 from flashspark.bench.options import CATEGORIES, BenchOptions
@@ -195,6 +201,7 @@ async def run_cell(
         "concurrency_cap": cell.concurrency_cap,
         "processes": processes,
         "processes_reason": choice.reason or None,
+        "stream_chunk_rate": round(measured[0], 1) if (measured := stream_chunk_rate(warm_results)) else None,
     }
     per_category = {
         category: cell_statistics([r for r in records if r.category == category], duration)
@@ -295,7 +302,8 @@ async def run_bench(
             )
             point = None
             if calibrator is not None:
-                point = await calibrator.point(streams_per_process(cell, summary.processes))
+                pace = 1 / summary.stream_chunk_rate if summary.stream_chunk_rate else None
+                point = await calibrator.point(streams_per_process(cell, summary.processes), pace)
                 writer.meta["calibration"] = calibrator.result().model_dump(mode="json")
             summary = certify(summary, options, point)
             summaries.append(summary)
@@ -315,7 +323,14 @@ async def run_bench(
 def auto_picker(cell: CellPlan, calibrator: Calibrator) -> Callable[[list[ChatResult]], Awaitable[ProcessChoice]]:
     async def pick(warmups: list[ChatResult]) -> ProcessChoice:
         capacity = await calibrator.capacity()
-        return choose_processes(cell.arrivals_s, cell.concurrency_cap, warmups, capacity, cores=usable_cores())
+        choice = choose_processes(cell.arrivals_s, cell.concurrency_cap, warmups, capacity, cores=usable_cores())
+        measured = stream_chunk_rate(warmups)
+        pace = 1 / measured[0] if measured else None
+
+        async def error_at(streams: int) -> float | None:
+            return (await calibrator.point(min(streams, MAX_CALIBRATION_STREAMS), pace)).error_p99_ms
+
+        return await settle_timing(choice, error_at)
 
     return pick
 

@@ -88,6 +88,9 @@ class CellSummary(ServerStats, ClientStats):
     per_category: dict[str, ClientStats] = Field(default_factory=dict)
     processes: int = Field(default=1, description="Client processes that ran this cell.")
     processes_reason: str | None = Field(default=None, description="How --processes auto chose that number.")
+    stream_chunk_rate: float | None = Field(
+        default=None, description="Chunks/s of one stream at warm-up: the pace the client calibration uses."
+    )
     client_error_p99_ms: float | None = Field(
         default=None, description="The calibrated client timing error at this cell's streams per process."
     )

@@ -144,15 +144,16 @@ def client_check(calibration: dict[str, Any] | None, cells: list[CellSummary]) -
     """The client's own timing error and each cell's dispatch delay: can these numbers be the server's?"""
     lines = ["", "## Client self-check", ""]
     if calibration:
-        lines.append(f"Calibration: {calibration.get('method', '')}.")
+        lines.append(f"Calibration: {one_line(str(calibration.get('method', '')), 300, table=False)}.")
         lines += [
             "",
-            "| streams per process | requests | error p50 ms | error p99 ms | max ms |",
-            "|---|---|---|---|---|",
+            "| streams per process | pace ms | requests | error p50 ms | error p99 ms | max ms |",
+            "|---|---|---|---|---|---|",
         ]
         for point in calibration.get("points", []):
             lines.append(
-                f"| {point['streams']} | {point['requests']} | {fmt(point['error_p50_ms'], 3)} | "
+                f"| {point['streams']} | {fmt(point.get('pace_ms'))} | {point['requests']} | "
+                f"{fmt(point['error_p50_ms'], 3)} | "
                 f"{fmt(point['error_p99_ms'], 3)} | {fmt(point['error_max_ms'], 3)} |"
             )
         capacity = calibration.get("capacity_chunks_per_s")
