@@ -446,13 +446,14 @@ def print_tables(rows: list[dict[str, Any]], pace_ms: float) -> None:
             f"{last:>18}"
         )
     print()
+    # timing: the size of the error, either sign (a peer matched by distribution can read early)
     for mode, key, better in (("throughput", "tok_s", "higher"), ("timing", "late_p99_ms", "lower")):
         done = [r for r in rows if r["mode"] == mode and key in r]
         for streams in sorted({r["streams"] for r in done}):
             level = [r for r in done if r["streams"] == streams]
             for ours in (r for r in level if r["client"].startswith("flashspark")):
                 for peer in (r for r in level if not r["client"].startswith("flashspark")):
-                    a, b = ours[key], peer[key]
+                    a, b = (ours[key], peer[key]) if better == "higher" else (abs(ours[key]), abs(peer[key]))
                     wins = a >= b if better == "higher" else a <= b
                     print(
                         f"{mode} at {streams} streams: {ours['client']} {key} {a:,.2f} vs {peer['client']} {b:,.2f} "

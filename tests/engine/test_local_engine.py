@@ -222,6 +222,13 @@ def test_bench_static_and_staggered_then_report(local_deployment: Deployment, tm
     note = (tmp_path / "s" / "report.md").read_text()
     first = results["cells"][0]
     assert f"{first['spec_decode_acceptance_rate']:,.3f}" in note
+    # The roofline of the served checkpoint: SmolLM2-135M's 134,515,008 parameters at fp32, KV from its
+    # config.json (30 layers x 3 KV heads x 64 x 2 x 4 bytes), and this machine's measured bandwidth.
+    roofline = results["roofline"]
+    assert roofline["weights_gb"] == {"1": 0.5381, "2": 0.5381, "4": 0.5381}
+    assert roofline["kv_gb_per_context_token"] == pytest.approx(2 * 30 * 3 * 64 * 4 / 1e9)
+    assert roofline["bandwidth_gb_s"] > 0 and roofline["draft"] == "ngram"
+    assert "## Efficiency" in note and "| static-c1-r0 | 1 |" in note.split("## Efficiency")[1]
     for plot in ("throughput.png", "acceptance.png", "ttft.png"):
         assert (tmp_path / "s" / plot).stat().st_size > 10_000
 

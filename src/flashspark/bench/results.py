@@ -18,6 +18,7 @@ from typing import Any, TextIO
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from flashspark.bench.efficiency import Roofline
 from flashspark.bench.records import RequestRecord
 from flashspark.bench.stats import CellSummary
 from flashspark.errors import InputError
@@ -187,6 +188,10 @@ class BenchResults(BaseModel):
     calibration: dict[str, Any] | None = Field(
         default=None, description="The client's own timing error per stream count (bench/calibration.py)."
     )
+    roofline: Roofline | None = Field(
+        default=None, description="Bytes per decode step and the bandwidth they are read at (bench/efficiency.py)."
+    )
+    roofline_note: str | None = Field(default=None, description="Why there is no roofline, when there is none.")
     schema_notes: dict[str, str] = Field(default_factory=dict)
     cells: list[CellSummary] = Field(default_factory=list)
     slo: SloCheck | None = Field(

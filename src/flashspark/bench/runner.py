@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from flashspark.bench.autoscale import (
     ProcessChoice,
@@ -30,6 +30,7 @@ from flashspark.bench.autoscale import (
     usable_cores,
 )
 from flashspark.bench.calibration import CalibrationPoint, Calibrator
+from flashspark.bench.efficiency import roofline_for
 from flashspark.bench.gc_pause import quiet_gc
 from flashspark.bench.options import CATEGORIES, BenchOptions
 from flashspark.bench.prompts import bench_messages
@@ -41,8 +42,9 @@ from flashspark.bench.workers import Share, run_in_processes, send_when_due, sha
 from flashspark.bench.workload import DatasetRow, bench_request, cell_requests, load_dataset
 from flashspark.client import ChatRequest, ChatResult, OpenAIClient, parse_metrics
 from flashspark.client.metrics import GENERATION_TOKENS, KV_USAGE, PREEMPTIONS, MetricsSnapshot, gauge_sum
-from flashspark.errors import ClientError, InputError
+from flashspark.errors import ClientError, FlashsparkError, InputError
 from flashspark.pins import Pins
+from flashspark.recipe import Recipe
 from flashspark.recipe.workload import poisson_arrivals
 
 SAMPLE_S = 0.5
@@ -386,6 +388,24 @@ class BenchRun(BaseModel):
         return sum(c.failed for c in self.cells)
 
 
+def run_roofline(
+    recipe: dict[str, Any] | None, boot: dict[str, Any] | None, cells: list[CellPlan]
+) -> tuple[dict[str, Any] | None, str | None]:
+    """The roofline of the served deployment (measured before the cells, while the engine idles), or why none."""
+    if recipe is None:
+        return None, "no recipe describes the server (--base-url): its bytes per step are unknown"
+    try:
+        typed = Recipe.model_validate(recipe)
+    except ValidationError:
+        return None, "the recipe given does not validate: no roofline"
+    levels = sorted({cell.concurrency_cap or len(cell.arrivals_s) for cell in cells} | {1})
+    try:
+        roofline, why = roofline_for(typed, boot, levels)
+    except (FlashsparkError, OSError, ValueError, KeyError) as exc:
+        return None, f"the roofline could not be sized: {exc}"
+    return (roofline.model_dump(mode="json") if roofline else None), (why or None)
+
+
 async def run_bench_session(
     client: OpenAIClient,
     cells: list[CellPlan],
@@ -409,6 +429,7 @@ async def run_bench_session(
         "boot": boot,
         "recipe": recipe,
     }
+    meta["roofline"], meta["roofline_note"] = await asyncio.to_thread(run_roofline, recipe, boot, cells)
     writer = ResultsWriter(run_dir, meta=meta)
     summaries = await run_bench(
         client, cells, options=options, writer=writer, on_record=on_record, on_cell=on_cell, tokenizer=tokenizer

@@ -57,6 +57,13 @@ def distinct_experts(tokens: int, a: SpeedAssumptions) -> float:
     return float(e * (1 - (1 - a.experts_per_token / e) ** tokens))
 
 
+def step_weights_gb(tokens: int, draft: bool, a: SpeedAssumptions) -> float:
+    """Weight bytes one step reads per rank when it carries `tokens` tokens (every distinct expert they pick)."""
+    experts = distinct_experts(tokens, a) if tokens > 1 else float(a.experts_per_token)
+    weights = a.dense_gb_per_rank + experts * a.moe_layers * a.expert_mb_per_rank / 1000 + a.lm_head_gb_per_rank
+    return weights + (a.draft_gb_per_rank if draft else 0.0)
+
+
 def speed_ceiling(
     *,
     context_tokens: int,
@@ -68,9 +75,7 @@ def speed_ceiling(
     kv = kv_read_gb(context_tokens, a)
 
     def step_gb(tokens: int, draft: bool) -> float:
-        experts = distinct_experts(tokens, a) if tokens > 1 else float(a.experts_per_token)
-        weights = a.dense_gb_per_rank + experts * a.moe_layers * a.expert_mb_per_rank / 1000 + a.lm_head_gb_per_rank
-        return weights + (a.draft_gb_per_rank if draft else 0.0)
+        return step_weights_gb(tokens, draft, a)
 
     spec = num_speculative_tokens > 0
     tokens = num_speculative_tokens + 1 if spec else 1

@@ -18,6 +18,7 @@ matplotlib.use("Agg")  # files only, never a window
 
 import matplotlib.pyplot as plt
 
+from flashspark.bench.efficiency import cell_efficiency, recommend_k
 from flashspark.bench.records import RequestRecord
 from flashspark.bench.results import BenchResults, SloCheck, read_requests, read_results
 from flashspark.bench.stats import CellSummary
@@ -109,12 +110,58 @@ def markdown(results: BenchResults, cells: list[CellSummary], plots: list[Path])
                 )
     if results.slo is not None:
         lines += slo_section(results.slo)
+    lines += efficiency_section(results, cells)
     lines += client_check(results.calibration, cells)
     warnings = [w for c in cells for w in c.warnings] + [f"{c.cell}: {r}" for c in cells for r in c.client_limited]
     if plots:
         lines += ["", "## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots]
     lines += ["", "## Verdict", "", verdict(cells, warnings)]
     return "\n".join(lines) + "\n"
+
+
+def efficiency_section(results: BenchResults, cells: list[CellSummary]) -> list[str]:
+    """Decode against the memory roofline per cell, and the draft length per concurrency."""
+    lines = ["", "## Efficiency", ""]
+    roofline = results.roofline
+    if roofline is None:
+        lines.append(f"No roofline: {one_line(results.roofline_note or 'not recorded by this run', 300, table=False)}.")
+    else:
+        lines += [
+            f"Memory roofline: {fmt(roofline.bandwidth_gb_s)} GB/s "
+            f"({one_line(roofline.bandwidth_source, 200, table=False)}); bytes per step: "
+            f"{one_line(roofline.bytes_source, 300, table=False)}. A ceiling, not a forecast: compute is not in it.",
+            "",
+            "| cell | streams | tokens/step | context | decode tok/s | ceiling tok/s | efficiency |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for c in cells:
+            row = cell_efficiency(c, roofline)
+            if row is not None:
+                lines.append(
+                    f"| {c.cell} | {row.concurrency} | {fmt(row.tokens_per_step, 2)} | {fmt(row.context_tokens, 0)} | "
+                    f"{fmt(row.decode_tokens_per_s)} | {fmt(row.ceiling_tokens_per_s)} | {row.efficiency:.1%} |"
+                )
+    speculative = (results.recipe or {}).get("speculative")
+    draft = roofline.draft if roofline else str(speculative.get("method") if isinstance(speculative, dict) else None)
+    fit, why = recommend_k(cells, draft)
+    lines.append("")
+    if fit is None:
+        lines.append(f"No draft-length advice: {why}.")
+        return lines
+    lines += [
+        f"Draft length per concurrency, from each position's acceptance and the step time fitted as "
+        f"{fit.step_fixed_ms:.2f} ms + {fit.step_per_token_ms:.3f} ms per batch token over {fit.cells} cells "
+        f"({fit.note}):",
+        "",
+        "| streams | measured k | recommended k | tokens/step at k = 0..K | predicted speed-up |",
+        "|---|---|---|---|---|",
+    ]
+    for advice in fit.advice:
+        steps = " / ".join(f"{v:.2f}" for v in advice.tokens_per_step.values())
+        lines.append(
+            f"| {advice.concurrency} | {advice.measured_k} | {advice.recommended_k} | {steps} | {advice.speedup:.2f}x |"
+        )
+    return lines
 
 
 def slo_section(check: SloCheck) -> list[str]:
