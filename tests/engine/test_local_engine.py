@@ -178,6 +178,8 @@ def test_bench_static_and_staggered_then_report(local_deployment: Deployment, tm
         "code,spec_copy",
         "--warmup",
         "1",
+        "--processes",
+        "auto",
         "--out",
         str(tmp_path / "s"),
         *port,
@@ -206,6 +208,10 @@ def test_bench_static_and_staggered_then_report(local_deployment: Deployment, tm
     assert [(r["prompt_tokens"], r["output_tokens"], r["category"]) for r in exact] == [(200, 48, "in200")] * 4
     results = json.loads((tmp_path / "s" / "results.json").read_text())
     assert [c["level"] for c in results["cells"]] == [1, 2, 4]
+    # --processes auto: a real engine's few streams need one client process, and each cell says why
+    for auto in results["cells"]:
+        assert auto["processes"] == 1 and auto["processes_reason"].startswith(f"auto: {auto['level']} streams x ")
+    assert results["calibration"]["capacity_chunks_per_s"] > 0
     assert results["pins"]["vllm_version"] == "0.32.0" and results["boot"]["evidence"]["kv_cache_tokens"] > 0
     requests = [json.loads(line) for line in (tmp_path / "s" / "requests.jsonl").read_text().splitlines()]
     assert len(requests) == 7 and all(r["error"] is None for r in requests)
