@@ -51,10 +51,27 @@ def test_parameters_are_counted_from_the_safetensors_header(tmp_path: Path) -> N
     assert checkpoint_parameters(tmp_path / "m") == 64_000 + 64 + 105
 
 
-def test_a_file_that_is_not_safetensors_is_refused_by_name(tmp_path: Path) -> None:
-    (tmp_path / "model.safetensors").write_bytes(struct.pack("<Q", 1 << 40) + b"{}")
-    with pytest.raises(RecipeError, match="has no safetensors header"):
+@pytest.mark.parametrize(
+    "content",
+    [
+        struct.pack("<Q", 1 << 40) + b"{}",  # a header length past any real one
+        b"\x01\x02",  # shorter than the length field
+        struct.pack("<Q", 2) + b"[]",  # not an object
+        struct.pack("<Q", 23) + b'{"w": {"shape": ["x"]}}',  # a shape that is not numbers
+    ],
+)
+def test_a_file_that_is_not_safetensors_is_refused_by_name(tmp_path: Path, content: bytes) -> None:
+    (tmp_path / "model.safetensors").write_bytes(content)
+    with pytest.raises(RecipeError, match=r"model\.safetensors has no safetensors header"):
         checkpoint_parameters(tmp_path)
+
+
+def test_a_hand_made_roofline_that_reads_nothing_has_no_ceiling() -> None:
+    zero = Roofline(
+        bandwidth_gb_s=1.0, bandwidth_source="", weights_gb={1: 0.0}, kv_gb_per_context_token=0.0,
+        bytes_source="", draft="none",
+    )  # fmt: skip
+    assert zero.ceiling(1, 1.0, 100) is None
 
 
 def test_a_local_checkpoint_is_sized_at_the_serving_dtype(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

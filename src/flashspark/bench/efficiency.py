@@ -49,11 +49,11 @@ class Roofline(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     schema_version: int = ROOFLINE_SCHEMA_VERSION
-    bandwidth_gb_s: float
+    bandwidth_gb_s: float = Field(gt=0)
     bandwidth_source: str
     weights_gb: dict[int, float] = Field(description="Weight GB one step reads, by concurrency (MoE: grows with it).")
-    kv_gb_fixed: float = 0.0
-    kv_gb_per_context_token: float
+    kv_gb_fixed: float = Field(default=0.0, ge=0)
+    kv_gb_per_context_token: float = Field(ge=0)
     bytes_source: str
     draft: str = Field(description="The drafting method (its own cost is outside the k recommendation's fit).")
 
@@ -63,6 +63,8 @@ class Roofline(BaseModel):
         if weights is None:
             return None
         step_gb = weights + concurrency * (self.kv_gb_fixed + context_tokens * self.kv_gb_per_context_token)
+        if step_gb <= 0:  # a step that reads nothing has no ceiling (only a hand-made file says so)
+            return None
         return concurrency * tokens_per_step * self.bandwidth_gb_s / step_gb
 
 
@@ -84,17 +86,22 @@ def checkpoint_parameters(model_dir: Path) -> int:
     """Parameters in a folder's *.safetensors, from each file's header (no tensor is read)."""
     total = 0
     for path in sorted(model_dir.glob("*.safetensors")):
-        with path.open("rb") as handle:
-            (length,) = struct.unpack("<Q", handle.read(8))
-            if length > MAX_HEADER_BYTES:
-                raise RecipeError(f"{path} has no safetensors header", where=str(path), fix="rebuild the model")
-            header = json.loads(handle.read(length))
-        for name, tensor in header.items():
-            if name != "__metadata__":
-                count = 1
-                for size in tensor["shape"]:
-                    count *= int(size)
-                total += count
+        try:
+            with path.open("rb") as handle:
+                (length,) = struct.unpack("<Q", handle.read(8))
+                if length > MAX_HEADER_BYTES:
+                    raise ValueError(f"a header of {length:,} bytes")
+                header = json.loads(handle.read(length))
+            for name, tensor in header.items():
+                if name != "__metadata__":
+                    count = 1
+                    for size in tensor["shape"]:
+                        count *= int(size)
+                    total += count
+        except (struct.error, ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise RecipeError(
+                f"{path} has no safetensors header ({exc})", where=str(path), fix="rebuild the model"
+            ) from None
     return total
 
 
