@@ -192,3 +192,10 @@ def test_the_report_shows_both_and_keeps_a_crafted_source_on_one_line() -> None:
     )
     bare = markdown(BenchResults(roofline_note="no recipe describes the server", cells=[lawful(1)]), [lawful(1)], [])
     assert "No roofline: no recipe describes the server." in bare and "No draft-length advice: one concurrency" in bare
+
+
+def test_a_noisy_run_whose_steps_got_cheaper_with_more_tokens_is_fitted_as_free_tokens() -> None:
+    # 1 stream at 20 ms a step, 16 at 10 ms: the slope would be negative; held at 0, a step costs the mean, 15 ms.
+    fit, _ = recommend_k([cell(1, RATES, 2.56 / 0.020), cell(16, RATES, 2.56 / 0.010)], "ngram")
+    assert fit is not None and fit.step_per_token_ms == 0.0 and fit.step_fixed_ms == pytest.approx(15.0)
+    assert [a.recommended_k for a in fit.advice] == [5, 5]  # tokens cost nothing: the longest draft wins
