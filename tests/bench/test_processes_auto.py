@@ -130,6 +130,7 @@ async def test_the_capacity_probe_reads_a_slow_client_as_slow(monkeypatch: pytes
     assert 0 < slow <= bound < fast
 
 
+@pytest.mark.spawns
 async def test_auto_runs_a_cell_over_the_processes_it_chose(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import flashspark.bench.autoscale as autoscale
     import flashspark.bench.calibration as calibration
