@@ -79,3 +79,26 @@ async def test_other_failures_are_not_hidden_by_the_files() -> None:
             with pytest.raises(HTTPStatusError):
                 await count([{"role": "user", "content": "a"}])
     assert files.calls == 0
+
+
+async def test_a_bench_run_hands_the_files_to_its_cells(tmp_path: Any) -> None:
+    from flashspark.bench.options import BenchOptions
+    from flashspark.bench.results import ResultsWriter, read_requests
+    from flashspark.bench.runner import CellPlan, run_bench
+    from tests.standin import stream_reply
+
+    files = Files()
+    with StandIn(model="m") as server:
+        server.tokenizes = False
+        server.default = stream_reply([(0.0, "abc")], completion_tokens=3)
+        async with OpenAIClient(server.url) as client:
+            await run_bench(
+                client,
+                [CellPlan("static-c2-r0", "static", [0.0, 0.0], level=2)],
+                options=BenchOptions(warmup_requests=1, calibrate=False, input_tokens=40),
+                writer=ResultsWriter(tmp_path / "run", meta={}),
+                tokenizer=files,
+            )
+    # every prompt, warm-up and measured, was counted by the files to exactly 40 (9 of template, 31 words)
+    assert files.calls > 3 and [r.category for r in read_requests(tmp_path / "run")] == ["in40", "in40"]
+    assert all(len(req["messages"][0]["content"].split()) == 31 for req in server.requests if "messages" in req)

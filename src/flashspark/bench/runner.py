@@ -300,7 +300,15 @@ async def run_bench(
         for cell in cells:
             pick = auto_picker(cell, calibrator) if options.processes == "auto" and calibrator else None
             summary = await run_cell(
-                client, cell, model=model, options=options, run=run, on_record=record, dataset=dataset, pick=pick
+                client,
+                cell,
+                model=model,
+                options=options,
+                run=run,
+                on_record=record,
+                dataset=dataset,
+                pick=pick,
+                tokenizer=tokenizer,
             )
             point = None
             if calibrator is not None:
