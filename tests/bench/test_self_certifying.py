@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from flashspark.bench.calibration import CalibrationPoint, calibrate
+from flashspark.bench.calibration import CalibrationPoint, Calibrator
 from flashspark.bench.options import BenchOptions
 from flashspark.bench.results import ResultsWriter, read_requests, read_results
 from flashspark.bench.runner import CellPlan, certify, run_bench
@@ -25,14 +25,18 @@ from tests.standin import StandIn, stream_reply
 
 
 async def test_calibration_times_the_client_against_the_stand_ins_send_times() -> None:
-    result = await calibrate([1, 4, 4])
-    assert [p.streams for p in result.points] == [1, 4]  # each distinct stream count once
+    async with Calibrator() as calibrator:
+        for streams in (4, 1, 4):
+            await calibrator.point(streams)
+        four = await calibrator.point(4)
+        result = calibrator.result()
+    assert [p.streams for p in result.points] == [1, 4]  # each distinct stream count once, in order
     for point in result.points:
         assert point.requests == 2 * point.streams and point.failed == 0
         assert point.error_p50_ms is not None and point.error_p99_ms is not None and point.error_max_ms is not None
         # Sent times are noted before the write: a first token cannot arrive before it was sent.
         assert 0 <= point.error_p50_ms <= point.error_p99_ms <= point.error_max_ms
-    assert result.at(4) is result.points[1] and result.at(3) is None
+    assert four is result.points[1]  # asked again, the point already measured
 
 
 class LateClient(OpenAIClient):
@@ -57,7 +61,9 @@ async def test_a_client_too_busy_to_read_shows_in_the_calibration(monkeypatch: p
     import flashspark.bench.calibration as calibration
 
     monkeypatch.setattr(calibration, "OpenAIClient", LateClient)
-    result = await calibrate([1])
+    async with Calibrator() as calibrator:
+        await calibrator.point(1)
+        result = calibrator.result()
     # The first token is sent 20 ms in; the client's loop is blocked from 5 ms to 85 ms: it reads it >= 60 ms late.
     assert result.points[0].error_p50_ms is not None and result.points[0].error_p50_ms >= 50
 

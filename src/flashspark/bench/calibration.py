@@ -79,9 +79,6 @@ class Calibration(BaseModel):
         f"({CAPACITY_STREAMS} streams x {CAPACITY_TOKENS} chunks); measured for --processes auto",
     )
 
-    def at(self, streams: int, pace_ms: float = PACE_S * 1000) -> CalibrationPoint | None:
-        return next((p for p in self.points if p.streams == streams and p.pace_ms == pace_ms), None)
-
 
 # --- the stand-in (child process) ------------------------------------------------------------
 
@@ -274,11 +271,3 @@ class Calibrator:
 
     def result(self) -> Calibration:
         return Calibration(points=[self._points[s] for s in sorted(self._points)], capacity_chunks_per_s=self._capacity)
-
-
-async def calibrate(streams_per_level: list[int], *, rounds: int = 2) -> Calibration:
-    """The client's timing error at each distinct stream count, against a paced stand-in."""
-    async with Calibrator(rounds=rounds) as calibrator:
-        for streams in sorted(set(streams_per_level)):
-            await calibrator.point(streams)
-        return calibrator.result()

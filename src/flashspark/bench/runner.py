@@ -203,7 +203,8 @@ async def run_cell(
         "concurrency_cap": cell.concurrency_cap,
         "processes": processes,
         "processes_reason": choice.reason or None,
-        "stream_chunk_rate": round(measured[0], 1) if (measured := stream_chunk_rate(warm_results)) else None,
+        # Kept as measured: the calibration point auto chose from is found again from it, at the same pace.
+        "stream_chunk_rate": measured[0] if (measured := stream_chunk_rate(warm_results)) else None,
     }
     per_category = {
         category: cell_statistics([r for r in records if r.category == category], duration)
