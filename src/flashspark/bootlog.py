@@ -23,6 +23,10 @@ _BANNER_VERSION = re.compile(r"\bversion (?P<v>\d+\.\d+\.\d+\S*)")
 _AVAILABLE_GIB = re.compile(r"Available KV cache memory: (?P<gib>[\d.]+) GiB")
 _CPU_KV_GIB = re.compile(r"Explicitly set \((?P<gib>[\d.]+)/[\d.]+\) GiB for KV cache")
 _STARTUP = "Application startup complete."
+# "Using 'B12X' Mxfp4 MoE backend." (quantized oracles), "Using TritonExperts MoE backend" (unquantized).
+_MOE = re.compile(r"Using '?(?P<name>[A-Za-z0-9_.\-]+)'?(?: (?:Mxfp4|MxFp8|WNA16|W4A8|Nvfp4|NvFp4|Fp8))? MoE backend")
+# CUDA: "Using FLASH_ATTN attention backend out of potential backends: [...]"; CPU: "Using CPU_MLA backend."
+_ATTENTION = re.compile(r"Using (?P<name>[A-Z][A-Z0-9_]+) (?:attention )?backend\b")
 _ARGS = re.compile(r"non-default args: (?P<args>\{.*\})\s*$", re.MULTILINE)
 
 
@@ -40,6 +44,10 @@ class BootEvidence(BaseModel):
     vllm_version: str | None = None
     startup_complete: bool = False
     args: dict[str, Any] = Field(default_factory=dict, description="vLLM's 'non-default args' line.")
+    moe_backend: str | None = Field(default=None, description="The MoE backend vLLM chose ('B12X').")
+    moe_backend_line: str | None = Field(default=None, description="The log line that names it, as logged.")
+    attention_backend: str | None = None
+    attention_backend_line: str | None = None
 
 
 def parse_boot_log(text: str) -> BootEvidence:
@@ -60,6 +68,12 @@ def parse_boot_log(text: str) -> BootEvidence:
     if version:
         values["vllm_version"] = version["v"]
     values["startup_complete"] = _STARTUP in text
+    for key, pattern in (("moe_backend", _MOE), ("attention_backend", _ATTENTION)):
+        for match in pattern.finditer(text):
+            values[key] = match["name"]
+            start = text.rfind("\n", 0, match.start()) + 1
+            end = text.find("\n", match.end())
+            values[f"{key}_line"] = text[start : end if end >= 0 else len(text)].strip()[-500:]
     for match in _ARGS.finditer(text):
         try:
             parsed = ast.literal_eval(match["args"])

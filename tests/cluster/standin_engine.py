@@ -4,7 +4,7 @@ the port it is given, and a control file decides its fate: `ok`, `sick` (/health
 supervisor makes it), `garble` (chat answers are CJK junk: serving, healthy and wrong, which only a canary
 catches), `orphan` (leaves a child in a session of its own that keeps the API port, as a
 crashed engine's leftover worker can; its pid in `<control>.orphan`). Its starts are appended to
-`<control>.starts`.
+`<control>.starts`. STANDIN_BOOT_LINES (split at `|`) are printed at start, as a boot log's lines.
 
 It stands in for the engine only where a real one will not fail on demand; the real engine's boots
 are in tests/engine and tests/cluster/test_two_node_vllm.py.
@@ -105,6 +105,10 @@ def main() -> None:
         handle.write(f"{time.time()}\n")
     server = ThreadingHTTPServer(("127.0.0.1", PORT), Handler)
     threading.Thread(target=watch, args=(server,), daemon=True).start()
+    # Lines a real engine logs at boot that a test needs verbatim (a backend that fell back).
+    for line in os.environ.get("STANDIN_BOOT_LINES", "").split("|"):
+        if line:
+            print(line, flush=True)
     print(f"stand-in engine serving {NAME} on {PORT}", flush=True)
     server.serve_forever()
 

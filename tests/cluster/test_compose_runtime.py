@@ -41,7 +41,9 @@ def compose_toml(cluster: NetnsCluster, path: Path, *, name: str = "ctest", imag
         f'expose = true\napi_key = "{API_KEY}"\n'
         f'[cluster]\nname = "{name}"\nruntime = "compose"\nimage = "{image}"\nvllm_bin = "vllm"\n'
         f'master_addr = "{head.address}"\nmaster_port = {free_port()}\nhf_token = "{HF_TOKEN}"\n'
-        "[lifecycle]\nport_timeout_s = 60\nrendezvous_timeout_s = 60\nstop_timeout_s = 5\n" + nodes
+        # The stub image has no Python or torch: the fabric check has its own tests (test_fabric.py).
+        "[lifecycle]\nport_timeout_s = 60\nrendezvous_timeout_s = 60\nstop_timeout_s = 5\nfabric_check = false\n"
+        + nodes
     )
     return path
 

@@ -45,7 +45,13 @@ HF_TOKEN = "hf_plantedTp2Token0123456789abcdefgh"
 
 
 def two_node_toml(
-    cluster: NetnsCluster, path: Path, port: int, *, worker_bin: str | None = None, rendezvous_s: int = 600
+    cluster: NetnsCluster,
+    path: Path,
+    port: int,
+    *,
+    worker_bin: str | None = None,
+    rendezvous_s: int = 600,
+    fabric_check: bool = True,
 ) -> Path:
     head = cluster.nodes[0]
     nodes = cluster.nodes_toml(
@@ -62,7 +68,8 @@ def two_node_toml(
         f'api_key = "{API_KEY}"\n'
         f'[cluster]\nname = "tp2"\nmaster_addr = "{head.address}"\nmaster_port = {free_port()}\n'
         f'hf_token = "{HF_TOKEN}"\nvllm_bin = "{ENGINE_DIR}/bin/flashspark-vllm"\n'
-        f"[lifecycle]\nport_timeout_s = 600\nstop_timeout_s = 10\nrendezvous_timeout_s = {rendezvous_s}\n" + nodes
+        f"[lifecycle]\nport_timeout_s = 600\nstop_timeout_s = 10\nrendezvous_timeout_s = {rendezvous_s}\n"
+        f"fabric_check = {str(fabric_check).lower()}\n" + nodes
     )
     return path
 
@@ -119,6 +126,12 @@ def test_tp2_across_two_nodes_serves_and_stops_clean(netns_cluster: NetnsCluster
         assert started["node2"] < started["node1"], started
         # Progress streamed both nodes' log lines and the rendezvous phase while it booted.
         assert "node2 |" in up.stderr and "node1 |" in up.stderr and "rendezvous" in up.stderr
+        # Before the boot: each node's host facts and the gloo all-reduce between them, kept in boot.json.
+        boot = json.loads(Path(state["boot_json"]).read_text())
+        facts = {f["node"]: f for f in boot["host_facts"]}
+        assert list(facts) == ["node1", "node2"]
+        assert {(f["vllm"], f["interface"], f["operstate"]) for f in facts.values()} == {("0.32.0", "eth0", "up")}
+        assert boot["fabric"]["ok"] and boot["fabric"]["backend"] == "gloo" and len(boot["fabric"]["sizes"]) == 4
 
         async def ask() -> tuple[list[ModelEntry], object]:
             async with OpenAIClient(state["base_url"], api_key=API_KEY) as client:
@@ -194,11 +207,14 @@ def test_tp2_across_two_nodes_serves_and_stops_clean(netns_cluster: NetnsCluster
 def test_a_rendezvous_that_never_completes_times_out_and_stops_both(
     netns_cluster: NetnsCluster, tmp_path: Path
 ) -> None:
-    # The worker "starts" but never joins the head's process group (as behind a firewall).
+    # The worker "starts" but never joins the head's process group (as behind a firewall). The fabric check
+    # would refuse this worker (no engine Python beside it), so it is off: the rendezvous is what is tested.
     silent = tmp_path / "silent-vllm"
     silent.write_text("#!/bin/sh\necho 'worker up, never connecting'\nexec sleep 100000\n")
     silent.chmod(0o755)
-    toml = two_node_toml(netns_cluster, tmp_path / "tp2.toml", free_port(), worker_bin=str(silent), rendezvous_s=45)
+    toml = two_node_toml(
+        netns_cluster, tmp_path / "tp2.toml", free_port(), worker_bin=str(silent), rendezvous_s=45, fabric_check=False
+    )
     up = run_cli(toml, tmp_path / "home", "up", "--json")
     print(f"rendezvous never completes: exit {up.returncode}; {up.stdout.strip()[:400]}")
     assert up.returncode == 5, up.stdout + up.stderr

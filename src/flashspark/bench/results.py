@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from flashspark.bench.efficiency import Roofline
 from flashspark.bench.records import RequestRecord
+from flashspark.bench.replicas import ReplicaTraffic
 from flashspark.bench.stats import CellSummary
 from flashspark.errors import InputError
 from flashspark.files import append_line, read_model, write_atomic, write_json
@@ -194,6 +195,10 @@ class BenchResults(BaseModel):
     roofline_note: str | None = Field(default=None, description="Why there is no roofline, when there is none.")
     schema_notes: dict[str, str] = Field(default_factory=dict)
     cells: list[CellSummary] = Field(default_factory=list)
+    server_metrics_note: str | None = Field(default=None, description="Why server-side counters were not read.")
+    replicas: list[ReplicaTraffic] | None = Field(
+        default=None, description="Through vLLM's router: requests per replica and its rotation (bench/replicas.py)."
+    )
     slo: SloCheck | None = Field(
         default=None, description="`bench workload --predicted`: the prediction beside what this run measured."
     )

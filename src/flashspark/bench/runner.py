@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -35,6 +36,7 @@ from flashspark.bench.gc_pause import quiet_gc
 from flashspark.bench.options import CATEGORIES, BenchOptions
 from flashspark.bench.prompts import bench_messages
 from flashspark.bench.records import RequestRecord, cell_statistics, record_from
+from flashspark.bench.replicas import ROUTED_METRICS_NOTE, router_metrics_url, snapshot, traffic
 from flashspark.bench.results import RESULTS_SCHEMA_VERSION, ResultsWriter
 from flashspark.bench.stats import CellSummary, ServerStats
 from flashspark.bench.tokens import Counter
@@ -43,6 +45,7 @@ from flashspark.bench.workload import DatasetRow, bench_request, cell_requests, 
 from flashspark.client import ChatRequest, ChatResult, OpenAIClient, parse_metrics
 from flashspark.client.metrics import GENERATION_TOKENS, KV_USAGE, PREEMPTIONS, MetricsSnapshot, gauge_sum
 from flashspark.errors import ClientError, FlashsparkError, InputError
+from flashspark.files import write_json
 from flashspark.pins import Pins
 from flashspark.recipe import Recipe
 from flashspark.recipe.workload import poisson_arrivals
@@ -84,13 +87,15 @@ def rate_cells(rate: float, count: int, cap: int | None, seed: int) -> list[Cell
 class MetricsSampler:
     """Polls /metrics during a cell for the KV-usage peak."""
 
-    def __init__(self, client: OpenAIClient) -> None:
+    def __init__(self, client: OpenAIClient, *, enabled: bool = True) -> None:
         self.client = client
+        self.enabled = enabled
         self.kv_peak: float | None = None
         self._task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> MetricsSampler:
-        self._task = asyncio.create_task(self._run())
+        if self.enabled:
+            self._task = asyncio.create_task(self._run())
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -135,8 +140,10 @@ async def run_cell(
     dataset: list[DatasetRow] | None = None,
     tokenizer: Counter | None = None,
     pick: Callable[[list[ChatResult]], Awaitable[ProcessChoice]] | None = None,
+    server_metrics: bool = True,
 ) -> CellSummary:
-    """Warm up, then run one cell; returns its summary (client and server side).
+    """Warm up, then run one cell; returns its summary (client and server side; the server side only
+    with `server_metrics`).
 
     A failed warm-up stops the run: the cell would measure a server that is not serving (and,
     against one that stalls, wait a stall timeout per request to say so). `pick` chooses the
@@ -171,7 +178,7 @@ async def run_cell(
     if processes == 1:
         with contextlib.suppress(ClientError):  # a server that refuses shows in the requests' own results
             await client.open_connections(cell.concurrency_cap or len(cell.arrivals_s))
-    before = await _snapshot(client)
+    before = await _snapshot(client) if server_metrics else None
     started = time.perf_counter()
 
     async def one(index: int, delay: float) -> None:
@@ -185,7 +192,7 @@ async def run_cell(
         records.append(record)
         on_record(record)
 
-    async with MetricsSampler(client) as sampler, contextlib.AsyncExitStack() as stack:
+    async with MetricsSampler(client, enabled=server_metrics) as sampler, contextlib.AsyncExitStack() as stack:
         stack.enter_context(quiet_gc())
         if processes > 1:
             shares = shares_for(client, cell, built, processes)
@@ -193,7 +200,7 @@ async def run_cell(
         else:
             await asyncio.gather(*(one(i, delay) for i, delay in enumerate(cell.arrivals_s)))
             duration = time.perf_counter() - started
-    after = await _snapshot(client)
+    after = await _snapshot(client) if server_metrics else None
     meta = {
         "cell": cell.name,
         "shape": cell.shape,
@@ -277,6 +284,7 @@ async def run_bench(
     on_record: Callable[[RequestRecord], None] | None = None,
     on_cell: Callable[[CellSummary], None] | None = None,
     tokenizer: Counter | None = None,
+    server_metrics: bool = True,
 ) -> list[CellSummary]:
     """Run every cell in order, writing as it goes; returns the cell summaries."""
     if not options.categories:
@@ -309,6 +317,7 @@ async def run_bench(
                 on_record=record,
                 dataset=dataset,
                 pick=pick,
+                server_metrics=server_metrics,
                 tokenizer=tokenizer,
             )
             point = None
@@ -440,9 +449,27 @@ async def run_bench_session(
     }
     meta["roofline"], meta["roofline_note"] = await asyncio.to_thread(run_roofline, recipe, boot, cells)
     writer = ResultsWriter(run_dir, meta=meta)
+    metrics_url = router_metrics_url(boot)
+    if metrics_url:
+        # Through the router, /metrics is whichever replica answers: a before/after of two replicas is no
+        # delta. The per-replica traffic comes from the router's own counters instead.
+        meta["server_metrics_note"] = ROUTED_METRICS_NOTE
+    before = await snapshot(metrics_url) if metrics_url else None
     summaries = await run_bench(
-        client, cells, options=options, writer=writer, on_record=on_record, on_cell=on_cell, tokenizer=tokenizer
+        client,
+        cells,
+        options=options,
+        writer=writer,
+        on_record=on_record,
+        on_cell=on_cell,
+        tokenizer=tokenizer,
+        server_metrics=metrics_url is None,
     )
+    after = await snapshot(metrics_url) if metrics_url else None
+    if before is not None and after is not None and writer.results_path.exists():
+        document = json.loads(writer.results_path.read_text())
+        document["replicas"] = [row.model_dump(mode="json") for row in traffic(before, after)]
+        write_json(writer.results_path, document)
     return BenchRun(
         run_dir=str(run_dir),
         results=str(writer.results_path),

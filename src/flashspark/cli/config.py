@@ -126,6 +126,9 @@ def config_render(
     from flashspark.render.monitoring import render_monitoring
 
     resolved = load_recipe(config, profile, sets)
+    if resolved.recipe.replicas:
+        render_fleet_command(resolved, out, as_json)
+        return
     plan = render_plan(resolved.recipe)
     written = write_plan_files(plan, out, render_monitoring(resolved.recipe)) if out is not None else []
     if as_json:
@@ -135,6 +138,32 @@ def config_render(
     else:
         print_plan(plan, written)
         print_problems(resolved.warnings, heading="warnings")
+
+
+def render_fleet_command(resolved: ResolvedRecipe, out: Path | None, as_json: bool) -> None:
+    """`config render` of a recipe with [[replicas]]: each replica's plan, then the router's argv."""
+    from flashspark.render.fleet import render_fleet, write_fleet_files
+
+    fleet = render_fleet(resolved.recipe)
+    written = write_fleet_files(fleet, out) if out is not None else []
+    if as_json:
+        payload: dict[str, Any] = fleet.model_dump(mode="json")
+        payload["written"] = [str(p) for p in written]
+        console.print_json(payload)
+        return
+    for replica in fleet.replicas:
+        console.out.print(
+            f"[bold]replica {escape(replica.name)}[/] (router reaches it at {escape(replica.worker_url)})"
+        )
+        print_plan(replica.plan, [])
+        console.out.print("")
+    console.out.print(
+        f"[bold]router[/] on {escape(fleet.router.name)} ({escape(fleet.router.ssh)}): {fleet.router_url}"
+    )
+    console.out.print(f"  [dim]$[/] {escape(fleet.router.command_line())}")
+    if written:
+        console.out.print("\nwrote " + ", ".join(str(p) for p in written))
+    print_problems(resolved.warnings, heading="warnings")
 
 
 def print_check(resolved: ResolvedRecipe) -> None:

@@ -32,6 +32,9 @@ from flashspark.engine.models import LOCAL_MODELS
 from flashspark.errors import InputError
 
 if TYPE_CHECKING:
+    from flashspark.cluster.fabric import FabricReport
+    from flashspark.cluster.fleet import FleetDownResult, FleetStatus, FleetUpResult, RollingRestartReport
+    from flashspark.cluster.hostfacts import HostFacts
     from flashspark.cluster.preflight import NodeCheck
     from flashspark.cluster.reports import CaptureDiff, DownResult, StatusReport, UpResult
 
@@ -97,23 +100,110 @@ def model_build(name: str, as_json: bool) -> None:
         console.print_plain(str(folder))
 
 
+KNOWN_BAD_OPTION = click.option(
+    "--known-bad",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    default=None,
+    help="A TOML file of site-local known-bad entries, checked beside the shipped table.",
+)
+
+
 @click.command("preflight")
 @recipe_options
+@KNOWN_BAD_OPTION
+@click.option("--no-fabric", is_flag=True, help="Skip the all-reduce across the nodes (the other checks still run).")
 @json_option
 @handle_errors
-def preflight_command(config: Path | None, profile: str | None, sets: tuple[str, ...], as_json: bool) -> None:
-    """Check every node before anything starts: reachable, runtime, model, ports, VLLM_HOST_IP (exit 5 on failure)."""
-    from flashspark.cluster.preflight import preflight
+def preflight_command(
+    config: Path | None,
+    profile: str | None,
+    sets: tuple[str, ...],
+    known_bad: Path | None,
+    no_fabric: bool,
+    as_json: bool,
+) -> None:
+    """Check every node before anything starts (exit 5 on failure).
+
+    \b
+    Per node: reachable, runtime, model, ports, VLLM_HOST_IP, the fabric
+    interface, host facts (kernel, driver, vLLM/torch/NCCL, MTU) the same on
+    every node and not in the known-bad table; then, with several nodes, the
+    all-reduce of `flashspark fabric` (skipped when a node check failed).
+    """
+    from flashspark.cluster.fabric import fabric_check
+    from flashspark.cluster.preflight import preflight_with_facts
 
     recipe = load_recipe(config, profile, sets).recipe
-    checks = run(preflight(recipe))
-    ok = all(c.ok for c in checks)
+    checked = run(preflight_with_facts(recipe, known_bad=known_bad))
+    fabric = None
+    if checked.ok and not no_fabric and len(recipe.nodes) > 1:
+        fabric = run(fabric_check(recipe, timeout_s=recipe.lifecycle.fabric_timeout_s))
+    ok = checked.ok and (fabric is None or fabric.ok)
     if as_json:
-        console.print_json({"ok": ok, "checks": [c.__dict__ for c in checks]})
+        console.print_json(
+            {
+                "ok": ok,
+                "checks": [c.__dict__ for c in checked.checks],
+                "host_facts": [f.model_dump(mode="json") for f in checked.facts],
+                "fabric": fabric.model_dump(mode="json") if fabric is not None else None,
+            }
+        )
     else:
-        print_preflight(checks)
+        print_preflight(checked.checks)
+        print_host_facts(checked.facts)
+        if fabric is not None:
+            print_fabric(fabric)
     if not ok:
         fail(exit_codes.CLUSTER)
+
+
+@click.command("fabric")
+@recipe_options
+@click.option(
+    "--size",
+    "sizes",
+    type=click.IntRange(min=4, max=1 << 30),
+    multiple=True,
+    help="Message size in bytes (repeat; default 8 KiB, 64 KiB, 1 MiB, 16 MiB).",
+)
+@click.option("--port", type=click.IntRange(1, 65535), default=None, help="Rendezvous port (default MASTER_PORT + 1).")
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=click.FloatRange(min=1, max=3600),
+    default=None,
+    help="Seconds for the ranks to meet (default lifecycle.fabric_timeout_s).",
+)
+@json_option
+@handle_errors
+def fabric_command(
+    config: Path | None,
+    profile: str | None,
+    sets: tuple[str, ...],
+    sizes: tuple[int, ...],
+    port: int | None,
+    timeout_s: float | None,
+    as_json: bool,
+) -> None:
+    """All-reduce across the nodes with the engine's own torch and each node's rendered variables.
+
+    \b
+    NCCL over RoCE on GPU nodes, gloo over GLOO_SOCKET_IFNAME without a GPU:
+    latency (p50, max) and bus bandwidth per message size; when the ranks
+    cannot meet, the node, interface and variable involved. Exit 5 on failure.
+    """
+    from flashspark.cluster.fabric import DEFAULT_SIZES, fabric_check
+
+    recipe = load_recipe(config, profile, sets).recipe
+    report = run(
+        fabric_check(
+            recipe,
+            sizes=tuple(sizes) or DEFAULT_SIZES,
+            port=port,
+            timeout_s=timeout_s or recipe.lifecycle.fabric_timeout_s,
+        )
+    )
+    finish(report, as_json, lambda: print_fabric(report), ok=report.ok, fail_code=exit_codes.CLUSTER)
 
 
 @click.command("up")
@@ -165,6 +255,17 @@ def up_command(
         raise InputError("--canary watches for the supervisor", key="--canary", fix="add --supervise")
     recipe = load_recipe(config, profile, sets, local=local).recipe
     events = console.ConsoleEvents(show_logs=not quiet)
+    if recipe.replicas:
+        from flashspark.cluster.fleet import fleet_up, supervise_fleet
+
+        if canary:
+            raise InputError("--canary watches one deployment", key="--canary", fix="run `flashspark watch` instead")
+        fleet = run(fleet_up(recipe, events=events))
+        finish(fleet, as_json, lambda: print_fleet_up(fleet))
+        if supervise_flag:
+            console.print_plain("supervising every replica: Ctrl-C stops watching and leaves them serving", err=True)
+            run(supervise_fleet(recipe, events=events, max_restarts=max_restarts))
+        return
     result = run(up(recipe, events=events))
     finish(result, as_json, lambda: print_up(result))
     if supervise_flag:
@@ -189,6 +290,12 @@ def down_command(config: Path | None, profile: str | None, sets: tuple[str, ...]
     from flashspark.cluster.lifecycle import down
 
     recipe = deployment_recipe(config, profile, sets).recipe
+    if recipe.replicas:
+        from flashspark.cluster.fleet import fleet_down
+
+        fleet = run(fleet_down(recipe, events=console.ConsoleEvents()))
+        finish(fleet, as_json, lambda: print_fleet_down(fleet), ok=fleet.clean, fail_code=exit_codes.CLUSTER)
+        return
     result = run(down(recipe, events=console.ConsoleEvents()))
     finish(result, as_json, lambda: print_down(result), ok=result.clean, fail_code=exit_codes.CLUSTER)
 
@@ -212,7 +319,14 @@ def status_command(
     from flashspark.cluster.observe import status
 
     budgets = timeouts_from(timeouts, probe=True)
-    report = run(status(deployment_recipe(config, profile, sets).recipe, timeouts=budgets))
+    recipe = deployment_recipe(config, profile, sets).recipe
+    if recipe.replicas:
+        from flashspark.cluster.fleet import fleet_status
+
+        fleet = run(fleet_status(recipe, timeouts=budgets))
+        finish(fleet, as_json, lambda: print_fleet_status(fleet), ok=fleet.running, fail_code=exit_codes.CLUSTER)
+        return
+    report = run(status(recipe, timeouts=budgets))
     finish(report, as_json, lambda: print_status(report), ok=report.running, fail_code=exit_codes.CLUSTER)
 
 
@@ -236,6 +350,22 @@ def logs_command(
     from flashspark.cluster.observe import follow_logs, read_logs
 
     recipe = deployment_recipe(config, profile, sets).recipe
+    if recipe.replicas:
+        from flashspark.cluster.fleet import fleet_logs
+
+        if follow:
+            raise InputError(
+                "--follow streams one deployment",
+                key="--follow",
+                fix="follow a replica's nodes with its own recipe, or drop --follow",
+            )
+        for node, text in run(fleet_logs(recipe, lines=lines, since=since)):
+            if as_json:
+                console.print_ndjson({"node": node, "tail": text})
+            else:
+                console.print_plain(f"==> {node} <==")
+                console.print_plain(text.rstrip("\n"))
+        return
     for node, text in run(read_logs(recipe, lines=lines, since=since)):
         if as_json:
             console.print_ndjson({"node": node, "tail": text})
@@ -292,8 +422,70 @@ def capture_command(
         return
     budgets = timeouts_from(timeouts, probe=True)
     recipe = deployment_recipe(config, profile, sets).recipe
+    if recipe.replicas:
+        from flashspark.cluster.fleet import fleet_capture
+
+        indexes = run(fleet_capture(recipe, directory or new_run_dir(recipe, "capture"), timeouts=budgets))
+        if as_json:
+            console.print_json({name: index.model_dump(mode="json") for name, index in indexes.items()})
+        else:
+            for name, index in indexes.items():
+                console.print_plain(f"capture {name}: {len(index.files)} files in {index.directory}")
+        return
     index = run(capture(recipe, directory or new_run_dir(recipe, "capture"), timeouts=budgets))
     finish(index, as_json, lambda: console.print_plain(f"capture: {len(index.files)} files in {index.directory}"))
+
+
+@click.command("restart")
+@recipe_options
+@click.option("--rolling", is_flag=True, required=True, help="One replica at a time behind the router (required).")
+@click.option("--expect", default=None, help="The smoke gate's expected reply for each restarted replica.")
+@click.option("--quiet", is_flag=True, help="Do not stream the engines' log lines.")
+@json_option
+@handle_errors
+def restart_command(
+    config: Path | None,
+    profile: str | None,
+    sets: tuple[str, ...],
+    rolling: bool,
+    expect: str | None,
+    quiet: bool,
+    as_json: bool,
+) -> None:
+    """Restart the replicas one at a time from the current recipe (an image or profile change).
+
+    \b
+    Each replica leaves the router, finishes its requests, restarts, must
+    pass the smoke gate, and rejoins; the others serve meanwhile. A replica
+    that fails its gate stays out and the restart stops there (exit 4).
+    """
+    from flashspark.cluster.fleet import rolling_restart
+    from flashspark.gates.options import SMOKE
+    from flashspark.gates.smoke import run_smoke
+    from flashspark.recipe.model import Recipe
+    from flashspark.render import api_base_url
+
+    recipe = deployment_recipe(config, profile, sets).recipe
+    if not recipe.replicas:
+        raise InputError(
+            "restart --rolling needs replicas behind the router",
+            key="replicas",
+            fix="declare [[replicas]] groups and a [router]; a single deployment restarts with down and up",
+        )
+
+    async def smoke_gate(replica: Recipe) -> str | None:
+        from flashspark.client import OpenAIClient
+
+        async with OpenAIClient(api_base_url(replica), api_key=replica.api_key) as client:
+            report = await run_smoke(client, expect=expect or SMOKE.expect, model=replica.model.served_name)
+        if report.ok:
+            return None
+        wrong = next((r for r in report.requests if not r.ok), None)
+        detail = f" ({wrong.error or f'got {wrong.content[:80]!r}'})" if wrong else ""
+        return f"smoke: {report.passed}/{report.concurrency} passed{detail}"
+
+    result = run(rolling_restart(recipe, events=console.ConsoleEvents(show_logs=not quiet), gate=smoke_gate))
+    finish(result, as_json, lambda: print_rolling(result), ok=result.ok)
 
 
 # --- what people read -----------------------------------------------------------------------
@@ -311,6 +503,61 @@ def print_up(result: UpResult) -> None:
     console.out.print(f"  vLLM {boot.vllm_version}, engine init {boot.engine_init_s} s")
     console.out.print(f"  evidence: {result.boot_json}")
     console.out.print("  next: flashspark smoke   |   flashspark status   |   flashspark down")
+
+
+def print_fleet_up(result: FleetUpResult) -> None:
+    console.out.print(
+        f"[green]up[/]: {result.deployment} serves {result.base_url} through the router ({result.boot_s} s)"
+    )
+    console.out.print(
+        f"  router on {escape(result.router.node)}, policy {result.router.policy}, metrics {result.router.metrics_url}"
+    )
+    for replica in result.replicas:
+        console.out.print(
+            f"  replica {escape(replica.name)}: {escape(replica.worker_url)} "
+            f"on {', '.join(replica.nodes)} ({replica.boot_s} s)"
+        )
+    console.out.print(f"  evidence: {result.boot_json}")
+
+
+def print_fleet_down(result: FleetDownResult) -> None:
+    out = console.out if result.clean else console.err
+    router = "stopped" if result.router_stopped else "[bold red]NOT stopped[/]"
+    out.print(
+        f"{'[green]down[/]' if result.clean else '[bold red]down incomplete[/]'}: {result.deployment}; router {router}"
+    )
+    for name, replica in result.replicas.items():
+        state = "clean" if replica.clean else f"left: {escape(str(replica.leftovers or replica.unreachable))}"
+        out.print(f"  replica {escape(name)}: {state}")
+
+
+def print_fleet_status(report: FleetStatus) -> None:
+    state = "[green]serving[/]" if report.running else "[bold red]not serving[/]"
+    console.out.print(
+        f"{report.deployment}: {state} at {report.base_url} (router {'alive' if report.router.alive else 'DOWN'})"
+    )
+    for url, healthy in report.router.workers.items():
+        sent = report.router.requests.get(url, 0)
+        console.out.print(
+            f"  {escape(url)}: {'in rotation' if healthy else '[red]out of rotation[/]'}, {sent:g} requests"
+        )
+    for name, replica in report.replicas.items():
+        console.out.print(f"\n[bold]replica {escape(name)}[/]")
+        print_status(replica)
+
+
+def print_rolling(result: RollingRestartReport) -> None:
+    for replica in result.replicas:
+        console.out.print(
+            f"  {escape(replica.name)}: drained {replica.drained_s} s, restarted {replica.restart_s} s, "
+            f"gate {escape(replica.gate)}, back after {replica.back_s} s"
+        )
+    if result.ok:
+        console.out.print(f"[green]rolling restart done[/]: {len(result.replicas)} replica(s)")
+    else:
+        console.err.print(
+            f"[bold red]rolling restart stopped at {escape(str(result.stopped_at))}[/]: it stays out of the router"
+        )
 
 
 def print_down(result: DownResult) -> None:
@@ -379,6 +626,49 @@ def print_capture_diff(report: CaptureDiff) -> None:
             out.print(f"  {name}: {value:+g}", markup=False)
     if not (report.only_in_a or report.only_in_b or report.changed):
         out.print("  identical")
+
+
+def print_host_facts(facts: Sequence[HostFacts]) -> None:
+    if not facts:
+        return
+    table = console.table(title="host facts")
+    columns = ("node", "kernel", "driver", "vLLM", "torch", "NCCL", "interface", "MTU", "RoCE GID")
+    for column in columns:
+        table.add_column(column)
+    for f in facts:
+        interface = f"{f.interface} {f.operstate or ('missing' if f.interface_present is False else '')}".strip()
+        cells = (
+            f.node,
+            f.kernel,
+            f.driver,
+            f.vllm,
+            f.torch,
+            f.nccl,
+            interface if f.interface else None,
+            f.mtu,
+            f.roce_gid,
+        )
+        table.add_row(*(escape(str(c)) if c is not None else "-" for c in cells))
+    console.out.print(table)
+
+
+def print_fabric(report: FabricReport) -> None:
+    if report.skipped:
+        console.out.print(f"fabric: {escape(report.skipped)}")
+        return
+    head = f"fabric: {report.backend} all-reduce, {report.world_size} ranks, rendezvous {escape(report.master)}"
+    console.out.print(head)
+    if report.sizes:
+        table = console.table()
+        for column in ("bytes", "p50 us", "max us", "bus GB/s"):
+            table.add_column(column, justify="right")
+        for size in report.sizes:
+            table.add_row(f"{size.bytes:,}", f"{size.p50_us:,.1f}", f"{size.max_us:,.1f}", f"{size.bus_gbps:.3f}")
+        console.out.print(table)
+    for problem in report.problems:
+        console.err.print(f"  [bold red]{escape(problem.node)}[/]: {escape(problem.message)}")
+        console.err.print(f"    fix: {escape(problem.fix)}")
+    console.out.print("[green]fabric ok[/]" if report.ok else "[bold red]fabric failed[/]")
 
 
 def print_preflight(checks: Sequence[NodeCheck]) -> None:

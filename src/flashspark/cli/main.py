@@ -40,6 +40,8 @@ for command in (
     lifecycle.engine_group,
     lifecycle.model_build,
     lifecycle.preflight_command,
+    lifecycle.fabric_command,
+    lifecycle.restart_command,
     lifecycle.up_command,
     lifecycle.down_command,
     lifecycle.status_command,

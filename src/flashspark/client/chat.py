@@ -192,6 +192,10 @@ class OpenAIClient:
             )
         return listed[0].id
 
+    async def request(self, method: str, path: str, *, budget_s: float | None = None) -> tuple[int, bytes]:
+        """A bodiless request to a path under the server's root (an admin route): (status, body)."""
+        return await self._call(method, f"{self.root}{path}", budget_s=budget_s)
+
     async def metrics_text(self) -> str:
         status, body = await self._get(f"{self.root}/metrics")
         if status >= 400:

@@ -223,3 +223,17 @@ def gauge_sum(text: str, name: str) -> float | None:
             total += float(fields[0])  # `value [timestamp]`
             found = True
     return total if found else None
+
+
+def per_label(text: str, name: str, label: str) -> dict[str, float]:
+    """One metric's samples keyed by one label's value (vllm-router: requests and health per worker).
+
+    `name` is the sample name as exposed (`vllm_router_processed_requests_total`); samples without the
+    label are skipped, and samples of the same label value are summed.
+    """
+    found: dict[str, float] = defaultdict(float)
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and label in sample.labels:
+                found[sample.labels[label]] += sample.value
+    return dict(found)

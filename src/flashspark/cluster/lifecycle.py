@@ -2,11 +2,13 @@
 readiness, boot evidence; and a verified down.
 
 `up` provisions what this machine must provide (the embedded engine, a local
-model), runs preflight on every node (nothing starts if any check fails),
-starts the workers first and the head last through the node runtime (`process`
-or `compose`) over each node's transport (this machine, or ssh), streams every
+model), runs preflight on every node (nothing starts if any check fails) and,
+with several nodes, the fabric all-reduce; starts the workers first and the
+head last through the node runtime (`process` or `compose`) over each node's
+transport (this machine, or ssh), streams every
 node's log lines as progress, waits for the rendezvous when there are several
-ranks, then walks the head's readiness phases while watching every engine. On
+ranks, then walks the head's readiness phases while watching every engine, and
+checks the boot log's kernel backends against the profile's `[expect]`. On
 any failure it keeps every node's log tail and a failure.json in the run
 directory and stops every node. The embedded default is simply a one-node
 deployment whose transport is this machine.
@@ -26,8 +28,10 @@ from pathlib import Path
 
 from flashspark.bootlog import parse_boot_log
 from flashspark.cluster.events import Events
+from flashspark.cluster.expectations import backend_mismatches
+from flashspark.cluster.fabric import FabricReport, fabric_check
 from flashspark.cluster.ports import port_held
-from flashspark.cluster.preflight import GID_CHECK, NodeCheck, preflight
+from flashspark.cluster.preflight import GID_CHECK, NodeCheck, preflight_with_facts
 from flashspark.cluster.provision import provision
 from flashspark.cluster.readiness import ReadinessTarget, wait_until_ready
 from flashspark.cluster.reports import BootRecord, DownResult, FailureRecord, ServedModel, UpResult
@@ -213,7 +217,8 @@ async def up(recipe: Recipe, *, events: Events, environ: Mapping[str, str] | Non
     provisioned = provision(recipe, events=events, environ=environ)
     recipe = provisioned.recipe
     events.phase("preflight", "start")
-    checks = await preflight(recipe)
+    checked = await preflight_with_facts(recipe)
+    checks = checked.checks
     failed = [c for c in checks if not c.ok]
     if failed:
         events.phase("preflight", "fail", f"{len(failed)} check(s)")
@@ -226,6 +231,7 @@ async def up(recipe: Recipe, *, events: Events, environ: Mapping[str, str] | Non
             fix=first.fix,
         )
     events.phase("preflight", "ok")
+    fabric = await check_fabric(recipe, events)
     plan = resolve_pending(render_plan(recipe), checks)
     run_dir = new_run_dir(recipe, "up")
     write_json(run_dir / "plan.json", plan.model_dump(mode="json"))
@@ -277,6 +283,15 @@ async def up(recipe: Recipe, *, events: Events, environ: Mapping[str, str] | Non
         head = processes[0]
         head_log = await read_log(runtime, transports[0], head, lines=BOOT_LOG_LINES)
         boot = parse_boot_log(head_log)
+        mismatches = backend_mismatches(recipe.expect, boot)
+        if mismatches:
+            events.phase("boot evidence", "fail", mismatches[0].message)
+            raise PhaseFailed(
+                "; ".join(m.message for m in mismatches),
+                phase="boot evidence",
+                fix="check the backend switches of the profile's env groups (VLLM_USE_B12X_MOE=1) and the image; "
+                "`--set EXPECT_MOE_BACKEND=none` drops the expectation for a diagnostic boot",
+            )
         # What the head logged wins over what provisioning installed (the same, unless the image differs).
         pins = provisioned.pins.merged(
             runtime=recipe.cluster.runtime,
@@ -297,6 +312,8 @@ async def up(recipe: Recipe, *, events: Events, environ: Mapping[str, str] | Non
             base_url=plan.api_base_url,
             log=head.log_path,
             logs={p.node: p.log_path for p in state.nodes},
+            host_facts=checked.facts,
+            fabric=fabric,
         )
         boot_json = run_dir / "boot.json"
         write_json(boot_json, record.model_dump(mode="json"))
@@ -330,6 +347,26 @@ async def up(recipe: Recipe, *, events: Events, environ: Mapping[str, str] | Non
         await asyncio.gather(*watch.tasks, return_exceptions=True)
         for stream in watch.streams:
             await stream.stop()
+
+
+async def check_fabric(recipe: Recipe, events: Events) -> FabricReport | None:
+    """Several nodes: the all-reduce across them before any engine starts (`lifecycle.fabric_check`)."""
+    if len(recipe.nodes) < 2 or not recipe.lifecycle.fabric_check:
+        return None
+    events.phase("fabric", "start", f"all-reduce across {len(recipe.nodes)} nodes")
+    report = await fabric_check(recipe, timeout_s=recipe.lifecycle.fabric_timeout_s)
+    if not report.ok:
+        first = report.problems[0]
+        events.phase("fabric", "fail", first.message)
+        raise PreflightFailed(
+            f"the fabric check failed; nothing was started. {first.message}",
+            failed=[NodeCheck(p.node, "fabric all-reduce", False, p.message, p.fix) for p in report.problems],
+            where=first.node,
+            fix=first.fix,
+        )
+    small = report.sizes[0] if report.sizes else None
+    events.phase("fabric", "ok", f"{small.bytes} B in {small.p50_us:g} us" if small else "")
+    return report
 
 
 async def image_pins(recipe: Recipe, transports: dict[int, Transport]) -> Pins:

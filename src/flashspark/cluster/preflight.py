@@ -3,7 +3,9 @@
 Per node: reachable; the runtime present (the vLLM executable, or docker and
 compose); the model present; the ports the node will bind free; its
 VLLM_HOST_IP really one of its addresses (a worker bound to the head's IP
-fails later in ZMQ with "Cannot assign requested address"). Each failure
+fails later in ZMQ with "Cannot assign requested address"); its fabric
+interface present and up; its host facts (kernel, driver, engine versions,
+MTU) the same as the other nodes' and not in the known-bad table. Each failure
 names the node and the fix. Nodes are checked in parallel; an unreachable
 node gets no further checks.
 """
@@ -11,9 +13,11 @@ node gets no further checks.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from flashspark.cluster.gid import resolve_gid
+from flashspark.cluster.hostfacts import MUST_AGREE, HostFacts, KnownBad, load_known_bad, read_host_facts
 from flashspark.cluster.node_cache import probe_cache
 from flashspark.cluster.timeouts import TIMEOUTS
 from flashspark.cluster.transport import Transport, transport_for
@@ -139,12 +143,101 @@ async def check_node(recipe: Recipe, rank: int, transport: Transport) -> list[No
     return checks
 
 
-async def preflight(recipe: Recipe, *, control_dir: str | None = None) -> list[NodeCheck]:
-    """Every check on every node, in parallel; the caller decides what a failure means."""
+@dataclass(frozen=True)
+class PreflightResult:
+    checks: list[NodeCheck]
+    facts: list[HostFacts] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+
+async def preflight_with_facts(
+    recipe: Recipe, *, control_dir: str | None = None, known_bad: Path | None = None
+) -> PreflightResult:
+    """Every check on every node, in parallel, and each node's host facts; the caller decides what a
+    failure means."""
+    table = load_known_bad(known_bad)
     transports = [transport_for(node, control_dir=control_dir) for node in recipe.nodes]
     per_node = await asyncio.gather(*(check_node(recipe, rank, t) for rank, t in enumerate(transports)))
     checks = [check for checks in per_node for check in checks]
-    return checks + same_image(checks) + gid_agreement(checks)
+    reachable = {c.node for c in checks if c.check == "reachable" and c.ok}
+    facts = list(
+        await asyncio.gather(
+            *(
+                read_host_facts(recipe, rank, t)
+                for rank, t in enumerate(transports)
+                if recipe.nodes[rank].name in reachable
+            )
+        )
+    )
+    gids = {c.node: c.value for c in checks if c.check == GID_CHECK and c.ok}
+    facts = [f.model_copy(update={"roce_gid": gids.get(f.node)}) for f in facts]
+    checks += same_image(checks) + gid_agreement(checks) + host_checks(recipe, facts, table)
+    return PreflightResult(checks, facts)
+
+
+async def preflight(recipe: Recipe, *, control_dir: str | None = None) -> list[NodeCheck]:
+    """Every check on every node, in parallel; the caller decides what a failure means."""
+    return (await preflight_with_facts(recipe, control_dir=control_dir)).checks
+
+
+def host_checks(recipe: Recipe, facts: list[HostFacts], table: list[KnownBad]) -> list[NodeCheck]:
+    """The fabric interface of each node, the known-bad table, and the facts every node must share."""
+    checks = []
+    for node in facts:
+        if node.error:
+            checks.append(NodeCheck(node.node, "host facts", False, node.error, "check that the node runs a POSIX sh"))
+            continue
+        variables = "NCCL_SOCKET_IFNAME, GLOO_SOCKET_IFNAME"
+        if node.interface and node.interface_present is False:
+            checks.append(
+                NodeCheck(
+                    node.node,
+                    "fabric interface",
+                    False,
+                    f"{node.interface} (socket_ifname: {variables}) is not an interface of {node.node}",
+                    f"set socket_ifname of {node.node} to its fabric interface (`ip -o link` lists them)",
+                )
+            )
+        elif node.interface:
+            up = node.operstate in {"up", "unknown"}  # loopback and some virtual links say "unknown"
+            checks.append(
+                NodeCheck(
+                    node.node,
+                    "fabric interface",
+                    up,
+                    f"{node.interface} {node.operstate}, MTU {node.mtu}",
+                    "" if up else f"bring {node.interface} up on {node.node} (`ip link set {node.interface} up`)",
+                )
+            )
+        for entry in table:
+            if entry.matches(node, recipe.cluster.fabric):
+                found = ", ".join(f"{name}={node.value(name)}" for name in entry.when)
+                checks.append(
+                    NodeCheck(
+                        node.node,
+                        f"known-bad: {entry.id}",
+                        False,
+                        f"{found}: {entry.effect} (source: {entry.source})",
+                        entry.fix,
+                    )
+                )
+    for name in MUST_AGREE:
+        values = {f.node: f.value(name) for f in facts if f.value(name) is not None}
+        if len(set(values.values())) > 1:
+            listing = ", ".join(f"{node}={value}" for node, value in sorted(values.items()))
+            checks.append(
+                NodeCheck(
+                    "all nodes",
+                    f"same {name}",
+                    False,
+                    listing,
+                    f"make {name} the same on every node (a node that took an update the others did not)",
+                )
+            )
+    return checks
 
 
 async def check_snapshot(recipe: Recipe, node: Node, transport: Transport) -> NodeCheck:

@@ -13,11 +13,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from flashspark.bootlog import BootEvidence
+from flashspark.cluster.fabric import FabricReport
+from flashspark.cluster.hostfacts import HostFacts
 from flashspark.cluster.state import NodeProcess
 from flashspark.pins import Pins
 from flashspark.provenance.model_cache import ModelCacheReport
 
-BOOT_SCHEMA_VERSION = 2
+BOOT_SCHEMA_VERSION = 3
 FAILURE_SCHEMA_VERSION = 1
 REPORT_SCHEMA_VERSION = 1
 CAPTURE_SCHEMA_VERSION = 1
@@ -51,6 +53,8 @@ class BootRecord(Report):
     base_url: str
     log: str = Field(description="The head's engine log (a path on the head node).")
     logs: dict[str, str] = Field(description="Every node's engine log, node -> path on that node.")
+    host_facts: list[HostFacts] = Field(default_factory=list, description="Each node's host facts at preflight.")
+    fabric: FabricReport | None = Field(default=None, description="The all-reduce before the boot (several nodes).")
 
 
 class FailureRecord(Report):

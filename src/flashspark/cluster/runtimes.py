@@ -105,7 +105,9 @@ class ProcessRuntime:
         values = {**launch.env, **{k: v for k, v in secrets.items() if k in launch.secret_env}}
         await ensure_private_dir(transport, directory, launch.name)
         await transport.write_file(f"{directory}/node.env", posix_env_file(values))
-        argv = [self.vllm_bin(self.recipe.nodes[launch.rank]), *launch.argv[1:]]
+        # An engine runs the node's vLLM; the router names its own executable.
+        binary = launch.argv[0] if launch.role == "router" else self.vllm_bin(self.recipe.nodes[launch.rank])
+        argv = [binary, *launch.argv[1:]]
         script = 'cd "$1" && shift && . ./node.env && setsid nohup "$@" > vllm.log 2>&1 < /dev/null & echo $!'
         result = await transport.run(["sh", "-c", script, "flashspark-start", directory, *argv])
         if not result.ok or not result.stdout.strip().isdigit():

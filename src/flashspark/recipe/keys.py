@@ -56,6 +56,9 @@ SCALAR_KEYS: dict[str, str] = {
     "GENERATION_TOP_K": "generation.top_k",
     "GENERATION_REPETITION_PENALTY": "generation.repetition_penalty",
     "MONITORING": "watch.monitoring",
+    "FABRIC_CHECK": "lifecycle.fabric_check",
+    "EXPECT_MOE_BACKEND": "expect.moe_backend",
+    "EXPECT_ATTENTION_BACKEND": "expect.attention_backend",
     "CANARY_INTERVAL_S": "watch.interval_s",
     "ACCEPTANCE_FLOOR": "watch.acceptance_floor",
 }

@@ -233,6 +233,46 @@ class Node(Frozen):
     )
 
 
+class ReplicaGroup(Frozen):
+    """One replica: a whole TP group of its own (one `vllm serve` across its nodes) behind the router."""
+
+    name: str = Field(description="Short name; the replica's deployment is `<cluster.name>-<name>`.")
+    nodes: list[str] = Field(min_length=1, description="Names of its nodes ([[nodes]]), head first.")
+    api_host: str | None = Field(
+        default=None, description="Where its API binds; None: its head's vllm_host_ip (the router must reach it)."
+    )
+    api_port: int | None = Field(default=None, ge=1, le=65535, description="Its API port; None: api.port.")
+    master_addr: str | None = Field(default=None, description="Its rendezvous address; None: its head's vllm_host_ip.")
+
+
+RouterPolicy = Literal["round_robin", "cache_aware", "consistent_hash", "power_of_two", "random"]
+
+
+class RouterSettings(Frozen):
+    """vLLM's router (PyPI vllm-router) in front of the replicas: the one endpoint clients and gates use."""
+
+    policy: RouterPolicy = Field(
+        default="cache_aware",
+        description="cache_aware sends a shared prefix (an agent session) back to the replica that holds it.",
+    )
+    node: str | None = Field(default=None, description="The node that runs it; None: the first replica's head.")
+    host: str = Field(default="127.0.0.1", description="Where it listens.")
+    port: int = Field(default=8800, ge=1, le=65535)
+    expose: bool = Field(
+        default=False,
+        description="Allow a non-loopback host. vllm-router checks no key itself: the replicas' key guards "
+        "/v1 (the router forwards Authorization), its admin routes (/add_worker) are open to whoever reaches it.",
+    )
+    metrics_port: int = Field(default=29000, ge=1, le=65535, description="Its Prometheus port (per-replica counts).")
+    health_check_interval_s: int = Field(default=5, ge=1, le=3600)
+    health_failure_threshold: int = Field(default=2, ge=1, le=100)
+    health_success_threshold: int = Field(default=1, ge=1, le=100)
+    router_bin: str = Field(default="vllm-router", description="The vllm-router executable on the router's node.")
+    drain_timeout_s: float = Field(
+        default=300.0, gt=0, description="`restart --rolling`: how long a replica may take to finish its requests."
+    )
+
+
 class LifecycleSettings(Frozen):
     """How long each readiness phase may take, and how long a stop may take before SIGKILL."""
 
@@ -262,6 +302,31 @@ class LifecycleSettings(Frozen):
     supervise_backoff_s: float = Field(
         default=10.0, ge=0, le=3600, description="`up --supervise`: pause between a verified down and the restart."
     )
+    fabric_check: bool = Field(
+        default=True,
+        description="Several nodes: `up` runs the all-reduce of `flashspark fabric` before starting any engine.",
+    )
+    fabric_timeout_s: float = Field(
+        default=30.0, gt=0, le=3600, description="How long the fabric check's ranks may take to meet."
+    )
+
+
+class BootExpectations(Frozen):
+    """Kernels the boot log must show. A backend that silently fell back still serves, only slowly
+    (DSpark: VLLM_USE_B12X_MOE=0 falls back to DEEPGEMM_MXFP4 at ~29 tok/s), so `up` fails instead,
+    quoting the line that shows the fallback. Names compare without case; None expects nothing."""
+
+    moe_backend: str | None = Field(
+        default=None, description="The MoE backend vLLM must log (\"Using 'B12X' Mxfp4 MoE backend.\")."
+    )
+    attention_backend: str | None = Field(
+        default=None, description='The attention backend vLLM must log ("Using FLASH_ATTN attention backend ...").'
+    )
+
+    @field_validator("moe_backend", "attention_backend", mode="before")
+    @classmethod
+    def _nothing(cls, value: object) -> object:
+        return None if isinstance(value, str) and value.strip().lower() in {"", "none", "off"} else value
 
 
 ToolCaseName = Literal["auto", "required", "named", "parallel", "followup"]
@@ -418,8 +483,13 @@ class Recipe(Frozen):
     gates: GateSettings = GateSettings()
     watch: WatchSettings = WatchSettings()
     sizing: SizingFacts = SizingFacts()
+    expect: BootExpectations = BootExpectations()
     image: ImageSettings = ImageSettings()
     nodes: list[Node] = Field(default_factory=list)
+    replicas: list[ReplicaGroup] = Field(
+        default_factory=list, description="Replica groups behind the router; empty: the nodes are one deployment."
+    )
+    router: RouterSettings = RouterSettings()
     env: dict[str, dict[str, str]] = Field(
         default_factory=dict, description="Environment groups (dspark, b12x, nccl, runtime, ...)."
     )

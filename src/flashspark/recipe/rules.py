@@ -8,6 +8,7 @@ errors are fatal.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import re
 from collections.abc import Callable, Iterator
@@ -17,6 +18,7 @@ from flashspark.errors import Problem, RecipeError
 from flashspark.recipe import keys
 from flashspark.recipe.envfile import check_env_pair
 from flashspark.recipe.model import EMBEDDED_VLLM, Recipe
+from flashspark.recipe.replicas import replicas_of
 from flashspark.secrets import is_secret_name
 
 Rule = Callable[[Recipe], list[Problem]]
@@ -463,8 +465,87 @@ RULES: tuple[Rule, ...] = (
 
 
 def check_recipe(recipe: Recipe) -> list[Problem]:
-    """Run every rule; return all problems found (errors, warnings and notes)."""
-    return [problem for rule in RULES for problem in rule(recipe)]
+    """Run every rule; return all problems found (errors, warnings and notes). A fleet (`[[replicas]]`)
+    is checked as a fleet, then each replica as the deployment it is."""
+    if not recipe.replicas:
+        return [problem for rule in RULES for problem in rule(recipe)]
+    problems = [problem for rule in FLEET_RULES for problem in rule(recipe)]
+    if not recipe.nodes or rule_replica_groups(recipe):
+        return problems  # a replica's recipe needs groups that name known nodes, once each
+    for replica in replicas_of(recipe):
+        for problem in (p for rule in RULES for p in rule(replica.recipe)):
+            problems.append(dataclasses.replace(problem, rule=f"replica {replica.name}: {problem.rule}"))
+    return problems
+
+
+def rule_replica_groups(recipe: Recipe) -> list[Problem]:
+    """Named safely and once; every node in exactly one replica; the router on a known node."""
+    problems = []
+    names = [group.name for group in recipe.replicas]
+    known = [node.name for node in recipe.nodes]
+    for index, group in enumerate(recipe.replicas):
+        key = f"replicas.{index}"
+        if not SAFE_NAME.match(group.name):
+            problems.append(
+                Problem(f"{key}.name", group.name, "not a safe replica name", "use letters, digits, '.', '_', '-'")
+            )
+        elif names.count(group.name) > 1:
+            problems.append(Problem(f"{key}.name", group.name, "two replicas share this name", "name each once"))
+        for name in group.nodes:
+            if name not in known:
+                problems.append(
+                    Problem(f"{key}.nodes", name, "no [[nodes]] entry has this name", f"use one of: {', '.join(known)}")
+                )
+    placed = [name for group in recipe.replicas for name in group.nodes]
+    for name in known:
+        count = placed.count(name)
+        if count != 1:
+            rule = "is in no replica" if count == 0 else f"is in {count} replicas"
+            problems.append(
+                Problem("replicas", name, f"node {name} {rule}", "list every node in exactly one [[replicas]] group")
+            )
+    if recipe.router.node is not None and recipe.router.node not in known:
+        problems.append(
+            Problem(
+                "router.node", recipe.router.node, "no [[nodes]] entry has this name", f"use one of: {', '.join(known)}"
+            )
+        )
+    return problems
+
+
+def rule_router_exposure(recipe: Recipe) -> list[Problem]:
+    """The router is the endpoint: off loopback only deliberately, and never without the replicas' key."""
+    router = recipe.router
+    problems = []
+    if router.port == router.metrics_port:
+        problems.append(
+            Problem("router.metrics_port", router.metrics_port, "the same port as router.port", "pick another")
+        )
+    if is_loopback(router.host):
+        return problems
+    if not router.expose:
+        problems.append(
+            Problem(
+                "router.host",
+                router.host,
+                "binds the router to a non-loopback address without router.expose",
+                "set router.expose = true to serve other machines deliberately, or router.host = 127.0.0.1",
+            )
+        )
+    elif recipe.api.api_key is None:
+        problems.append(
+            Problem(
+                "VLLM_API_KEY",
+                None,
+                f"the router is exposed on {router.host} and the replicas have no API key: anyone who reaches it "
+                "can use them",
+                "set VLLM_API_KEY (the router forwards it; each replica checks it)",
+            )
+        )
+    return problems
+
+
+FLEET_RULES: tuple[Rule, ...] = (rule_nodes_present, rule_replica_groups, rule_router_exposure, rule_node_names_unique)
 
 
 # --- helpers ----------------------------------------------------------------------------

@@ -283,11 +283,12 @@ def _check_shape(tree: Tree, path: Path) -> None:
     wrong = [
         (key, "a table", f"write it as a [{key}] table")
         for key, value in tree.items()
-        if key in Recipe.model_fields and key != "nodes" and not isinstance(value, dict)
+        if key in Recipe.model_fields and key not in {"nodes", "replicas"} and not isinstance(value, dict)
     ]
-    nodes = tree.get("nodes", [])
-    if not isinstance(nodes, list) or not all(isinstance(node, dict) for node in nodes):
-        wrong.append(("nodes", "a list of tables", "write each node as a [[nodes]] table"))
+    for key in ("nodes", "replicas"):
+        items = tree.get(key, [])
+        if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+            wrong.append((key, "a list of tables", f"write each as a [[{key}]] table"))
     env = tree.get("env", {})
     if isinstance(env, dict):
         wrong += [

@@ -29,7 +29,7 @@ class NodeLaunch(Frozen):
 
     rank: int
     name: str
-    role: Literal["head", "worker"]
+    role: Literal["head", "worker", "router"]
     ssh: str
     headless: bool
     argv: list[str] = Field(description="The full `vllm serve ...` argument list.")

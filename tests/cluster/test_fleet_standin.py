@@ -1,0 +1,82 @@
+"""The rolling restart's refusal and the fleet's failure paths, fast: two stand-in engines on this machine
+behind the real vllm-router. The stand-in (tests/cluster/standin_engine.py) boots in a second where a
+vLLM-CPU replica takes a minute; the real replicas' rolling restart is in test_fleet.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.cluster.test_one_node import free_port
+
+ENGINE = Path(__file__).with_name("standin_engine.py")
+FLASHSPARK = str(Path(sys.executable).parent / "flashspark")
+VLLM_ROUTER = str(Path(sys.executable).parent / "vllm-router")
+
+
+def standin_fleet(tmp_path: Path, *, router_bin: str = VLLM_ROUTER) -> Path:
+    launcher = tmp_path / "vllm"
+    launcher.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{ENGINE}" "$@"\n')
+    launcher.chmod(0o755)
+    (tmp_path / "control").write_text("ok")
+    toml = tmp_path / "fleet.toml"
+    toml.write_text(
+        'profile = "local-cpu"\n[model]\nid = "example/stand-in"\nserved_name = "stand-in"\n'
+        f'[cluster]\nname = "sfleet"\nvllm_bin = "{launcher}"\n'
+        "[lifecycle]\nport_timeout_s = 30\nstop_timeout_s = 2\n"
+        f'[env.standin]\nSTANDIN_CONTROL = "{tmp_path / "control"}"\n'
+        '[[nodes]]\nname = "here1"\nssh = "local"\n[[nodes]]\nname = "here2"\nssh = "local"\n'
+        f'[[replicas]]\nname = "a"\nnodes = ["here1"]\napi_port = {free_port()}\n'
+        f'[[replicas]]\nname = "b"\nnodes = ["here2"]\napi_port = {free_port()}\n'
+        f'[router]\nport = {free_port()}\nmetrics_port = {free_port()}\npolicy = "round_robin"\n'
+        f'health_check_interval_s = 1\nrouter_bin = "{router_bin}"\n'
+    )
+    return toml
+
+
+def cli(toml: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "FLASHSPARK_HOME": str(toml.parent / "home")}
+    return subprocess.run([FLASHSPARK, *args, "--env", str(toml)], capture_output=True, text=True, env=env, timeout=300)
+
+
+@pytest.mark.cluster
+def test_a_replica_failing_its_gate_stays_out_and_the_restart_stops_there(tmp_path: Path) -> None:
+    toml = standin_fleet(tmp_path)
+    up = cli(toml, "up", "--json", "--quiet")
+    assert up.returncode == 0, up.stdout + up.stderr[-2000:]
+    try:
+        workers = {r["name"]: r["worker_url"] for r in json.loads(up.stdout)["replicas"]}
+        refused = cli(toml, "restart", "--rolling", "--quiet", "--json", "--expect", "NOT THE REPLY")
+        assert refused.returncode == 4, refused.stdout + refused.stderr[-2000:]
+        report = json.loads(refused.stdout)
+        assert report["stopped_at"] == "a" and [r["name"] for r in report["replicas"]] == ["a"]
+        assert report["replicas"][0]["gate"].startswith("smoke: 0/")
+        status = json.loads(cli(toml, "status", "--json").stdout)
+        assert status["router"]["workers"] == {workers["b"]: True}  # a is out; b still serves
+        smoke = cli(toml, "smoke", "--json")
+        assert smoke.returncode == 0, smoke.stdout  # through the router, on b alone
+        # the same restart with the gate the stand-in passes goes through both and puts a back
+        rolled = cli(toml, "restart", "--rolling", "--quiet", "--json")
+        assert rolled.returncode == 0, rolled.stdout + rolled.stderr[-2000:]
+        assert [r["gate"] for r in json.loads(rolled.stdout)["replicas"]] == ["passed", "passed"]
+        status = json.loads(cli(toml, "status", "--json").stdout)
+        assert status["router"]["workers"] == {workers["a"]: True, workers["b"]: True}
+    finally:
+        down = cli(toml, "down", "--json")
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert list((tmp_path / "home" / "state").glob("*.json")) == []
+
+
+@pytest.mark.cluster
+def test_a_router_that_is_not_installed_stops_every_replica(tmp_path: Path) -> None:
+    toml = standin_fleet(tmp_path, router_bin=str(tmp_path / "no-such-router"))
+    up = cli(toml, "up", "--json", "--quiet")
+    assert up.returncode == 5, up.stdout + up.stderr[-2000:]
+    error = json.loads(up.stdout)
+    assert "no-such-router" in error["message"] and error["where"] == "here1"
+    assert list((tmp_path / "home" / "state").glob("*.json")) == []  # both replicas stopped again
