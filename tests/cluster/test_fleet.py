@@ -106,6 +106,19 @@ def cli(toml: Path, home: Path, *args: str, timeout: float = 900) -> subprocess.
     )
 
 
+def stop_watching(supervisor: subprocess.Popen[str]) -> None:
+    """Ctrl-C to the supervising `up`, as a user would; killed when it does not go (the engines it watches
+    live in process groups of their own and stay up for `down`)."""
+    if supervisor.poll() is not None:
+        return
+    supervisor.send_signal(signal.SIGINT)
+    try:
+        supervisor.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        supervisor.kill()
+        supervisor.wait()
+
+
 def wait_for(predicate: object, what: str, timeout_s: float = 240) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -176,8 +189,7 @@ def test_two_replicas_behind_the_router(netns_cluster: NetnsCluster, tmp_path: P
 
         wait_for(b_back, "replica b back in the router", timeout_s=300)
         print(f"replica b back in the rotation {time.monotonic() - killed_at:.1f} s after the kill")
-        supervisor.send_signal(signal.SIGINT)  # the rolling restart replaces the engines the supervisor watches
-        supervisor.wait(timeout=60)
+        stop_watching(supervisor)  # the rolling restart replaces the engines the supervisor watches
 
         # A rolling restart under steady load: not one request fails.
         with Load(router_url) as load:
@@ -190,9 +202,7 @@ def test_two_replicas_behind_the_router(netns_cluster: NetnsCluster, tmp_path: P
         assert load.failed == [] and load.ok >= 10
 
     finally:
-        if supervisor.poll() is None:
-            supervisor.send_signal(signal.SIGINT)
-            supervisor.wait(timeout=60)
+        stop_watching(supervisor)
         assert supervisor.stdout is not None
         supervisor.stdout.close()
         progress.close()

@@ -110,3 +110,19 @@ def test_the_router_leaves_loopback_only_deliberately_and_never_without_a_key(tm
 def test_a_plain_deployment_has_no_fleet(tmp_path: Path) -> None:
     recipe = fleet(tmp_path, replicas="", strict=False)
     assert recipe.replicas == []
+
+
+def test_the_fabric_check_runs_in_the_image_with_the_nodes_nccl_variables_and_no_secret(tmp_path: Path) -> None:
+    from flashspark.cluster.fabric import backend_of, rank_argv
+    from flashspark.recipe.replicas import replicas_of
+
+    replica = replicas_of(fleet(tmp_path))[1].recipe
+    argv = rank_argv(replica, 1, port=25001, sizes=(8192,), timeout_s=30)
+    assert backend_of(replica) == "nccl" and argv[:3] == ["docker", "run", "--rm"]
+    assert {"--gpus", "all", "/dev/infiniband:/dev/infiniband", "memlock=-1"} <= set(argv)
+    assert "NCCL_SOCKET_IFNAME=enp1s0f1np1" in argv and "NCCL_IB_HCA=rocep1s0f1" in argv
+    assert "VLLM_HOST_IP=10.9.0.14" in argv
+    image = argv.index(replica.cluster.image)
+    # the rank's arguments: the replica's own head as rendezvous, rank 1 of 2, NCCL
+    assert argv[image + 1 :] == ["-", "10.9.0.13", "25001", "1", "2", "nccl", "30", "8192"]
+    assert not any(KEY in a or "hf_fleetPlanted" in a for a in argv)

@@ -347,26 +347,20 @@ def logs_command(
     as_json: bool,
 ) -> None:
     """Show each node's engine log (secrets masked); --json prints NDJSON, one object per node or line."""
+    from flashspark.cluster.fleet import fleet_logs
     from flashspark.cluster.observe import follow_logs, read_logs
 
     recipe = deployment_recipe(config, profile, sets).recipe
-    if recipe.replicas:
-        from flashspark.cluster.fleet import fleet_logs
-
-        if follow:
-            raise InputError(
-                "--follow streams one deployment",
-                key="--follow",
-                fix="follow a replica's nodes with its own recipe, or drop --follow",
-            )
-        for node, text in run(fleet_logs(recipe, lines=lines, since=since)):
-            if as_json:
-                console.print_ndjson({"node": node, "tail": text})
-            else:
-                console.print_plain(f"==> {node} <==")
-                console.print_plain(text.rstrip("\n"))
-        return
-    for node, text in run(read_logs(recipe, lines=lines, since=since)):
+    if recipe.replicas and follow:
+        raise InputError(
+            "--follow streams one deployment",
+            key="--follow",
+            fix="follow a replica's nodes with its own recipe, or drop --follow",
+        )
+    tails = (
+        fleet_logs(recipe, lines=lines, since=since) if recipe.replicas else read_logs(recipe, lines=lines, since=since)
+    )
+    for node, text in run(tails):
         if as_json:
             console.print_ndjson({"node": node, "tail": text})
         else:

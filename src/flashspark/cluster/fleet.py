@@ -29,7 +29,7 @@ from flashspark.cluster.lifecycle import WATCH_S, down, new_run_dir, node_dir, u
 from flashspark.cluster.observe import capture, read_logs, status
 from flashspark.cluster.ports import port_held
 from flashspark.cluster.readiness import ReadinessTarget, probe_api, wait_until_ready
-from flashspark.cluster.reports import CaptureIndex, DownResult, Report, StatusReport, UpResult
+from flashspark.cluster.reports import CaptureIndex, DownResult, Report, Started, StatusReport, UpResult
 from flashspark.cluster.runtimes import ProcessRuntime, read_log
 from flashspark.cluster.state import DeploymentState, NodeProcess, read_state, state_path, write_state
 from flashspark.cluster.supervisor import supervise
@@ -90,16 +90,9 @@ class ReplicaRecord(Report):
     nodes: list[str]
 
 
-class FleetUpResult(Report):
+class FleetUpResult(Started):
     """What `up` of a fleet hands back, and (as boot.json of the fleet's run) what it keeps."""
 
-    schema_version: int = FLEET_SCHEMA_VERSION
-    ok: bool = True
-    deployment: str
-    base_url: str
-    run_dir: str
-    boot_json: str
-    boot_s: float
     router: RouterRecord
     replicas: list[ReplicaRecord]
     pins: dict[str, object] = Field(default_factory=dict, description="The first replica's pins (all boot alike).")

@@ -68,7 +68,9 @@ class FailureRecord(Report):
     left_after_stop: dict[str, list[str] | str] = Field(default_factory=dict)
 
 
-class UpResult(Report):
+class Started(Report):
+    """What every `up` hands back: where it serves, and where its evidence is."""
+
     schema_version: int = REPORT_SCHEMA_VERSION
     ok: bool = True
     deployment: str
@@ -76,6 +78,9 @@ class UpResult(Report):
     run_dir: str
     boot_json: str
     boot_s: float
+
+
+class UpResult(Started):
     nodes: list[NodeProcess]
     boot: BootEvidence
 
