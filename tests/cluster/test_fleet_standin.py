@@ -73,6 +73,23 @@ def test_a_replica_failing_its_gate_stays_out_and_the_restart_stops_there(tmp_pa
 
 
 @pytest.mark.cluster
+def test_preflight_and_fabric_of_a_fleet_go_by_tp_group(tmp_path: Path) -> None:
+    toml = standin_fleet(tmp_path)
+    checked = cli(toml, "preflight", "--json")
+    assert checked.returncode == 0, checked.stdout + checked.stderr[-2000:]
+    report = json.loads(checked.stdout)
+    assert [f["node"] for f in report["host_facts"]] == ["here1", "here2"]
+    # each replica checks its own API port, not the fleet's default
+    ports = sorted(c["check"] for c in report["checks"] if c["check"].startswith("port "))
+    toml_text = toml.read_text()
+    assert all(c.split()[1] in toml_text for c in ports) and len(ports) == 2
+    fabric = cli(toml, "fabric", "--json")
+    assert fabric.returncode == 0, fabric.stdout
+    groups = json.loads(fabric.stdout)["groups"]
+    assert [(g["deployment"], g["skipped"] is not None) for g in groups] == [("sfleet-a", True), ("sfleet-b", True)]
+
+
+@pytest.mark.cluster
 def test_a_router_that_is_not_installed_stops_every_replica(tmp_path: Path) -> None:
     toml = standin_fleet(tmp_path, router_bin=str(tmp_path / "no-such-router"))
     up = cli(toml, "up", "--json", "--quiet")

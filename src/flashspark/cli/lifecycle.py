@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from flashspark.cluster.hostfacts import HostFacts
     from flashspark.cluster.preflight import NodeCheck
     from flashspark.cluster.reports import CaptureDiff, DownResult, StatusReport, UpResult
+    from flashspark.recipe.model import Recipe
 
 DEFAULT_MAX_RESTARTS = 3
 
@@ -131,30 +132,42 @@ def preflight_command(
     all-reduce of `flashspark fabric` (skipped when a node check failed).
     """
     from flashspark.cluster.fabric import fabric_check
-    from flashspark.cluster.preflight import preflight_with_facts
+    from flashspark.cluster.preflight import PreflightResult, preflight_with_facts
 
     recipe = load_recipe(config, profile, sets).recipe
-    checked = run(preflight_with_facts(recipe, known_bad=known_bad))
-    fabric = None
-    if checked.ok and not no_fabric and len(recipe.nodes) > 1:
-        fabric = run(fabric_check(recipe, timeout_s=recipe.lifecycle.fabric_timeout_s))
-    ok = checked.ok and (fabric is None or fabric.ok)
+    # Per TP group (each replica of a fleet is one): its ports, its facts compared, its all-reduce.
+    groups = tp_groups(recipe)
+    results = [run(preflight_with_facts(group, known_bad=known_bad)) for group in groups]
+    checked = PreflightResult(
+        checks=[c for r in results for c in r.checks], facts=[f for r in results for f in r.facts]
+    )
+    fabrics = []
+    if checked.ok and not no_fabric:
+        fabrics = [run(fabric_check(group, timeout_s=group.lifecycle.fabric_timeout_s)) for group in groups]
+    ok = checked.ok and all(f.ok for f in fabrics)
     if as_json:
         console.print_json(
             {
                 "ok": ok,
                 "checks": [c.__dict__ for c in checked.checks],
                 "host_facts": [f.model_dump(mode="json") for f in checked.facts],
-                "fabric": fabric.model_dump(mode="json") if fabric is not None else None,
+                "fabric": [f.model_dump(mode="json") for f in fabrics if f.skipped is None] or None,
             }
         )
     else:
         print_preflight(checked.checks)
         print_host_facts(checked.facts)
-        if fabric is not None:
+        for fabric in fabrics:
             print_fabric(fabric)
     if not ok:
         fail(exit_codes.CLUSTER)
+
+
+def tp_groups(recipe: Recipe) -> list[Recipe]:
+    """The recipes whose nodes form one TP group: each replica of a fleet, else the deployment."""
+    from flashspark.recipe.replicas import replicas_of
+
+    return [replica.recipe for replica in replicas_of(recipe)] if recipe.replicas else [recipe]
 
 
 @click.command("fabric")
@@ -185,7 +198,8 @@ def fabric_command(
     timeout_s: float | None,
     as_json: bool,
 ) -> None:
-    """All-reduce across the nodes with the engine's own torch and each node's rendered variables.
+    """All-reduce across the nodes of each TP group with the engine's own torch and each node's rendered
+    variables (each replica of a fleet is a group of its own).
 
     \b
     NCCL over RoCE on GPU nodes, gloo over GLOO_SOCKET_IFNAME without a GPU:
@@ -195,15 +209,28 @@ def fabric_command(
     from flashspark.cluster.fabric import DEFAULT_SIZES, fabric_check
 
     recipe = load_recipe(config, profile, sets).recipe
-    report = run(
-        fabric_check(
-            recipe,
-            sizes=tuple(sizes) or DEFAULT_SIZES,
-            port=port,
-            timeout_s=timeout_s or recipe.lifecycle.fabric_timeout_s,
+    reports = [
+        run(
+            fabric_check(
+                group,
+                sizes=tuple(sizes) or DEFAULT_SIZES,
+                port=port,
+                timeout_s=timeout_s or group.lifecycle.fabric_timeout_s,
+            )
         )
-    )
-    finish(report, as_json, lambda: print_fabric(report), ok=report.ok, fail_code=exit_codes.CLUSTER)
+        for group in tp_groups(recipe)
+    ]
+    ok = all(r.ok for r in reports)
+    if len(reports) == 1:
+        finish(reports[0], as_json, lambda: print_fabric(reports[0]), ok=ok, fail_code=exit_codes.CLUSTER)
+        return
+    if as_json:
+        console.print_json({"ok": ok, "groups": [r.model_dump(mode="json") for r in reports]})
+    else:
+        for report in reports:
+            print_fabric(report)
+    if not ok:
+        fail(exit_codes.CLUSTER)
 
 
 @click.command("up")
@@ -456,7 +483,6 @@ def restart_command(
     from flashspark.cluster.fleet import rolling_restart
     from flashspark.gates.options import SMOKE
     from flashspark.gates.smoke import run_smoke
-    from flashspark.recipe.model import Recipe
     from flashspark.render import api_base_url
 
     recipe = deployment_recipe(config, profile, sets).recipe
