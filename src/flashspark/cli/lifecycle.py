@@ -151,7 +151,8 @@ def preflight_command(
                 "ok": ok,
                 "checks": [c.__dict__ for c in checked.checks],
                 "host_facts": [f.model_dump(mode="json") for f in checked.facts],
-                "fabric": [f.model_dump(mode="json") for f in fabrics if f.skipped is None] or None,
+                # One report per TP group that has one (empty when none ran, or a lone node).
+                "fabric": [f.model_dump(mode="json") for f in fabrics if f.skipped is None],
             }
         )
     else:
