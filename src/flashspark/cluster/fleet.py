@@ -28,6 +28,7 @@ from flashspark.cluster.events import Events
 from flashspark.cluster.lifecycle import WATCH_S, down, new_run_dir, node_dir, up
 from flashspark.cluster.observe import capture, read_logs, status
 from flashspark.cluster.ports import port_held
+from flashspark.cluster.preflight import check_port
 from flashspark.cluster.readiness import ReadinessTarget, probe_api, wait_until_ready
 from flashspark.cluster.reports import CaptureIndex, DownResult, Report, Started, StatusReport, UpResult
 from flashspark.cluster.runtimes import ProcessRuntime, read_log
@@ -44,9 +45,10 @@ from flashspark.errors import (
 )
 from flashspark.files import write_atomic, write_json
 from flashspark.recipe.model import Recipe
-from flashspark.recipe.replicas import Replica, replicas_of, router_url
+from flashspark.recipe.replicas import Replica, replicas_of
 from flashspark.redact import redact
 from flashspark.render import probe_host
+from flashspark.render.addresses import router_url, worker_url
 from flashspark.render.fleet import WORKER_STARTUP_S, render_router, router_metrics_url
 
 FLEET_SCHEMA_VERSION = 1
@@ -175,7 +177,7 @@ async def fleet_up(recipe: Recipe, *, events: Events) -> FleetUpResult:
         ReplicaRecord(
             name=replica.name,
             deployment=result.deployment,
-            worker_url=replica.worker_url,
+            worker_url=worker_url(replica.recipe),
             boot_json=result.boot_json,
             boot_s=result.boot_s,
             nodes=[n.node for n in result.nodes],
@@ -227,15 +229,10 @@ async def start_router(recipe: Recipe, *, events: Events) -> RouterRecord:
             where=node.name,
             fix="pip install vllm-router on that node, or set router.router_bin to its path",
         )
-    listening = await transport.run(["ss", "-Hltn", f"sport = :{recipe.router.port}"])
-    if listening.ok and listening.stdout.strip():
-        events.phase(phase, "fail", f"port {recipe.router.port} taken")
-        raise PreflightFailed(
-            f"port {recipe.router.port} on {node.name} is taken: {listening.stdout.strip()[:120]}",
-            failed=[],
-            where=node.name,
-            fix="stop what listens there or change router.port",
-        )
+    port = await check_port(transport, node.name, "router.port", recipe.router.port)
+    if not port.ok:
+        events.phase(phase, "fail", port.detail)
+        raise PreflightFailed(f"{node.name}: {port.detail}", failed=[port], where=node.name, fix=port.fix)
     runtime = ProcessRuntime(recipe)
     process = await runtime.start(transport, router_directory(recipe, launch.rank), launch)
     # Recorded at once: a router that fails to become ready is still found and stopped.
@@ -380,13 +377,13 @@ class RollingRestartReport(Report):
 Gate = Callable[[Recipe], Awaitable[str | None]]
 
 
-async def _router_admin(recipe: Recipe, method: str, route: str, worker_url: str, budget_s: float) -> None:
-    path = f"/{route}?url={urllib.parse.quote(worker_url, safe='')}"
+async def _router_admin(recipe: Recipe, method: str, route: str, url: str, budget_s: float) -> None:
+    path = f"/{route}?url={urllib.parse.quote(url, safe='')}"
     async with OpenAIClient(router_url(recipe).removesuffix("/v1")) as client:
         answered, body = await client.request(method, path, budget_s=budget_s)
     if answered >= 400:
         raise ClusterError(
-            f"the router refused {route} for {worker_url}: {answered} {body[:200].decode(errors='replace')}",
+            f"the router refused {route} for {url}: {answered} {body[:200].decode(errors='replace')}",
             where=router_url(recipe),
             fix="check the router's log (`flashspark logs`)",
         )
@@ -395,7 +392,7 @@ async def _router_admin(recipe: Recipe, method: str, route: str, worker_url: str
 async def drain(replica: Replica, budget_s: float) -> float:
     """Until the replica runs and queues nothing (its own /metrics); seconds it took."""
     started = time.monotonic()
-    async with OpenAIClient(replica.worker_url, api_key=replica.recipe.api_key) as client:
+    async with OpenAIClient(worker_url(replica.recipe), api_key=replica.recipe.api_key) as client:
         while True:
             text = await client.metrics_text()
             busy = (gauge_sum(text, "vllm:num_requests_running") or 0) + (
@@ -428,7 +425,7 @@ async def rolling_restart(recipe: Recipe, *, events: Events, gate: Gate) -> Roll
         out = Prefixed(events, f"replica {replica.name}")
         began = time.monotonic()
         out.phase("leave the router", "start")
-        await _router_admin(recipe, "POST", "remove_worker", replica.worker_url, 30.0)
+        await _router_admin(recipe, "POST", "remove_worker", worker_url(replica.recipe), 30.0)
         out.phase("leave the router", "ok")
         out.phase("drain", "start")
         drained = await drain(replica, recipe.router.drain_timeout_s)
@@ -460,7 +457,7 @@ async def rolling_restart(recipe: Recipe, *, events: Events, gate: Gate) -> Roll
                 deployment=recipe.cluster.name, ok=False, replicas=done, stopped_at=replica.name
             )
         out.phase("gate", "ok")
-        await _router_admin(recipe, "POST", "add_worker", replica.worker_url, ADD_WORKER_S)
+        await _router_admin(recipe, "POST", "add_worker", worker_url(replica.recipe), ADD_WORKER_S)
         out.phase("back in the router", "ok")
         done.append(
             ReplicaRestart(

@@ -112,18 +112,7 @@ async def check_node(recipe: Recipe, rank: int, transport: Transport) -> list[No
         )
 
     for key, port in node_ports(recipe, rank):
-        listening = await transport.run(["ss", "-Hltn", f"sport = :{port}"])
-        free = listening.ok and not listening.stdout.strip()
-        taken = f"port {port} is taken: {listening.stdout.strip()[:120]}" if listening.ok else listening.stderr.strip()
-        checks.append(
-            NodeCheck(
-                name,
-                f"port {port} free",
-                free,
-                "" if free else taken[:200],
-                "" if free else f"stop what listens on {port} or change {key}",
-            )
-        )
+        checks.append(await check_port(transport, name, key, port))
 
     if node.gid_index == "auto":
         checks.append(await check_gid(node, transport))
@@ -176,6 +165,20 @@ async def preflight_with_facts(
     facts = [f.model_copy(update={"roce_gid": gids.get(f.node)}) for f in facts]
     checks += same_image(checks) + gid_agreement(checks) + host_checks(recipe, facts, table)
     return PreflightResult(checks, facts)
+
+
+async def check_port(transport: Transport, node: str, key: str, port: int) -> NodeCheck:
+    """Nothing listens on `port` on the node (`key`: the setting to change when something does)."""
+    listening = await transport.run(["ss", "-Hltn", f"sport = :{port}"])
+    free = listening.ok and not listening.stdout.strip()
+    taken = f"port {port} is taken: {listening.stdout.strip()[:120]}" if listening.ok else listening.stderr.strip()
+    return NodeCheck(
+        node,
+        f"port {port} free",
+        free,
+        "" if free else taken[:200],
+        "" if free else f"stop what listens on {port} or change {key}",
+    )
 
 
 async def preflight(recipe: Recipe, *, control_dir: str | None = None) -> list[NodeCheck]:

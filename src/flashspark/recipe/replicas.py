@@ -22,13 +22,6 @@ class Replica:
     def name(self) -> str:
         return self.group.name
 
-    @property
-    def worker_url(self) -> str:
-        """Where the router reaches this replica's API (no /v1: the router adds the path)."""
-        host = self.recipe.api.host
-        host = "127.0.0.1" if host in {"0.0.0.0", ""} else f"[{host}]" if ":" in host else host
-        return f"http://{host}:{self.recipe.api.port}"
-
 
 def replica_deployment(recipe: Recipe, group: ReplicaGroup) -> str:
     return f"{recipe.cluster.name}-{group.name}"
@@ -59,10 +52,3 @@ def router_node(recipe: Recipe) -> Node:
     """The node that runs the router: the one named, else the first replica's head."""
     name = recipe.router.node or recipe.replicas[0].nodes[0]
     return next(node for node in recipe.nodes if node.name == name)
-
-
-def router_url(recipe: Recipe) -> str:
-    """Where clients on this machine reach the router (…/v1)."""
-    host = recipe.router.host
-    host = "127.0.0.1" if host in {"0.0.0.0", ""} else f"[{host}]" if ":" in host else host
-    return f"http://{host}:{recipe.router.port}/v1"

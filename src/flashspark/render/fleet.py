@@ -14,7 +14,8 @@ from pydantic import Field
 
 from flashspark.files import write_atomic, write_json
 from flashspark.recipe.model import Frozen, Recipe
-from flashspark.recipe.replicas import replicas_of, router_node, router_url
+from flashspark.recipe.replicas import replicas_of, router_node
+from flashspark.render.addresses import router_url, worker_url
 from flashspark.render.envfiles import comment_line
 from flashspark.render.files import write_plan_files
 from flashspark.render.launch import LaunchPlan, NodeLaunch, render_plan
@@ -43,7 +44,7 @@ class FleetPlan(Frozen):
 
 def router_argv(recipe: Recipe) -> list[str]:
     router = recipe.router
-    urls = [replica.worker_url for replica in replicas_of(recipe)]
+    urls = [worker_url(replica.recipe) for replica in replicas_of(recipe)]
     return [
         router.router_bin,
         "--host",
@@ -102,7 +103,7 @@ def render_fleet(recipe: Recipe) -> FleetPlan:
             ReplicaPlan(
                 name=replica.name,
                 deployment=replica.recipe.cluster.name,
-                worker_url=replica.worker_url,
+                worker_url=worker_url(replica.recipe),
                 plan=render_plan(replica.recipe),
             )
             for replica in replicas_of(recipe)
