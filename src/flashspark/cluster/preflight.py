@@ -54,6 +54,9 @@ async def check_node(recipe: Recipe, rank: int, transport: Transport) -> list[No
     name = node.name
     try:
         reached = await transport.run(["hostname"], timeout_s=TIMEOUTS.reach_s)
+        if reached.timed_out:
+            # One stalled handshake (a node busy stopping an engine) is not a dead node: a second try tells.
+            reached = await transport.run(["hostname"], timeout_s=TIMEOUTS.reach_s)
     except NodeUnreachable as error:
         return [NodeCheck(name, "reachable", False, error.message, error.fix or "")]
     checks = [NodeCheck(name, "reachable", reached.ok, reached.stdout.strip() or reached.stderr.strip())]

@@ -40,6 +40,7 @@ class CommandResult:
     stdout: str
     stderr: str
     duration_s: float
+    timed_out: bool = False
 
     @property
     def ok(self) -> bool:
@@ -139,7 +140,9 @@ async def run_argv(
     except subprocess.TimeoutExpired:
         process.kill()
         await asyncio.to_thread(process.communicate)
-        return CommandResult(argv, -9, "", f"timed out after {timeout_s:g} s", time.monotonic() - started)
+        return CommandResult(
+            argv, -9, "", f"timed out after {timeout_s:g} s", time.monotonic() - started, timed_out=True
+        )
     except asyncio.CancelledError:
         # The reading thread cannot be cancelled: kill the command and let the thread reach EOF, which
         # closes the pipes and reaps the process, rather than leave both to the garbage collector.
