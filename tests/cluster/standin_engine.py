@@ -2,9 +2,11 @@
 the port it is given, and a control file decides its fate: `ok`, `sick` (/health answers 503), `die`
 (exits at once), `die-once` (turns the control back to `ok`, then exits: the next start serves, however soon the
 supervisor makes it), `garble` (chat answers are CJK junk: serving, healthy and wrong, which only a canary
-catches), `orphan` (leaves a child in a session of its own that keeps the API port, as a
+catches), `slow` (each chat answer waits a second, so a bench is still running when a test cuts it
+short), `orphan` (leaves a child in a session of its own that keeps the API port, as a
 crashed engine's leftover worker can; its pid in `<control>.orphan`). Its starts are appended to
-`<control>.starts`. STANDIN_BOOT_LINES (split at `|`) are printed at start, as a boot log's lines.
+`<control>.starts`. STANDIN_BOOT_LINES (split at `|`) are printed at start, as a boot log's lines;
+STANDIN_BOOT_S delays the port's opening, as a real boot does (for a signal that lands mid-boot).
 
 It stands in for the engine only where a real one will not fail on demand; the real engine's boots
 are in tests/engine and tests/cluster/test_two_node_vllm.py.
@@ -61,6 +63,8 @@ class Handler(BaseHTTPRequestHandler):
         sentence; in `garble` mode, junk."""
         length = int(self.headers.get("Content-Length", "0"))
         request = json.loads(self.rfile.read(length))
+        if mode() == "slow":
+            time.sleep(1.0)
         last = str(request["messages"][-1].get("content", ""))
         text = last.split("Repeat after me: ", 1)[1] if "Repeat after me: " in last else "Run the failing test first."
         if mode() == "garble":
@@ -103,6 +107,7 @@ def watch(server: ThreadingHTTPServer) -> None:
 def main() -> None:
     with open(CONTROL + ".starts", "a") as handle:
         handle.write(f"{time.time()}\n")
+    time.sleep(float(os.environ.get("STANDIN_BOOT_S", "0")))
     server = ThreadingHTTPServer(("127.0.0.1", PORT), Handler)
     threading.Thread(target=watch, args=(server,), daemon=True).start()
     # Lines a real engine logs at boot that a test needs verbatim (a backend that fell back).

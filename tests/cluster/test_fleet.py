@@ -172,7 +172,7 @@ def test_two_replicas_behind_the_router(netns_cluster: NetnsCluster, tmp_path: P
         # A rolling restart under steady load: the dead b first (restarting a first would leave nothing
         # serving), then a while b serves; not one request fails. The supervisor's restart of a dead real
         # engine is test_two_node_vllm.py's; of a fleet's replica, test_fleet_standin.py's.
-        with Load(router_url) as load:
+        with Load(router_url, streams=1) as load:
             time.sleep(2)
             rolling = cli(toml, home, "restart", "--rolling", "--quiet", "--json")
         assert rolling.returncode == 0, rolling.stdout + rolling.stderr[-2000:]

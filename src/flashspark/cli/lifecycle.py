@@ -24,6 +24,7 @@ from flashspark.cli.common import (
     load_recipe,
     recipe_options,
     run,
+    run_until_signalled,
     timeout_options,
     timeouts_from,
 )
@@ -288,22 +289,24 @@ def up_command(
 
         if canary:
             raise InputError("--canary watches one deployment", key="--canary", fix="run `flashspark watch` instead")
-        fleet = run(fleet_up(recipe, events=events))
+        fleet = run_until_signalled(fleet_up(recipe, events=events))
         finish(fleet, as_json, lambda: print_fleet_up(fleet))
         if supervise_flag:
             console.print_plain("supervising every replica: Ctrl-C stops watching and leaves them serving", err=True)
-            run(supervise_fleet(recipe, events=events, max_restarts=max_restarts))
+            run_until_signalled(supervise_fleet(recipe, events=events, max_restarts=max_restarts))
         return
-    result = run(up(recipe, events=events))
+    result = run_until_signalled(up(recipe, events=events))
     finish(result, as_json, lambda: print_up(result))
     if supervise_flag:
         console.print_plain("supervising: Ctrl-C stops watching and leaves the deployment serving", err=True)
         if canary:
             from flashspark.watch.keeper import supervise_with_canary
 
-            run(supervise_with_canary(recipe, events=events, max_restarts=max_restarts, run_dir=Path(result.run_dir)))
+            run_until_signalled(
+                supervise_with_canary(recipe, events=events, max_restarts=max_restarts, run_dir=Path(result.run_dir))
+            )
         else:
-            run(supervise(recipe, events=events, max_restarts=max_restarts))
+            run_until_signalled(supervise(recipe, events=events, max_restarts=max_restarts))
 
 
 @click.command("down")
@@ -506,7 +509,9 @@ def restart_command(
         detail = f" ({wrong.error or f'got {wrong.content[:80]!r}'})" if wrong else ""
         return f"smoke: {report.passed}/{report.concurrency} passed{detail}"
 
-    result = run(rolling_restart(recipe, events=console.ConsoleEvents(show_logs=not quiet), gate=smoke_gate))
+    result = run_until_signalled(
+        rolling_restart(recipe, events=console.ConsoleEvents(show_logs=not quiet), gate=smoke_gate)
+    )
     finish(result, as_json, lambda: print_rolling(result), ok=result.ok)
 
 
