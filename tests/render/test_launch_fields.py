@@ -212,3 +212,22 @@ def test_a_local_model_is_served_from_the_models_folder() -> None:
     r = resolve_recipe(profile="local-cpu").recipe
     assert render_argv(r, 0)[2] == f"{r.paths.models_dir}/{r.model.id.removeprefix('local:')}"
     assert api_base_url(r) == f"http://127.0.0.1:{r.api.port}/v1"
+
+
+def executor_of(sets: list[str]) -> tuple[str | None, str | None]:
+    """(--distributed-executor-backend, VLLM_ENABLE_V1_MULTIPROCESSING) of the local profile's head."""
+    r = resolve_recipe(profile="local-cpu", sets=sets).recipe
+    argv = render_argv(r, 0)
+    backend = argv[argv.index("--distributed-executor-backend") + 1] if "--distributed-executor-backend" in argv else None
+    return backend, render_env(r, r.nodes[0])[0].get("VLLM_ENABLE_V1_MULTIPROCESSING")
+
+
+def test_one_rank_runs_in_process_and_several_ranks_are_left_to_vllm() -> None:
+    # one rank: 'uni', with vLLM-CPU's multiprocessing off (else it turns 'uni' back into 'mp')
+    assert executor_of([]) == ("uni", "0")
+    # two ranks, by TP or by PP: vLLM's own choice (mp), and multiprocessing left alone
+    assert executor_of(["TENSOR_PARALLEL_SIZE=2", "parallel.gpus_per_node=2"]) == (None, None)
+    assert executor_of(["PIPELINE_PARALLEL_SIZE=2", "parallel.gpus_per_node=2"]) == (None, None)
+    # a backend named in the recipe wins over the in-process default
+    assert executor_of(["parallel.distributed_executor_backend=mp"]) == ("mp", None)
+    assert executor_of(["parallel.single_rank_in_process=false"]) == (None, None)

@@ -103,7 +103,7 @@ def render_argv(recipe: Recipe, rank: int) -> list[str]:
     flag("dtype", engine.dtype)
     flag("tensor-parallel-size", parallel.tensor_parallel_size)
     flag("pipeline-parallel-size", parallel.pipeline_parallel_size)
-    flag("distributed-executor-backend", parallel.distributed_executor_backend)
+    flag("distributed-executor-backend", parallel.executor_backend)
     flag("kv-cache-dtype", engine.kv_cache_dtype)
     flag("block-size", engine.block_size)
     flag("max-model-len", engine.max_model_len)
@@ -146,6 +146,10 @@ def render_env(recipe: Recipe, node: Node) -> tuple[dict[str, str], list[str], d
         env.update(group)
     if recipe.engine.allow_long_max_model_len:
         env["VLLM_ALLOW_LONG_MAX_MODEL_LEN"] = "1"
+    if recipe.parallel.executor_backend == "uni":
+        # vLLM-CPU turns 'uni' back into 'mp' unless this is off (its OpenMP set-up lives in the mp
+        # executor). The API server keeps its engine core in a process of its own either way.
+        env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
     if recipe.cluster.runtime == "compose":
         env["HF_HOME"] = CONTAINER_HF_HOME
         env["VLLM_CACHE_ROOT"] = f"{CONTAINER_HF_HOME}/vllm-cache"
