@@ -6,6 +6,9 @@ their results, so any number can be traced to what produced it. Shared by every 
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -42,3 +45,14 @@ class Pins(BaseModel):
     def under(self, recorded: Pins | None) -> Pins:
         """What a server says now (these pins) with what was recorded at boot put over it: the boot wins."""
         return self.merged(**recorded.model_dump(exclude_defaults=True)) if recorded is not None else self
+
+
+def pins_in_boot_record(boot_json: Path) -> dict[str, object]:
+    """The pins a boot.json recorded, as written; empty when the file is missing or unreadable (a boot
+    that was cut short leaves none, and a summary that carries pins must still be written)."""
+    try:
+        boot = json.loads(boot_json.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    pins = boot.get("pins") if isinstance(boot, dict) else None
+    return pins if isinstance(pins, dict) else {}

@@ -218,7 +218,8 @@ def executor_of(sets: list[str]) -> tuple[str | None, str | None]:
     """(--distributed-executor-backend, VLLM_ENABLE_V1_MULTIPROCESSING) of the local profile's head."""
     r = resolve_recipe(profile="local-cpu", sets=sets).recipe
     argv = render_argv(r, 0)
-    backend = argv[argv.index("--distributed-executor-backend") + 1] if "--distributed-executor-backend" in argv else None
+    flag = "--distributed-executor-backend"
+    backend = argv[argv.index(flag) + 1] if flag in argv else None
     return backend, render_env(r, r.nodes[0])[0].get("VLLM_ENABLE_V1_MULTIPROCESSING")
 
 

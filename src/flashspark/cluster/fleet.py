@@ -44,6 +44,7 @@ from flashspark.errors import (
     PreflightFailed,
 )
 from flashspark.files import write_atomic, write_json
+from flashspark.pins import pins_in_boot_record
 from flashspark.recipe.model import Recipe
 from flashspark.recipe.replicas import Replica, replicas_of
 from flashspark.redact import redact
@@ -186,7 +187,7 @@ async def fleet_up(recipe: Recipe, *, events: Events) -> FleetUpResult:
     ]
     boot_json = Path(run_dir) / "boot.json"
     first_boot = Path(booted[0].boot_json)
-    pins = _pins(first_boot)
+    pins = pins_in_boot_record(first_boot)
     result = FleetUpResult(
         deployment=recipe.cluster.name,
         base_url=router.url,
@@ -203,14 +204,6 @@ async def fleet_up(recipe: Recipe, *, events: Events) -> FleetUpResult:
         state_path(recipe), state.model_copy(update={"api_host": recipe.router.host, "api_port": recipe.router.port})
     )
     return result
-
-
-def _pins(boot_json: Path) -> dict[str, object]:
-    try:
-        pins = json.loads(boot_json.read_text()).get("pins", {})
-    except (OSError, ValueError):
-        return {}
-    return pins if isinstance(pins, dict) else {}
 
 
 async def start_router(recipe: Recipe, *, events: Events) -> RouterRecord:

@@ -29,6 +29,7 @@ from flashspark.cluster.lifecycle import deployment_running, down
 from flashspark.cluster.provision import provision
 from flashspark.errors import InputError
 from flashspark.files import read_model, write_atomic, write_json
+from flashspark.pins import pins_in_boot_record
 from flashspark.recipe.model import Recipe
 from flashspark.recipe.workload import Workload
 from flashspark.tune.analysis import Standing, Verdict, mark_pareto, overlay_toml, standing, verdict
@@ -134,7 +135,7 @@ async def run_tune(
         state.results.append(result)
         state.active = None
         if not state.pins:
-            state.pins = _pins(folder)
+            state.pins = pins_in_boot_record(folder / "boot.json")
         write_json(path, state.model_dump(mode="json"))
     state.standings = [standing(r, workload.objective) for r in state.results]
     mark_pareto(state.standings)
@@ -168,12 +169,3 @@ def _line(result: CandidateResult) -> str:
         return (result.error or "failed").splitlines()[0]
     values = result.values("output_tokens_per_s")
     return f"{min(values):.1f}..{max(values):.1f} tok/s over {len(values)} rounds" if values else "no rounds"
-
-
-def _pins(folder: Path) -> dict[str, object]:
-    try:
-        boot = json.loads((folder / "boot.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    pins = boot.get("pins") if isinstance(boot, dict) else None
-    return pins if isinstance(pins, dict) else {}
