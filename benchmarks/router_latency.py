@@ -10,6 +10,7 @@ per request, and the router's added latency is the routed distribution minus the
 percentile by percentile.
 
     python benchmarks/router_latency.py [--requests 400] [--concurrency 1,16] [--base-url URL --api-key K]
+                                        [--router-bin PATH]
 
 A number printed here is a measurement of this run on this machine only.
 """
@@ -83,6 +84,7 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--base-url", default=None, help="a real upstream (…/v1) instead of the stand-in")
     parser.add_argument("--api-key", default=os.environ.get("VLLM_API_KEY"))
+    parser.add_argument("--router-bin", default=ROUTER, help="the vllm-router executable (default: beside this Python)")
     args = parser.parse_args()
     processes = []
     try:
@@ -98,7 +100,7 @@ def main() -> None:
         router_port, metrics_port = free_port(), free_port()
         processes.append(
             subprocess.Popen(
-                [ROUTER, "--host", "127.0.0.1", "--port", str(router_port), "--worker-urls", upstream,
+                [args.router_bin, "--host", "127.0.0.1", "--port", str(router_port), "--worker-urls", upstream,
                  "--policy", "round_robin", "--prometheus-port", str(metrics_port), "--log-level", "warning"],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )
