@@ -126,3 +126,24 @@ def test_the_fabric_check_runs_in_the_image_with_the_nodes_nccl_variables_and_no
     # the rank's arguments: the replica's own head as rendezvous, rank 1 of 2, NCCL
     assert argv[image + 1 :] == ["-", "10.9.0.13", "25001", "1", "2", "nccl", "30", "8192"]
     assert not any(KEY in a or "hf_fleetPlanted" in a for a in argv)
+
+
+def test_the_fabric_check_gets_the_gid_index_preflight_resolved_as_the_engine_will(tmp_path: Path) -> None:
+    from flashspark.cluster.fabric import rank_argv
+    from flashspark.recipe.replicas import replicas_of
+
+    path = tmp_path / "auto.toml"
+    path.write_text(
+        'profile = "agent-1m"\n[parallel]\ntensor_parallel_size = 2\n'
+        f'[api]\nexpose = true\napi_key = "{KEY}"\n[cluster]\nname = "pair"\n[router]\n'
+        + NODES.replace('socket_ifname = "enp1s0f1np1"\n', 'socket_ifname = "enp1s0f1np1"\ngid_index = "auto"\n')
+        + TP2
+    )
+    replica = replicas_of(resolve_recipe(config=path).recipe)[1].recipe
+
+    def gid_of(gids: dict[str, str] | None) -> list[str]:
+        argv = rank_argv(replica, 1, port=25001, sizes=(8192,), timeout_s=30, gids=gids)
+        return [a for a in argv if a.startswith("NCCL_IB_GID_INDEX=")]
+
+    assert gid_of({"spark3": "1", "spark4": "3"}) == ["NCCL_IB_GID_INDEX=3"]  # rank 1 is spark4
+    assert gid_of(None) == [] and gid_of({"spark3": "1"}) == []  # unresolved: NCCL's own choice

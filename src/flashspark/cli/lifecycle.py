@@ -133,7 +133,7 @@ def preflight_command(
     all-reduce of `flashspark fabric` (skipped when a node check failed).
     """
     from flashspark.cluster.fabric import fabric_check
-    from flashspark.cluster.preflight import PreflightResult, preflight_with_facts
+    from flashspark.cluster.preflight import PreflightResult, preflight_with_facts, resolved_gids
 
     recipe = load_recipe(config, profile, sets).recipe
     # Per TP group (each replica of a fleet is one): its ports, its facts compared, its all-reduce.
@@ -144,7 +144,8 @@ def preflight_command(
     )
     fabrics = []
     if checked.ok and not no_fabric:
-        fabrics = [run(fabric_check(group, timeout_s=group.lifecycle.fabric_timeout_s)) for group in groups]
+        gids = resolved_gids(checked.checks)
+        fabrics = [run(fabric_check(group, timeout_s=group.lifecycle.fabric_timeout_s, gids=gids)) for group in groups]
     ok = checked.ok and all(f.ok for f in fabrics)
     if as_json:
         console.print_json(

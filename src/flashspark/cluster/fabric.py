@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Mapping
 from importlib import resources
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -96,10 +97,28 @@ def master_of(recipe: Recipe) -> str:
     return recipe.cluster.master_addr or recipe.head.vllm_host_ip or "127.0.0.1"
 
 
-def rank_argv(recipe: Recipe, rank: int, *, port: int, sizes: tuple[int, ...], timeout_s: float) -> list[str]:
+def rank_env(recipe: Recipe, rank: int, gids: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The node's rendered variables, as its engine gets them: an `auto` GID index as preflight resolved
+    it (left to NCCL's own choice when it was not resolved, as by `flashspark fabric` alone)."""
+    node = recipe.nodes[rank]
+    env, _secrets, pending = render_env(recipe, node)
+    if pending.get("NCCL_IB_GID_INDEX") == "auto" and gids and node.name in gids:
+        env["NCCL_IB_GID_INDEX"] = gids[node.name]
+    return env
+
+
+def rank_argv(
+    recipe: Recipe,
+    rank: int,
+    *,
+    port: int,
+    sizes: tuple[int, ...],
+    timeout_s: float,
+    gids: Mapping[str, str] | None = None,
+) -> list[str]:
     """The argv that runs one rank on its node: the engine's Python, the node's rendered variables."""
     node = recipe.nodes[rank]
-    env, _secrets, _pending = render_env(recipe, node)
+    env = rank_env(recipe, rank, gids)
     args = [
         master_of(recipe),
         str(port),
@@ -125,14 +144,20 @@ def rank_argv(recipe: Recipe, rank: int, *, port: int, sizes: tuple[int, ...], t
 
 
 async def _run_rank(
-    recipe: Recipe, rank: int, transport: Transport, *, port: int, sizes: tuple[int, ...], timeout_s: float
+    recipe: Recipe,
+    rank: int,
+    transport: Transport,
+    *,
+    port: int,
+    sizes: tuple[int, ...],
+    timeout_s: float,
+    gids: Mapping[str, str] | None,
 ) -> tuple[RankOutcome, list[dict[str, float]]]:
     """One rank's outcome and its raw timings (rank 0's become the report's sizes)."""
     node = recipe.nodes[rank]
     variable = "NCCL_SOCKET_IFNAME" if backend_of(recipe) == "nccl" else "GLOO_SOCKET_IFNAME"
-    env, _, _ = render_env(recipe, node)
-    base = {"rank": rank, "node": node.name, "variable": variable, "interface": env.get(variable)}
-    argv = rank_argv(recipe, rank, port=port, sizes=sizes, timeout_s=timeout_s)
+    base = {"rank": rank, "node": node.name, "variable": variable, "interface": rank_env(recipe, rank).get(variable)}
+    argv = rank_argv(recipe, rank, port=port, sizes=sizes, timeout_s=timeout_s, gids=gids)
     try:
         result = await transport.run(argv, stdin=script_source(), timeout_s=timeout_s + GRACE_S)
     except NodeUnreachable as error:
@@ -209,9 +234,11 @@ async def fabric_check(
     sizes: tuple[int, ...] = DEFAULT_SIZES,
     port: int | None = None,
     timeout_s: float = 30.0,
+    gids: Mapping[str, str] | None = None,
 ) -> FabricReport:
     """Run the all-reduce on every node of the recipe at once; a report, never an exception for a failed
-    fabric (a node that cannot be reached is a failed rank)."""
+    fabric (a node that cannot be reached is a failed rank). `gids`: node -> the GID index preflight
+    resolved for `gid_index = "auto"`."""
     backend = backend_of(recipe)
     port = port if port is not None else recipe.cluster.master_port + PORT_OFFSET
     base = {
@@ -224,7 +251,10 @@ async def fabric_check(
         return FabricReport(**base, ok=True, skipped="one node: no fabric between ranks to check")
     transports = [transport_for(node) for node in recipe.nodes]
     outcomes = await asyncio.gather(
-        *(_run_rank(recipe, rank, t, port=port, sizes=sizes, timeout_s=timeout_s) for rank, t in enumerate(transports))
+        *(
+            _run_rank(recipe, rank, t, port=port, sizes=sizes, timeout_s=timeout_s, gids=gids)
+            for rank, t in enumerate(transports)
+        )
     )
     ranks = [outcome for outcome, _ in outcomes]
     raw = [timings for _, timings in outcomes]

@@ -31,7 +31,7 @@ from flashspark.cluster.events import Events
 from flashspark.cluster.expectations import backend_mismatches
 from flashspark.cluster.fabric import FabricReport, fabric_check
 from flashspark.cluster.ports import port_held
-from flashspark.cluster.preflight import GID_CHECK, NodeCheck, preflight_with_facts
+from flashspark.cluster.preflight import NodeCheck, preflight_with_facts, resolved_gids
 from flashspark.cluster.provision import provision
 from flashspark.cluster.readiness import ReadinessTarget, wait_until_ready
 from flashspark.cluster.reports import BootRecord, DownResult, FailureRecord, ServedModel, UpResult
@@ -185,7 +185,7 @@ async def save_tails(
 
 def resolve_pending(plan: LaunchPlan, checks: list[NodeCheck]) -> LaunchPlan:
     """Fill the values the plan left to the node (NCCL_IB_GID_INDEX=auto) from what preflight resolved."""
-    gids = {c.node: c.value for c in checks if c.check == GID_CHECK and c.ok}
+    gids = resolved_gids(checks)
     nodes = []
     for launch in plan.nodes:
         if launch.pending.get("NCCL_IB_GID_INDEX") == "auto" and launch.name in gids:
@@ -231,7 +231,7 @@ async def up(recipe: Recipe, *, events: Events, environ: Mapping[str, str] | Non
             fix=first.fix,
         )
     events.phase("preflight", "ok")
-    fabric = await check_fabric(recipe, events)
+    fabric = await check_fabric(recipe, events, gids=resolved_gids(checks))
     plan = resolve_pending(render_plan(recipe), checks)
     run_dir = new_run_dir(recipe, "up")
     write_json(run_dir / "plan.json", plan.model_dump(mode="json"))
@@ -349,12 +349,13 @@ async def up(recipe: Recipe, *, events: Events, environ: Mapping[str, str] | Non
             await stream.stop()
 
 
-async def check_fabric(recipe: Recipe, events: Events) -> FabricReport | None:
-    """Several nodes: the all-reduce across them before any engine starts (`lifecycle.fabric_check`)."""
+async def check_fabric(recipe: Recipe, events: Events, *, gids: dict[str, str]) -> FabricReport | None:
+    """Several nodes: the all-reduce across them before any engine starts (`lifecycle.fabric_check`), with
+    the GID indexes preflight resolved, as the engines will get them."""
     if len(recipe.nodes) < 2 or not recipe.lifecycle.fabric_check:
         return None
     events.phase("fabric", "start", f"all-reduce across {len(recipe.nodes)} nodes")
-    report = await fabric_check(recipe, timeout_s=recipe.lifecycle.fabric_timeout_s)
+    report = await fabric_check(recipe, timeout_s=recipe.lifecycle.fabric_timeout_s, gids=gids)
     if not report.ok:
         first = report.problems[0]
         events.phase("fabric", "fail", first.message)

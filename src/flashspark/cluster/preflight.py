@@ -164,10 +164,16 @@ async def preflight_with_facts(
             )
         )
     )
-    gids = {c.node: c.value for c in checks if c.check == GID_CHECK and c.ok}
+    gids = resolved_gids(checks)
     facts = [f.model_copy(update={"roce_gid": gids.get(f.node)}) for f in facts]
     checks += same_image(checks) + gid_agreement(checks) + host_checks(recipe, facts, table)
     return PreflightResult(checks, facts)
+
+
+def resolved_gids(checks: list[NodeCheck]) -> dict[str, str]:
+    """node -> the RoCE GID index preflight resolved for `gid_index = "auto"` (the launch and the fabric
+    check both use it)."""
+    return {c.node: c.value for c in checks if c.check == GID_CHECK and c.ok}
 
 
 async def check_port(transport: Transport, node: str, key: str, port: int) -> NodeCheck:
