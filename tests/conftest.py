@@ -22,17 +22,13 @@ ENGINE_DIR = os.environ.get("FLASHSPARK_ENGINE_DIR") or f"{_REAL_HOME}/engine/vl
 MODELS_DIR = os.environ.get("FLASHSPARK_MODELS_DIR") or f"{_REAL_HOME}/models"
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """On two pytest-xdist workers (scripts/test.sh runs the engine and cluster tests so): the tests on the
-    namespaced nodes share one worker and one set of nodes, the tests of the embedded engine (one shared
-    boot) the other; the rest go where there is room."""
-    if not config.pluginmanager.hasplugin("xdist"):
-        return
+@pytest.hookimpl(tryfirst=True)  # before the mark plugin selects by -m
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test on the namespaced nodes is marked `netns`: scripts/test.sh runs them in a pytest of their
+    own, beside the embedded engine's tests (each leaves a core idle for long stretches)."""
     for item in items:
         if "netns_cluster" in item.fixturenames:
-            item.add_marker(pytest.mark.xdist_group("netns"))
-        elif item.get_closest_marker("engine") is not None:
-            item.add_marker(pytest.mark.xdist_group("engine"))
+            item.add_marker(pytest.mark.netns)
 
 
 @pytest.fixture(autouse=True)

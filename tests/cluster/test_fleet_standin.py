@@ -53,13 +53,18 @@ def cli(toml: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([FLASHSPARK, *args, "--env", str(toml)], capture_output=True, text=True, env=env, timeout=300)
 
 
+def up_fleet(toml: Path) -> dict[str, str]:
+    """`up` of the stand-in fleet: replica name -> its URL."""
+    up = cli(toml, "up", "--json", "--quiet")
+    assert up.returncode == 0, up.stdout + up.stderr[-2000:]
+    return {r["name"]: r["worker_url"] for r in json.loads(up.stdout)["replicas"]}
+
+
 @pytest.mark.cluster
 def test_a_replica_failing_its_gate_stays_out_and_the_restart_stops_there(tmp_path: Path) -> None:
     toml = standin_fleet(tmp_path)
-    up = cli(toml, "up", "--json", "--quiet")
-    assert up.returncode == 0, up.stdout + up.stderr[-2000:]
+    workers = up_fleet(toml)
     try:
-        workers = {r["name"]: r["worker_url"] for r in json.loads(up.stdout)["replicas"]}
         refused = cli(toml, "restart", "--rolling", "--quiet", "--json", "--expect", "NOT THE REPLY")
         assert refused.returncode == 4, refused.stdout + refused.stderr[-2000:]
         report = json.loads(refused.stdout)
@@ -151,10 +156,8 @@ def test_the_supervisor_restarts_a_dead_replica_alone_and_the_router_takes_it_ba
 @pytest.mark.cluster
 def test_a_rolling_restart_brings_a_dead_replica_back_first(tmp_path: Path) -> None:
     toml = standin_fleet(tmp_path)
-    up = cli(toml, "up", "--json", "--quiet")
-    assert up.returncode == 0, up.stdout + up.stderr[-2000:]
+    workers = up_fleet(toml)
     try:
-        workers = {r["name"]: r["worker_url"] for r in json.loads(up.stdout)["replicas"]}
         b = json.loads((tmp_path / "home" / "state" / "sfleet-b.json").read_text())
         os.killpg(b["nodes"][0]["pgid"], signal.SIGKILL)
         wait_for(lambda: rotation(toml) == {workers["a"]: True, workers["b"]: False}, "b out of the rotation", 60)
@@ -174,10 +177,8 @@ def test_a_rolling_restart_brings_a_dead_replica_back_first(tmp_path: Path) -> N
 @pytest.mark.cluster
 def test_a_rolling_restart_never_takes_out_the_last_replica_serving(tmp_path: Path) -> None:
     toml = standin_fleet(tmp_path, replicas=1)
-    up = cli(toml, "up", "--json", "--quiet")
-    assert up.returncode == 0, up.stdout + up.stderr[-2000:]
+    (worker,) = up_fleet(toml).values()
     try:
-        (worker,) = [r["worker_url"] for r in json.loads(up.stdout)["replicas"]]
         refused = cli(toml, "restart", "--rolling", "--quiet", "--json")
         assert refused.returncode == 4, refused.stdout + refused.stderr[-2000:]
         report = json.loads(refused.stdout)

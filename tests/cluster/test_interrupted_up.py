@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.cluster.test_fleet_standin import cli
 from tests.cluster.test_one_node import free_port
 from tests.cluster.test_two_node_vllm import read_json_document
 from tests.conftest import group_members
@@ -99,12 +100,6 @@ def test_a_signalled_supervisor_stops_watching_and_leaves_the_deployment_serving
         if supervisor.poll() is None:
             supervisor.kill()
             supervisor.communicate()
-        down = subprocess.run(
-            [FLASHSPARK, "down", "--json", "--env", str(toml)],
-            capture_output=True,
-            text=True,
-            env={**os.environ, "FLASHSPARK_HOME": str(tmp_path / "home")},
-            timeout=60,
-        )
+        down = cli(toml, "down", "--json")
     assert down.returncode == 0, down.stdout + down.stderr
     assert group_members(pgid) == []
