@@ -41,9 +41,11 @@ fi
 # stand-ins'). An engine boot imports vLLM on one core, so each run leaves a core idle for long
 # stretches; side by side they take ~2/3 of the time one after the other. Each keeps its own log,
 # printed when both have ended.
-echo "==> pytest: fast tests"
-python -m pytest -m "not engine and not cluster"
+# Each run gets its own --basetemp: pytest's numbered temp folders are shared between runs, and their
+# clean-up trips over a folder another run holds.
 logs=$(mktemp -d)
+echo "==> pytest: fast tests"
+python -m pytest -m "not engine and not cluster" --basetemp "$logs/fast-tmp"
 echo "==> pytest: the namespaced-node tests and the other engine/cluster tests, side by side (logs: $logs)"
 python -m pytest -m "netns" -p no:cacheprovider --basetemp "$logs/netns-tmp" >"$logs/netns.log" 2>&1 &
 netns=$!
