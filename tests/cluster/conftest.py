@@ -12,6 +12,7 @@ import random
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -280,3 +281,13 @@ def docker_nodes(netns_cluster: NetnsCluster, tmp_path_factory: pytest.TempPathF
             # dockerd bind-mounts the namespace under its exec root; left mounted, it keeps the netns alive.
             subprocess.run(["umount", "-l", f"{node.docker_dir}/exec/netns/default"], check=False, capture_output=True)
             subprocess.run(["sh", "-c", f"umount -l {node.docker_dir}/data/* 2>/dev/null"], check=False)
+
+
+def standin_launcher(folder: Path) -> Path:
+    """An executable `vllm` in folder that runs tests/cluster/standin_engine.py with this Python: the
+    `vllm_bin` of a deployment whose engine is the stand-in."""
+    launcher = folder / "vllm"
+    engine = Path(__file__).with_name("standin_engine.py")
+    launcher.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{engine}" "$@"\n')
+    launcher.chmod(0o755)
+    return launcher

@@ -14,19 +14,17 @@ from pathlib import Path
 
 import pytest
 
+from tests.cluster.conftest import standin_launcher
 from tests.cluster.test_fleet import wait_for
 from tests.cluster.test_one_node import free_port
 from tests.cluster.test_two_node_vllm import read_json_document, stop_watching
 
-ENGINE = Path(__file__).with_name("standin_engine.py")
 FLASHSPARK = str(Path(sys.executable).parent / "flashspark")
 VLLM_ROUTER = str(Path(sys.executable).parent / "vllm-router")
 
 
 def standin_fleet(tmp_path: Path, *, router_bin: str = VLLM_ROUTER, replicas: int = 2) -> Path:
-    launcher = tmp_path / "vllm"
-    launcher.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{ENGINE}" "$@"\n')
-    launcher.chmod(0o755)
+    launcher = standin_launcher(tmp_path)
     (tmp_path / "control").write_text("ok")
     toml = tmp_path / "fleet.toml"
     toml.write_text(

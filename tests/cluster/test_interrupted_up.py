@@ -17,19 +17,17 @@ from pathlib import Path
 
 import pytest
 
+from tests.cluster.conftest import standin_launcher
 from tests.cluster.test_fleet_standin import cli
 from tests.cluster.test_one_node import free_port
 from tests.cluster.test_two_node_vllm import read_json_document
 from tests.conftest import group_members
 
-ENGINE = Path(__file__).with_name("standin_engine.py")
 FLASHSPARK = str(Path(sys.executable).parent / "flashspark")
 
 
 def solo_toml(tmp_path: Path, boot_s: float) -> Path:
-    launcher = tmp_path / "vllm"
-    launcher.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{ENGINE}" "$@"\n')
-    launcher.chmod(0o755)
+    launcher = standin_launcher(tmp_path)
     toml = tmp_path / "solo.toml"
     toml.write_text(
         'profile = "local-cpu"\n[model]\nid = "example/stand-in"\nserved_name = "stand-in"\n'

@@ -11,7 +11,6 @@ import contextlib
 import json
 import os
 import signal
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +21,8 @@ from flashspark.cluster.supervisor import supervise
 from flashspark.errors import ClientError, ClusterError, NotRunning
 from flashspark.recipe import resolve_recipe
 from flashspark.recipe.model import Recipe
+from tests.cluster.conftest import standin_launcher
 from tests.cluster.test_one_node import free_port
-
-ENGINE = Path(__file__).with_name("standin_engine.py")
 
 
 class Quiet:
@@ -52,9 +50,7 @@ class StandInDeployment:
     ) -> None:
         self.control = tmp_path / "control"
         self.control.write_text("ok")
-        launcher = tmp_path / "vllm"
-        launcher.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{ENGINE}" "$@"\n')
-        launcher.chmod(0o755)
+        launcher = standin_launcher(tmp_path)
         toml = tmp_path / "solo.toml"
         toml.write_text(
             'profile = "local-cpu"\n'

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ from flashspark.recipe import resolve_recipe
 from flashspark.recipe.workload import Workload
 from flashspark.tune.candidates import Candidate
 from flashspark.tune.measure import measure
+from tests.cluster.conftest import standin_launcher
 from tests.conftest import group_members
 from tests.tune.test_resume import Quiet
 
@@ -50,10 +50,7 @@ async def test_a_candidate_cut_short_mid_bench_stops_its_deployment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("FLASHSPARK_HOME", str(tmp_path / "home"))
-    standin = Path(__file__).parents[1] / "cluster" / "standin_engine.py"
-    launcher = tmp_path / "vllm"
-    launcher.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{standin}" "$@"\n')
-    launcher.chmod(0o755)
+    launcher = standin_launcher(tmp_path)
     control = tmp_path / "control"
     control.write_text("slow")
     port = free_port()
